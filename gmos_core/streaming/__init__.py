@@ -1,0 +1,1 @@
+"""gmos_core/streaming."""
