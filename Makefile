@@ -1,0 +1,85 @@
+# gmos: two commands for a newcomer.
+#   make demo   set everything up, then run the main job on the embedded default
+#   make test   set everything up, then ruff format --check, ruff check and pytest
+# `make setup` is idempotent: a second run is a quick no-op (a stamp file tracks its inputs).
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+V := $(abspath $(VENV))
+PY := $(V)/bin/python
+PIP := $(PY) -m pip
+# A CUDA user overrides this, e.g. TORCH_SPEC="torch==2.13.0 --index-url ...".
+TORCH_SPEC ?= torch==2.13.0
+# ROS 2 kilted from PyPI wheels, only where no ROS distribution provides rclpy already.
+ROS_WHEELS := ros-kilted-rclpy ros-kilted-rmw-fastrtps-cpp ros-kilted-std-msgs \
+  ros-kilted-sensor-msgs ros-kilted-diagnostic-msgs ros-kilted-lifecycle-msgs \
+  ros-kilted-ament-cmake ros-kilted-ament-package ros-kilted-ament-cmake-include-directories \
+  ros-kilted-ament-cmake-ros-core ros-kilted-rosidl-default-generators \
+  ros-kilted-rosidl-core-generators colcon-common-extensions
+SAM2_SPEC ?= sam2==1.1.0
+STAMP := $(V)/.gmos-setup-stamp
+MSG_SRC := $(wildcard msg/msg/*.msg) msg/CMakeLists.txt msg/package.xml
+
+# Tests, CI and the demo keep DDS on loopback (see the environment note).
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+export ROS_DOMAIN_ID ?= 87
+export FASTDDS_DEFAULT_PROFILES_FILE ?= $(abspath config/fastdds_loopback.xml)
+
+.PHONY: setup test lint pytest demo clean msgs
+
+setup: $(STAMP)
+
+$(STAMP): Makefile setup.py $(MSG_SRC)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_SPEC)
+	@if $(PY) -c "import rclpy" 2>/dev/null && ! test -f $(V)/.gmos-ros-wheels; then \
+	  echo "rclpy already importable: using the installed ROS distribution"; \
+	else \
+	  $(PIP) install -q $(ROS_WHEELS) && touch $(V)/.gmos-ros-wheels; \
+	fi
+	# SAM2, CPU-only recipe: no build isolation and no deps, or pip replaces the CPU torch
+	# with a 5 GB CUDA build (environment note).
+	SAM2_BUILD_CUDA=0 $(PIP) install -q --no-build-isolation --no-deps $(SAM2_SPEC)
+	$(PIP) install -q hydra-core iopath tqdm pillow onnx onnxruntime
+	$(PIP) install -q -e ".[dev,onnx]"
+	$(MAKE) --no-print-directory msgs
+	@touch $(STAMP)
+	@echo "gmos: setup complete ($(V))"
+
+# Build the gmos_msgs interface package straight into the venv (no sourcing needed after).
+msgs:
+	@mkdir -p build
+	@if test -f $(V)/.gmos-ros-wheels; then \
+	  PYINC=$$($(PY) -c 'import sysconfig;print(sysconfig.get_paths()["include"])'); \
+	  NPINC=$$($(PY) -c 'import numpy;print(numpy.get_include())'); \
+	  grep -rl '/opt/python/cp311-cp311/' "$(V)/share" --include='*.cmake' | xargs -r sed -i \
+	    -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$$NPINC#g" \
+	    -e "s#/opt/python/cp311-cp311/include/python3.11#$$PYINC#g"; \
+	fi
+	PATH=$(V)/bin:$$PATH cmake -S msg -B build/gmos_msgs -DCMAKE_INSTALL_PREFIX=$(V) \
+	  -DCMAKE_PREFIX_PATH=$(V) -DPython3_EXECUTABLE=$(PY) -DBUILD_TESTING=OFF > build/gmos_msgs.log 2>&1 \
+	  || (cat build/gmos_msgs.log; exit 1)
+	PATH=$(V)/bin:$$PATH cmake --build build/gmos_msgs -j2 >> build/gmos_msgs.log 2>&1 \
+	  || (tail -50 build/gmos_msgs.log; exit 1)
+	cmake --install build/gmos_msgs >> build/gmos_msgs.log 2>&1 || (tail -20 build/gmos_msgs.log; exit 1)
+	$(PY) -c "from gmos_msgs.msg import MovingObjectArray; print('gmos_msgs OK')"
+
+lint: setup
+	$(V)/bin/ruff format --check .
+	$(V)/bin/ruff check .
+
+pytest: setup
+	$(V)/bin/pytest -q $(PYTEST_ARGS)
+
+test: setup
+	$(V)/bin/ruff format --check .
+	$(V)/bin/ruff check .
+	$(V)/bin/pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m training.demo --out out/demo
+
+clean:
+	rm -rf build out .pytest_cache .ruff_cache
