@@ -1,1 +1,25 @@
-"""gmos_core/streaming."""
+"""Streaming runtime: frame-by-frame Gmos / Gmos-S with a timestamped ring buffer."""
+
+from gmos_core.streaming.segmenter import (
+    ForegroundPrediction,
+    FrameModel,
+    OnlineTracking,
+    ProposalPrediction,
+    StreamError,
+    StreamingSegmenter,
+    StreamStats,
+)
+from gmos_core.streaming.types import FrameResult, ObjectState, objects_from_ids
+
+__all__ = [
+    "ForegroundPrediction",
+    "FrameModel",
+    "FrameResult",
+    "ObjectState",
+    "OnlineTracking",
+    "ProposalPrediction",
+    "StreamError",
+    "StreamStats",
+    "StreamingSegmenter",
+    "objects_from_ids",
+]

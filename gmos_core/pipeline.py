@@ -1,0 +1,245 @@
+"""The torch model bundle: π³ + SAM2 features + a Gmos head, as the streaming runtime uses it.
+
+`GmosModelConfig` mirrors `config/paper.yaml` / `config/micro.yaml`; `build_frame_model`
+turns one into a `TorchFrameModel` (implements `gmos_core.streaming.FrameModel`) and loads
+official checkpoints when paths are given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import yaml
+
+from gmos_core.models.gmos import GmosProposer, GmosS
+from gmos_core.models.pi3 import Pi3Encoder, load_safetensors_file
+from gmos_core.models.postprocess import gmos_s_to_prob, proposals_to_label_map, select_proposals
+from gmos_core.models.preprocess import pi3_preprocess, sam2_preprocess
+from gmos_core.models.sam2_features import Sam2FeatureExtractor, Sam2Features
+from gmos_core.streaming.segmenter import ForegroundPrediction, ProposalPrediction
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+
+
+@dataclass(frozen=True)
+class Pi3Config:
+    encoder_depth: int = 24
+    decoder_depth: int = 36
+    embed_dim: int = 1024
+    num_heads: int = 16
+    pixel_limit: int = 255_000
+
+
+@dataclass(frozen=True)
+class Sam2Config:
+    size: str = "large"
+    image_size: int = 1024
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    embed_dim: int = 256
+    pi3_dim: int = 1024
+    sam_dim: int = 256
+    encoder_depth: int = 3
+    decoder_depth: int = 3
+    num_heads: int = 8
+    num_obj_tokens: int = 100
+    mlp_dim: int = 2048
+    grid: int = 64
+
+
+@dataclass(frozen=True)
+class GmosModelConfig:
+    """One named configuration (`paper` or `micro`), see `config/<name>.yaml`."""
+
+    name: str = "paper"
+    pi3: Pi3Config = field(default_factory=Pi3Config)
+    sam2: Sam2Config = field(default_factory=Sam2Config)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    num_frames: int = 5
+    span_s: float = 0.5
+    top_k: int = 20
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> GmosModelConfig:
+        """Load `config/<name>.yaml` or a YAML file path; unknown keys are an error."""
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = CONFIG_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+            raise FileNotFoundError(f"model config {name_or_path!r} not found (known: {known})")
+        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            return cls(
+                name=str(raw.get("name", path.stem)),
+                pi3=Pi3Config(**raw.get("pi3", {})),
+                sam2=Sam2Config(
+                    **{**raw.get("sam2", {}), "overrides": tuple(raw["sam2"].get("overrides", []))}
+                )
+                if "sam2" in raw
+                else Sam2Config(),
+                head=HeadConfig(**raw.get("head", {})),
+                num_frames=int(raw.get("window", {}).get("num_frames", 5)),
+                span_s=float(raw.get("window", {}).get("span_s", 0.5)),
+                top_k=int(raw.get("postprocess", {}).get("top_k", 20)),
+            )
+        except TypeError as exc:  # unknown key in a section
+            raise ValueError(f"{path}: {exc}") from exc
+
+
+@dataclass
+class Pi3FrameFeatures:
+    """Per-frame π³ tokens: (h·w, D) `x_norm_patchtokens` of one frame and its grid."""
+
+    tokens: torch.Tensor
+    grid_hw: tuple[int, int]
+
+
+class TorchFrameModel:
+    """π³ encoder + SAM2 image features + Gmos-S or Gmos proposer, on one torch device.
+
+    Args:
+        pi3: the π³ encoder (per-frame `encode_frames`, per-window `decode_window`).
+        sam2: SAM2 image feature extractor.
+        head: `GmosS` (one foreground mask) or `GmosProposer` (proposals).
+        pixel_limit: π³ input pixel budget (official 255 000).
+        top_k: proposals kept per frame (official 20).
+        device: torch device for all three.
+    """
+
+    def __init__(
+        self,
+        pi3: Pi3Encoder,
+        sam2: Sam2FeatureExtractor,
+        head: GmosS | GmosProposer,
+        pixel_limit: int = 255_000,
+        top_k: int = 20,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.pi3 = pi3.to(self.device).eval()
+        self.sam2 = sam2.to(self.device).eval()
+        self.head = head.to(self.device).eval()
+        self.pixel_limit = pixel_limit
+        self.top_k = top_k
+
+    @property
+    def mode(self) -> Literal["gmos_s", "gmos"]:
+        return "gmos_s" if isinstance(self.head, GmosS) else "gmos"
+
+    @torch.inference_mode()
+    def geometry_features(self, frame_rgb: np.ndarray) -> Pi3FrameFeatures:
+        """(H, W, 3) uint8 -> the frame's DINOv2 tokens (computed once per frame)."""
+        img = pi3_preprocess([frame_rgb], pixel_limit=self.pixel_limit).to(self.device)
+        grid = self.pi3.grid_size(int(img.shape[-2]), int(img.shape[-1]))
+        return Pi3FrameFeatures(self.pi3.encode_frames(img)[0], grid)
+
+    @torch.inference_mode()
+    def segmentation_features(self, frame_rgb: np.ndarray) -> Sam2Features:
+        """(H, W, 3) uint8 -> SAM2 bottleneck (+no_mem_embed), high-res maps, backbone_out."""
+        img = sam2_preprocess(frame_rgb, resolution=self.sam2.image_size)[None].to(self.device)
+        return self.sam2(img)
+
+    @torch.inference_mode()
+    def head_outputs(
+        self, geometry: Sequence[Pi3FrameFeatures], segmentation: Sam2Features
+    ) -> dict[str, torch.Tensor]:
+        """Raw head outputs for the middle frame of a window of per-frame π³ features."""
+        grids = {g.grid_hw for g in geometry}
+        if len(grids) != 1:
+            raise ValueError(f"window frames have different π³ grids {sorted(grids)}")
+        h, w = grids.pop()
+        tokens = torch.stack([g.tokens for g in geometry])[None]  # (1, N, hw, D)
+        feats = self.pi3.decode_window(tokens, h, w)  # (1, N, h, w, D)
+        token = feats[:, len(geometry) // 2].float()
+        return self.head(
+            token,
+            segmentation.bottleneck.float(),
+            high_res_features=[f.float() for f in segmentation.high_res],
+        )
+
+    def predict(
+        self,
+        geometry: Sequence[Any],
+        segmentation: Any,
+        out_hw: tuple[int, int],
+    ) -> ForegroundPrediction | ProposalPrediction:
+        out = self.head_outputs(geometry, segmentation)
+        if isinstance(self.head, GmosS):
+            prob, _ = gmos_s_to_prob(out["fg_mask"][0], out_hw)
+            return ForegroundPrediction(prob, iou=float(out["iou_pred"][0, 0]))
+        sel = select_proposals(out, top_k=self.top_k)
+        labels = proposals_to_label_map(sel.masks[0], out_hw)
+        k = sel.masks.shape[1]
+        masks = labels[None] == np.arange(1, k + 1, dtype=labels.dtype)[:, None, None]
+        return ProposalPrediction(
+            masks=masks,
+            motion_prob=sel.motion[0].float().cpu().numpy(),
+            iou=sel.iou[0].float().cpu().numpy(),
+        )
+
+
+def build_frame_model(
+    config: GmosModelConfig | str,
+    variant: Literal["gmos_s", "gmos"],
+    device: str = "cpu",
+    pi3_checkpoint: str | Path | None = None,
+    sam2_checkpoint: str | Path | None = None,
+    head_checkpoint: str | Path | None = None,
+    seed: int | None = 0,
+) -> TorchFrameModel:
+    """Build a `TorchFrameModel` from a named configuration and optional checkpoints.
+
+    Without checkpoints the weights are random (seeded): fine for timing and plumbing, never
+    for results.
+    """
+    from gmos_core.models.checkpoints import load_gmos_checkpoint
+
+    cfg = GmosModelConfig.load(config) if isinstance(config, str) else config
+    if seed is not None:
+        torch.manual_seed(seed)
+    pi3 = Pi3Encoder(
+        encoder_depth=cfg.pi3.encoder_depth,
+        decoder_depth=cfg.pi3.decoder_depth,
+        embed_dim=cfg.pi3.embed_dim,
+        num_heads=cfg.pi3.num_heads,
+    )
+    if pi3_checkpoint is not None:
+        pi3.load_official_state_dict(load_safetensors_file(pi3_checkpoint))
+    sam2 = Sam2FeatureExtractor(
+        size=cfg.sam2.size,
+        checkpoint=sam2_checkpoint,
+        device=device,
+        overrides=list(cfg.sam2.overrides),
+    )
+    h = cfg.head
+    common = dict(
+        embed_dim=h.embed_dim,
+        pi3_dim=h.pi3_dim,
+        sam_dim=h.sam_dim,
+        encoder_depth=h.encoder_depth,
+        num_heads=h.num_heads,
+        mlp_dim=h.mlp_dim,
+        grid=h.grid,
+    )
+    if variant == "gmos_s":
+        head: GmosS | GmosProposer = GmosS(**common)
+    elif variant == "gmos":
+        head = GmosProposer(
+            **common, decoder_depth=h.decoder_depth, num_obj_tokens=h.num_obj_tokens
+        )
+    else:
+        raise ValueError(f"variant must be 'gmos_s' or 'gmos', got {variant!r}")
+    if head_checkpoint is not None:
+        load_gmos_checkpoint(head, head_checkpoint)
+    return TorchFrameModel(
+        pi3, sam2, head, pixel_limit=cfg.pi3.pixel_limit, top_k=cfg.top_k, device=device
+    )

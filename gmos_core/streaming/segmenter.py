@@ -1,0 +1,330 @@
+"""Frame-by-frame runtime: `StreamingSegmenter.step(frame, stamp_ns) -> list[FrameResult]`.
+
+A frame's window spans ~`span_s` seconds centred on it (5 frames, chosen by timestamp so
+variable frame rates work), so its result can only be computed once a frame at least
+`span_s / 2` later has arrived: the latency is that half-window look-ahead plus compute.
+`step` therefore returns the results that became ready (none, one, or several), each stamped
+with the frame it describes; `flush()` finishes the stream (windows clamped at the end, as the
+official offline pipeline clamps at both ends).
+
+Per-frame features (π³'s per-frame DINOv2 tokens and the SAM2 features) are computed at most
+once per frame and cached with the frame in the ring buffer, so each frame is encoded once
+although it belongs to five windows. The buffer holds only the frames a pending window can
+still use, so memory stays flat over arbitrarily long streams.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from gmos_core.streaming.types import FrameResult, objects_from_ids
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ForegroundPrediction:
+    """Gmos-S output for one frame: (H, W) float32 foreground probability at input size."""
+
+    fg_prob: np.ndarray
+    iou: float = 0.0
+
+
+@dataclass(frozen=True)
+class ProposalPrediction:
+    """Proposer output for one frame after post-processing, at input resolution.
+
+    Attributes:
+        masks: (K, H, W) bool proposal masks (the hard-max label map split per proposal).
+        motion_prob: (K,) float32 sigmoid of the motion logits.
+        iou: (K,) float32 predicted IoU.
+    """
+
+    masks: np.ndarray
+    motion_prob: np.ndarray
+    iou: np.ndarray
+
+
+class FrameModel(Protocol):
+    """What the runtime needs from a model bundle (torch, onnxruntime or TensorRT backed)."""
+
+    def geometry_features(self, frame_rgb: np.ndarray) -> Any:
+        """Per-frame, cacheable part of the geometric encoder for an (H, W, 3) uint8 frame."""
+        ...
+
+    def segmentation_features(self, frame_rgb: np.ndarray) -> Any:
+        """Per-frame SAM2 image features (also what a SAM2 tracker reuses)."""
+        ...
+
+    def predict(
+        self, geometry: Sequence[Any], segmentation: Any, out_hw: tuple[int, int]
+    ) -> ForegroundPrediction | ProposalPrediction:
+        """Run the window decoder and the head for the middle frame of `geometry`."""
+        ...
+
+
+class OnlineTracking(Protocol):
+    """The causal propagator as the runtime drives it (see `gmos_core.propagation`)."""
+
+    def reset(self) -> None: ...
+
+    def update(
+        self, frame_index: int, proposals: ProposalPrediction, tracker_input: Any
+    ) -> tuple[np.ndarray, dict[int, bool], dict[int, float], dict[int, float]]:
+        """Proposals available: returns (ids (H, W) uint16, moving, motion_prob, iou) by id."""
+        ...
+
+    def carry(
+        self, frame_index: int, tracker_input: Any
+    ) -> tuple[np.ndarray, dict[int, bool], dict[int, float], dict[int, float]]:
+        """No proposals this frame (proposer stride): track, keep the last motion states."""
+        ...
+
+
+class StreamError(ValueError):
+    """A frame the stream cannot take (bad array); the stream state is unchanged."""
+
+
+@dataclass
+class _Entry:
+    stamp_ns: int
+    index: int
+    frame: np.ndarray
+    geometry: Any = None
+    segmentation: Any = None
+
+
+@dataclass
+class StreamStats:
+    """Counters a node reports in its diagnostics."""
+
+    frames_in: int = 0
+    results_out: int = 0
+    resets: int = 0
+    rejected: int = 0
+    geometry_encodes: int = 0
+    segmentation_encodes: int = 0
+    proposer_runs: int = 0
+
+
+class StreamingSegmenter:
+    """Online Gmos / Gmos-S over a live stream of frames.
+
+    Args:
+        model: the model bundle (see `FrameModel`).
+        mode: "gmos_s" (one foreground mask per frame, no propagator) or "gmos" (proposer +
+            online propagator).
+        tracking: the online propagator (required for mode "gmos").
+        span_s: time span of the 5-frame window in seconds (official: ~0.5 s).
+        num_frames: frames per window (odd; official 5).
+        proposer_stride: run the window decoder + proposer on every k-th frame only; the
+            tracker alone carries the objects and their last motion state in between (mode
+            "gmos"). For "gmos_s", frames in between reuse the last foreground mask.
+        fg_threshold: Gmos-S foreground probability threshold (official 0.5).
+        max_buffer: hard cap on buffered frames (guards absurd frame rates); beyond it the
+            oldest pending frame is processed early with the frames at hand.
+    """
+
+    def __init__(
+        self,
+        model: FrameModel,
+        mode: Literal["gmos_s", "gmos"],
+        tracking: OnlineTracking | None = None,
+        span_s: float = 0.5,
+        num_frames: int = 5,
+        proposer_stride: int = 1,
+        fg_threshold: float = 0.5,
+        max_buffer: int = 256,
+    ) -> None:
+        if mode not in ("gmos_s", "gmos"):
+            raise ValueError(f"mode must be 'gmos_s' or 'gmos', got {mode!r}")
+        if mode == "gmos" and tracking is None:
+            raise ValueError("mode 'gmos' needs an online propagator (tracking=...)")
+        if num_frames < 1 or num_frames % 2 == 0:
+            raise ValueError(f"num_frames must be odd and >= 1, got {num_frames}")
+        if span_s < 0:
+            raise ValueError(f"span_s must be >= 0, got {span_s}")
+        if proposer_stride < 1:
+            raise ValueError(f"proposer_stride must be >= 1, got {proposer_stride}")
+        self.model = model
+        self.mode = mode
+        self.tracking = tracking
+        self.span_ns = int(round(span_s * 1e9))
+        self.num_frames = num_frames
+        self.proposer_stride = proposer_stride
+        self.fg_threshold = fg_threshold
+        self.max_buffer = max_buffer
+        self.stats = StreamStats()
+        self._buf: deque[_Entry] = deque()
+        self._pending: deque[_Entry] = deque()
+        self._next_index = 0
+        self._shape: tuple[int, int] | None = None
+        self._last_stamp: int | None = None
+        self._last_fg: ForegroundPrediction | None = None
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def latency_ns(self) -> int:
+        """Look-ahead a result waits for (half the window span), compute not included."""
+        return self.span_ns // 2
+
+    @property
+    def buffered(self) -> int:
+        """Frames currently held (bounded: about span x fps + 1)."""
+        return len(self._buf)
+
+    def step(self, frame_rgb: np.ndarray, stamp_ns: int) -> list[FrameResult]:
+        """Add one frame; return the results that became ready, in stamp order.
+
+        Args:
+            frame_rgb: (H, W, 3) uint8 RGB frame.
+            stamp_ns: its capture stamp in nanoseconds.
+
+        A stamp that goes backwards (bag loop, clock reset) or a change of resolution first
+        finishes the frames already received (each result keeps its own stamp), then
+        restarts the stream state. A repeated stamp is rejected (`StreamError`).
+        """
+        frame = self._check_frame(frame_rgb)
+        stamp_ns = int(stamp_ns)
+        out: list[FrameResult] = []
+        if self._last_stamp is not None:
+            if stamp_ns == self._last_stamp:
+                self.stats.rejected += 1
+                raise StreamError(f"duplicate stamp {stamp_ns} ns: frame ignored")
+            if stamp_ns < self._last_stamp or frame.shape[:2] != self._shape:
+                why = "stamp went backwards" if stamp_ns < self._last_stamp else "resolution"
+                log.info("stream reset (%s)", why)
+                out.extend(self.flush())
+                self.reset()
+                self.stats.resets += 1
+        self._shape = frame.shape[:2]
+        self._last_stamp = stamp_ns
+        entry = _Entry(stamp_ns=stamp_ns, index=self._next_index, frame=frame)
+        self._next_index += 1
+        self._buf.append(entry)
+        self._pending.append(entry)
+        self.stats.frames_in += 1
+        while self._pending and (self._ready(self._pending[0]) or len(self._buf) > self.max_buffer):
+            out.append(self._process(self._pending.popleft()))
+            self._evict()
+        return out
+
+    def flush(self) -> list[FrameResult]:
+        """Finish every pending frame with the frames at hand (end of stream)."""
+        out = []
+        while self._pending:
+            out.append(self._process(self._pending.popleft()))
+            self._evict()
+        return out
+
+    def reset(self) -> None:
+        """Forget all frames and tracks (pending frames are dropped: call flush() first)."""
+        self._buf.clear()
+        self._pending.clear()
+        self._next_index = 0
+        self._shape = None
+        self._last_stamp = None
+        self._last_fg = None
+        if self.tracking is not None:
+            self.tracking.reset()
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _check_frame(frame: np.ndarray) -> np.ndarray:
+        if not isinstance(frame, np.ndarray):
+            raise StreamError(f"frame must be a numpy array, got {type(frame).__name__}")
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise StreamError(f"frame must be (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
+        if frame.shape[0] == 0 or frame.shape[1] == 0:
+            raise StreamError(f"frame has zero size {frame.shape}")
+        return frame
+
+    def _targets(self, center: _Entry) -> list[int]:
+        half = self.num_frames // 2
+        step = self.span_ns / max(1, self.num_frames - 1)
+        return [center.stamp_ns + int(round((k - half) * step)) for k in range(self.num_frames)]
+
+    def _ready(self, center: _Entry) -> bool:
+        # Once a frame at or after the last target has arrived, the nearest frame to every
+        # target is decided: any later frame would be farther away.
+        return self._buf[-1].stamp_ns >= self._targets(center)[-1]
+
+    def _nearest(self, target: int, center_ns: int) -> _Entry:
+        # Buffers are short (span x fps), a linear scan is cheaper than bisect bookkeeping.
+        # Ties go to the frame nearer the centre (as `preprocess.window_by_time`); targets
+        # outside the buffer clamp to its ends, the replicate padding of the official window.
+        return min(self._buf, key=lambda e: (abs(e.stamp_ns - target), abs(e.stamp_ns - center_ns)))
+
+    def _window(self, center: _Entry) -> list[_Entry]:
+        return [self._nearest(t, center.stamp_ns) for t in self._targets(center)]
+
+    def window(self, center_stamp_ns: int) -> list[int]:
+        """Stamps of the frames the window of a buffered frame would use (for tests/tools)."""
+        entry = next(e for e in self._buf if e.stamp_ns == center_stamp_ns)
+        return [e.stamp_ns for e in self._window(entry)]
+
+    def _geometry(self, e: _Entry) -> Any:
+        if e.geometry is None:
+            e.geometry = self.model.geometry_features(e.frame)
+            self.stats.geometry_encodes += 1
+        return e.geometry
+
+    def _segmentation(self, e: _Entry) -> Any:
+        if e.segmentation is None:
+            e.segmentation = self.model.segmentation_features(e.frame)
+            self.stats.segmentation_encodes += 1
+        return e.segmentation
+
+    def _process(self, center: _Entry) -> FrameResult:
+        hw = center.frame.shape[:2]
+        run_head = center.index % self.proposer_stride == 0
+        if self.mode == "gmos_s":
+            if run_head or self._last_fg is None:
+                window = self._window(center)
+                pred = self.model.predict(
+                    [self._geometry(e) for e in window], self._segmentation(center), hw
+                )
+                if not isinstance(pred, ForegroundPrediction):
+                    raise TypeError("mode 'gmos_s' needs a model that returns foreground")
+                self.stats.proposer_runs += 1
+                self._last_fg = pred
+            pred = self._last_fg
+            fg = pred.fg_prob > self.fg_threshold
+            ids = fg.astype(np.uint16)
+            prob = float(pred.fg_prob[fg].mean()) if fg.any() else 0.0
+            objects = objects_from_ids(ids, {1: True}, {1: prob}, {1: pred.iou})
+            result = FrameResult(center.stamp_ns, center.index, ids, objects, pred.fg_prob)
+        else:
+            assert self.tracking is not None
+            seg = self._segmentation(center)
+            if run_head:
+                window = self._window(center)
+                pred = self.model.predict([self._geometry(e) for e in window], seg, hw)
+                if not isinstance(pred, ProposalPrediction):
+                    raise TypeError("mode 'gmos' needs a model that returns proposals")
+                self.stats.proposer_runs += 1
+                ids, moving, prob, iou = self.tracking.update(center.index, pred, seg)
+            else:
+                ids, moving, prob, iou = self.tracking.carry(center.index, seg)
+            objects = objects_from_ids(ids, moving, prob, iou)
+            result = FrameResult(center.stamp_ns, center.index, ids, objects, None)
+        self.stats.results_out += 1
+        return result
+
+    def _evict(self) -> None:
+        """Drop frames no pending window can select any more."""
+        if not self._pending:
+            # Keep the last frame: it can still be the nearest neighbour of the next target.
+            while len(self._buf) > 1:
+                self._buf.popleft()
+            return
+        first_target = self._targets(self._pending[0])[0]
+        # Keep the last frame at or before the first target (it may be the nearest one).
+        while len(self._buf) >= 2 and self._buf[1].stamp_ns <= first_target:
+            self._buf.popleft()
