@@ -19,8 +19,9 @@ setup(
     description="Gmos: grounding moving object segmentation in 3D space and time, for ROS 2",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["gmos_core", "gmos_core.*", "gmos_ros", "gmos_ros.*",
-                                    "training", "training.*"]),
+    packages=find_packages(
+        include=["gmos_core", "gmos_core.*", "gmos_ros", "gmos_ros.*", "training", "training.*"]
+    ),
     package_data={"training": ["configs/*.yaml"], "gmos_core": ["assets/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
