@@ -243,3 +243,21 @@ def build_frame_model(
     return TorchFrameModel(
         pi3, sam2, head, pixel_limit=cfg.pi3.pixel_limit, top_k=cfg.top_k, device=device
     )
+
+
+def build_frame_model_from_bundle(path: str | Path, device: str = "cpu") -> TorchFrameModel:
+    """Build the model a one-file bundle (`gmos_core.bundle`) describes and load its weights."""
+    from gmos_core.bundle import BundleError, load_into, read_bundle
+
+    info, parts = read_bundle(path)
+    cfg = GmosModelConfig.load(info.config)
+    model = build_frame_model(cfg, info.variant, device=device, seed=None)
+    load_into(model.pi3, parts["pi3"], f"{path} [pi3]", strict=True)
+    load_into(model.sam2.sam_model, parts["sam2"], f"{path} [sam2]", strict=False)
+    load_into(model.head, parts["head"], f"{path} [head]", strict=True)
+    if not parts["sam2"]:
+        raise BundleError(f"{path}: no SAM2 feature weights in the bundle")
+    model.pi3.eval()
+    model.sam2.eval()
+    model.head.eval()
+    return model

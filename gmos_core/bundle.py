@@ -1,0 +1,145 @@
+"""One-file model bundles (safetensors) for trained micro models and deployments.
+
+The official release ships three files (π³ safetensors, SAM2 `.pt`, Gmos `.pth`); a model we
+train ourselves (the micro configuration trains its encoders too) is one safetensors file:
+
+    pi3.<official π³ key>        the Pi3Encoder state dict
+    sam2.<official SAM2 key>     the SAM2 image-encoder part only (image_encoder.*,
+                                 sam_mask_decoder.conv_s0/conv_s1.*, no_mem_embed): what the
+                                 proposer consumes; memory modules are not needed here
+    head.<official Gmos key>     the GmosS / GmosProposer state dict
+
+with metadata `{"format": "gmos-bundle-v1", "config": <name>, "variant": "gmos_s"|"gmos",
+"config_yaml": <the model YAML>}`. Tensors may be stored as float16 to keep shipped
+checkpoints small; they are cast back to the model's dtype on load. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+FORMAT = "gmos-bundle-v1"
+SAM2_FEATURE_PREFIXES = (
+    "image_encoder.",
+    "sam_mask_decoder.conv_s0.",
+    "sam_mask_decoder.conv_s1.",
+    "no_mem_embed",
+)
+
+
+class BundleError(ValueError):
+    """A bundle file that is not a gmos bundle, or does not fit the model."""
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    config: str
+    variant: Literal["gmos_s", "gmos"]
+    config_yaml: str
+    extra: dict[str, str]
+
+
+def sam2_feature_state(sam_model: nn.Module) -> dict[str, torch.Tensor]:
+    """The SAM2 entries the image features depend on (the tracker's memory modules excluded)."""
+    return {k: v for k, v in sam_model.state_dict().items() if k.startswith(SAM2_FEATURE_PREFIXES)}
+
+
+def save_bundle(
+    path: str | Path,
+    pi3: nn.Module,
+    sam_model: nn.Module,
+    head: nn.Module,
+    config: str,
+    variant: Literal["gmos_s", "gmos"],
+    config_yaml: str = "",
+    half: bool = False,
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """Write one bundle file. `half=True` stores float tensors as float16 (half the size)."""
+    tensors: dict[str, torch.Tensor] = {}
+    parts = (
+        ("pi3", pi3.state_dict()),
+        ("sam2", sam2_feature_state(sam_model)),
+        ("head", head.state_dict()),
+    )
+    for prefix, sd in parts:
+        for k, v in sd.items():
+            t = v.detach().cpu().contiguous()
+            if half and t.is_floating_point():
+                t = t.to(torch.float16)
+            tensors[f"{prefix}.{k}"] = t
+    meta = {"format": FORMAT, "config": config, "variant": variant, "config_yaml": config_yaml}
+    meta.update({f"extra.{k}": str(v) for k, v in (extra or {}).items()})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def read_bundle(path: str | Path) -> tuple[BundleInfo, dict[str, dict[str, torch.Tensor]]]:
+    """Read a bundle: (info, {"pi3": sd, "sam2": sd, "head": sd})."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"bundle {path} does not exist")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise BundleError(f"{path} is not a readable safetensors bundle: {exc}") from exc
+    if meta.get("format") != FORMAT:
+        raise BundleError(
+            f"{path} is not a gmos bundle (metadata format={meta.get('format')!r}, "
+            f"expected {FORMAT!r}); official checkpoints load with the separate pi3/sam2/head "
+            "options"
+        )
+    variant = meta.get("variant")
+    if variant not in ("gmos_s", "gmos"):
+        raise BundleError(f"{path}: unknown variant {variant!r}")
+    parts: dict[str, dict[str, torch.Tensor]] = {"pi3": {}, "sam2": {}, "head": {}}
+    for k, v in tensors.items():
+        prefix, _, rest = k.partition(".")
+        if prefix not in parts:
+            raise BundleError(f"{path}: unexpected key {k!r}")
+        parts[prefix][rest] = v
+    extra = {k[6:]: v for k, v in meta.items() if k.startswith("extra.")}
+    info = BundleInfo(meta.get("config", ""), variant, meta.get("config_yaml", ""), extra)
+    return info, parts
+
+
+def load_into(module: nn.Module, state: dict[str, torch.Tensor], what: str, strict: bool) -> None:
+    """Load `state` into `module` with dtype casts and named shape/key errors."""
+    own = module.state_dict()
+    wrong = [
+        f"{k}: bundle {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if wrong:
+        raise BundleError(f"{what}: shape mismatch: " + "; ".join(wrong[:5]))
+    unexpected = [k for k in state if k not in own]
+    missing = [k for k in own if k not in state]
+    if unexpected or (strict and missing):
+        raise BundleError(
+            f"{what}: {len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected "
+            f"{unexpected[:5]}"
+        )
+    cast = {k: v.to(own[k].dtype) for k, v in state.items()}
+    module.load_state_dict(cast, strict=False)
+
+
+def describe(path: str | Path) -> str:
+    """One-line description of a bundle (for logs)."""
+    info, parts = read_bundle(path)
+    n = sum(v.numel() for sd in parts.values() for v in sd.values())
+    return json.dumps({"config": info.config, "variant": info.variant, "params": n, **info.extra})
