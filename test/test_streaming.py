@@ -63,7 +63,7 @@ class FakeTracking:
         ids = proposals.masks[0].astype(np.uint16) * 3
         return ids, {3: True}, {3: 0.9}, {3: 0.8}
 
-    def carry(self, frame_index: int, tracker_input: Any):
+    def carry(self, frame_index: int, tracker_input: Any, out_hw):
         self.calls.append(("carry", frame_index))
         return self.last.astype(np.uint16) * 3, {3: True}, {3: 0.9}, {3: 0.5}
 

@@ -81,7 +81,7 @@ class OnlineTracking(Protocol):
         ...
 
     def carry(
-        self, frame_index: int, tracker_input: Any
+        self, frame_index: int, tracker_input: Any, out_hw: tuple[int, int]
     ) -> tuple[np.ndarray, dict[int, bool], dict[int, float], dict[int, float]]:
         """No proposals this frame (proposer stride): track, keep the last motion states."""
         ...
@@ -311,7 +311,7 @@ class StreamingSegmenter:
                 self.stats.proposer_runs += 1
                 ids, moving, prob, iou = self.tracking.update(center.index, pred, seg)
             else:
-                ids, moving, prob, iou = self.tracking.carry(center.index, seg)
+                ids, moving, prob, iou = self.tracking.carry(center.index, seg, hw)
             objects = objects_from_ids(ids, moving, prob, iou)
             result = FrameResult(center.stamp_ns, center.index, ids, objects, None)
         self.stats.results_out += 1

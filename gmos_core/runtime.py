@@ -1,0 +1,212 @@
+"""Build a ready-to-run `StreamingSegmenter` from plain settings (node, CLIs, benchmarks).
+
+One model can serve several streams (cameras): `load_frame_model` once, then
+`build_segmenter(settings, model=shared)` per stream; each stream gets its own buffer and
+its own propagator state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from gmos_core.streaming.segmenter import (
+    FrameModel,
+    ProposalPrediction,
+    StreamingSegmenter,
+)
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_BUNDLES = {
+    "gmos_s": ASSETS / "micro_gmos_s.safetensors",
+    "gmos_online": ASSETS / "micro_gmos.safetensors",
+}
+
+Variant = Literal["gmos_s", "gmos_online"]
+
+
+@dataclass
+class RuntimeSettings:
+    """Everything needed to build a stream's segmenter.
+
+    Attributes:
+        variant: "gmos_s" (one foreground mask per frame) or "gmos_online" (proposer + online
+            propagator, tracked instances with per-frame motion states).
+        model_config: named model configuration ("micro", "paper") or a YAML path; ignored
+            when a bundle is given (the bundle names its configuration).
+        bundle: one-file trained model (`gmos_core.bundle`); None and no official checkpoints
+            → the shipped micro bundle of the variant (`gmos_core/assets/`), if present.
+        pi3_checkpoint / sam2_checkpoint / head_checkpoint: official checkpoint files
+            (π³ safetensors, SAM2 .pt, Gmos .pth) for the paper configuration.
+        device: torch device ("cpu", "cuda").
+        span_s: window span in seconds (official ≈ 0.5).
+        proposer_stride: run π³ + proposer on every k-th frame only.
+        tracker: "mask_iou" (weight-free, CPU) or "sam2".
+        propagator: overrides of `gmos_core.propagation.PropagatorConfig` fields.
+        allow_random_weights: build without any weights (timing and plumbing only).
+    """
+
+    variant: Variant = "gmos_online"
+    model_config: str = "micro"
+    bundle: str | None = None
+    pi3_checkpoint: str | None = None
+    sam2_checkpoint: str | None = None
+    head_checkpoint: str | None = None
+    device: str = "cpu"
+    span_s: float = 0.5
+    proposer_stride: int = 1
+    tracker: Literal["mask_iou", "sam2"] = "mask_iou"
+    propagator: dict[str, Any] = field(default_factory=dict)
+    allow_random_weights: bool = False
+
+
+class RuntimeError_(RuntimeError):
+    """Settings that cannot be turned into a model (missing weights, bad variant)."""
+
+
+def load_frame_model(settings: RuntimeSettings) -> FrameModel:
+    """Build and load the model the settings describe (torch backend)."""
+    from gmos_core.pipeline import build_frame_model, build_frame_model_from_bundle
+
+    head_variant = "gmos_s" if settings.variant == "gmos_s" else "gmos"
+    if settings.variant not in ("gmos_s", "gmos_online"):
+        raise RuntimeError_(f"variant must be 'gmos_s' or 'gmos_online', got {settings.variant!r}")
+    official = (settings.pi3_checkpoint, settings.sam2_checkpoint, settings.head_checkpoint)
+    if settings.bundle:
+        model = build_frame_model_from_bundle(settings.bundle, device=settings.device)
+        if model.mode != head_variant:
+            raise RuntimeError_(
+                f"bundle {settings.bundle} holds a {model.mode} model but variant is "
+                f"{settings.variant}"
+            )
+        return model
+    if any(official):
+        return build_frame_model(
+            settings.model_config,
+            head_variant,
+            device=settings.device,
+            pi3_checkpoint=settings.pi3_checkpoint,
+            sam2_checkpoint=settings.sam2_checkpoint,
+            head_checkpoint=settings.head_checkpoint,
+        )
+    default = DEFAULT_BUNDLES[settings.variant]
+    if default.is_file():
+        return build_frame_model_from_bundle(default, device=settings.device)
+    if settings.allow_random_weights:
+        return build_frame_model(settings.model_config, head_variant, device=settings.device)
+    raise RuntimeError_(
+        f"no weights for {settings.variant}: give a bundle or official checkpoints "
+        f"(the shipped default {default} is missing); allow_random_weights=True builds an "
+        "untrained model for timing only"
+    )
+
+
+class PropagatorTracking:
+    """Adapts `gmos_core.propagation.OnlinePropagator` to the runtime's `OnlineTracking`.
+
+    The weight-free `MaskIoUTracker` consumes the frame's proposals as its per-frame input.
+    For a live stream (`offline=False`) nothing grows with the stream; with `offline=True`
+    (offline inference) every frame's proposals and online result are kept so that
+    `offline_results()` can run the anchored bidirectional second pass (MOS output).
+    """
+
+    def __init__(self, settings: RuntimeSettings, offline: bool = False) -> None:
+        from gmos_core.propagation import MaskIoUTracker, OnlinePropagator, PropagatorConfig
+
+        if settings.tracker != "mask_iou":
+            raise RuntimeError_(
+                f"tracker {settings.tracker!r} is not wired into the runtime yet; use "
+                "'mask_iou' (the Sam2Tracker works standalone, see gmos_core.propagation)"
+            )
+        self.config = (
+            PropagatorConfig.from_dict(settings.propagator)
+            if settings.propagator
+            else PropagatorConfig()
+        )
+        self.offline = offline
+        self.propagator = OnlinePropagator(MaskIoUTracker(), self.config, keep_history=offline)
+        self._proposals: list[Any] = []
+        self._last_moving: dict[int, bool] = {}
+        self._last_prob: dict[int, float] = {}
+        self._last_iou: dict[int, float] = {}
+
+    def reset(self) -> None:
+        self.propagator.reset()
+        self._proposals.clear()
+        self._last_moving.clear()
+        self._last_prob.clear()
+        self._last_iou.clear()
+
+    def _remember(self, frame: Any) -> tuple[np.ndarray, dict, dict, dict]:
+        moving = {o.obj_id: bool(o.moving) for o in frame.objects}
+        prob = {o.obj_id: float(o.motion_prob) for o in frame.objects}
+        iou = {o.obj_id: float(o.iou) for o in frame.objects}
+        self._last_moving, self._last_prob, self._last_iou = moving, prob, iou
+        return frame.full_instance_map, moving, prob, iou
+
+    def update(
+        self, frame_index: int, proposals: ProposalPrediction, tracker_input: Any
+    ) -> tuple[np.ndarray, dict[int, bool], dict[int, float], dict[int, float]]:
+        from gmos_core.propagation import FrameProposals
+
+        props = FrameProposals(proposals.masks, proposals.motion_prob, proposals.iou)
+        if self.offline:
+            self._proposals.append(props)
+        return self._remember(self.propagator.step(frame_index, props, props))
+
+    def carry(
+        self, frame_index: int, tracker_input: Any, out_hw: tuple[int, int]
+    ) -> tuple[np.ndarray, dict[int, bool], dict[int, float], dict[int, float]]:
+        """No proposals this frame (proposer stride): the tracker carries the masks and every
+        object keeps its last motion state."""
+        from gmos_core.propagation import FrameProposals, resolve_overlaps
+
+        p = self.propagator
+        tracked = p.tracker.track(frame_index, None)
+        shape = tuple(out_hw)
+        ids = [i for i in p.registry.ids if p.registry.slot_of(i) in tracked]
+        masks = [tracked[p.registry.slot_of(i)].mask for i in ids]
+        prio = [p.registry.num_prompts(i) for i in ids]
+        _, id_map = resolve_overlaps(ids, masks, prio, shape)
+        iou = {i: float(tracked[p.registry.slot_of(i)].iou) for i in ids}
+        moving = {i: self._last_moving.get(i, False) for i in ids}
+        prob = {i: self._last_prob.get(i, 0.0) for i in ids}
+        if self.offline:
+            self._proposals.append(FrameProposals.empty(*shape))
+        return id_map, moving, prob, iou
+
+    def offline_results(self) -> list[np.ndarray]:
+        """Second pass over the whole clip: (H, W) uint16 full id maps, one per frame (MOS)."""
+        from gmos_core.propagation import MaskIoUTracker, offline_propagate
+
+        if not self.offline:
+            raise RuntimeError_("offline_results needs PropagatorTracking(offline=True)")
+        frames = offline_propagate(
+            self._proposals, MaskIoUTracker, self.config, self.propagator.history
+        )
+        return [f.full_instance_map for f in frames]
+
+
+def build_segmenter(
+    settings: RuntimeSettings, model: FrameModel | None = None, offline: bool = False
+) -> StreamingSegmenter:
+    """A stream's segmenter; pass `model` to share one loaded model between streams.
+
+    `offline=True` keeps the per-frame proposals so that the anchored second pass can run at
+    the end of a clip (`segmenter.tracking.offline_results()`); never for live streams.
+    """
+    model = model if model is not None else load_frame_model(settings)
+    if settings.variant == "gmos_s":
+        return StreamingSegmenter(
+            model, "gmos_s", span_s=settings.span_s, proposer_stride=settings.proposer_stride
+        )
+    return StreamingSegmenter(
+        model,
+        "gmos",
+        tracking=PropagatorTracking(settings, offline=offline),
+        span_s=settings.span_s,
+        proposer_stride=settings.proposer_stride,
+    )

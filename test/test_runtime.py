@@ -1,0 +1,128 @@
+"""The runtime wiring: StreamingSegmenter + OnlinePropagator (MaskIoUTracker) on scripted
+proposals, proposer stride carry, the offline second pass, and model loading rules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gmos_core.runtime import (
+    PropagatorTracking,
+    RuntimeError_,
+    RuntimeSettings,
+    build_segmenter,
+    load_frame_model,
+)
+from gmos_core.streaming import ProposalPrediction, StreamingSegmenter
+
+H, W = 48, 64
+MS = 1_000_000
+
+
+def disc(cy: float, cx: float, r: float = 6) -> np.ndarray:
+    yy, xx = np.mgrid[:H, :W]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+class ScriptedModel:
+    """A disc moving right 2 px per frame, moving in frames [0, 9] and [16, 25], static in
+    between; the proposer sees it (with the motion probability of the schedule) every frame."""
+
+    def __init__(self) -> None:
+        self.frame_of: dict[int, int] = {}
+
+    def geometry_features(self, frame_rgb: np.ndarray) -> Any:
+        return int(frame_rgb[0, 0, 0])
+
+    def segmentation_features(self, frame_rgb: np.ndarray) -> Any:
+        return int(frame_rgb[0, 0, 0])
+
+    @staticmethod
+    def moving(t: int) -> bool:
+        return t <= 9 or 16 <= t <= 25
+
+    @staticmethod
+    def position(t: int) -> float:
+        moved = sum(1 for k in range(t) if ScriptedModel.moving(k))
+        return 10 + 1.5 * moved
+
+    def predict(
+        self, geometry: Sequence[Any], segmentation: Any, out_hw: tuple[int, int]
+    ) -> ProposalPrediction:
+        t = int(segmentation)
+        m = disc(24, self.position(t))[None]
+        prob = np.array([0.95 if self.moving(t) else 0.05], np.float32)
+        return ProposalPrediction(m, prob, np.array([0.9], np.float32))
+
+
+def frames(n: int) -> list[np.ndarray]:
+    out = []
+    for t in range(n):
+        f = np.zeros((H, W, 3), np.uint8)
+        f[..., 0] = t
+        out.append(f)
+    return out
+
+
+def run(seg: StreamingSegmenter, n: int) -> list:
+    res = []
+    for t, f in enumerate(frames(n)):
+        res += seg.step(f, t * 100 * MS)
+    return res + seg.flush()
+
+
+def settings(**kw: Any) -> RuntimeSettings:
+    return RuntimeSettings(variant="gmos_online", span_s=0.4, **kw)
+
+
+def test_online_runtime_keeps_the_id_through_a_rest_and_labels_motion() -> None:
+    seg = build_segmenter(settings(), model=ScriptedModel())  # type: ignore[arg-type]
+    res = run(seg, 30)
+    assert [r.frame_index for r in res] == list(range(30))
+    ids = {o.obj_id for r in res for o in r.objects}
+    assert ids == {1}, "the disc keeps one persistent id while it rests"
+    moving = [bool(r.objects and r.objects[0].moving) for r in res]
+    assert all(moving[2:10]) and all(moving[19:26])
+    assert not any(moving[13:16])  # rest frames (the gate lags by up to two frames)
+    # dynamic mask only while moving; instance map always holds the tracked disc
+    assert res[14].instance_ids.any() and not res[14].dynamic_mask.any()
+    assert res[5].dynamic_mask.sum() == res[5].objects[0].area
+
+
+def test_proposer_stride_carries_tracks_between_proposer_frames() -> None:
+    model = ScriptedModel()
+    seg = build_segmenter(settings(proposer_stride=3), model=model)  # type: ignore[arg-type]
+    res = run(seg, 12)
+    assert seg.stats.proposer_runs == 4
+    assert all(r.objects and r.objects[0].obj_id == 1 for r in res[1:])
+    # a carried frame keeps the last motion state of its object
+    assert res[4].objects[0].moving == res[3].objects[0].moving
+
+
+def test_offline_pass_recovers_every_frame_of_the_track() -> None:
+    seg = build_segmenter(settings(), model=ScriptedModel(), offline=True)  # type: ignore[arg-type]
+    res = run(seg, 30)
+    assert isinstance(seg.tracking, PropagatorTracking)
+    full = seg.tracking.offline_results()
+    assert len(full) == len(res) == 30
+    assert all((m == 1).any() for m in full)  # the disc at every frame, one id
+
+
+def test_live_stream_state_does_not_grow() -> None:
+    seg = build_segmenter(settings(), model=ScriptedModel())  # type: ignore[arg-type]
+    run(seg, 40)
+    assert isinstance(seg.tracking, PropagatorTracking)
+    assert seg.tracking.propagator.history == [] and seg.tracking._proposals == []
+
+
+def test_missing_weights_is_a_clear_error(tmp_path, monkeypatch) -> None:
+    import gmos_core.runtime as rt
+
+    monkeypatch.setattr(rt, "DEFAULT_BUNDLES", {k: tmp_path / "none" for k in rt.DEFAULT_BUNDLES})
+    with pytest.raises(RuntimeError_, match="no weights"):
+        load_frame_model(RuntimeSettings(variant="gmos_s"))
+    with pytest.raises(RuntimeError_, match="variant"):
+        load_frame_model(RuntimeSettings(variant="other"))  # type: ignore[arg-type]
