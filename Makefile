@@ -26,7 +26,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export ROS_DOMAIN_ID ?= 87
 export FASTDDS_DEFAULT_PROFILES_FILE ?= $(abspath config/fastdds_loopback.xml)
 
-.PHONY: setup test lint pytest demo clean msgs
+.PHONY: setup test lint pytest demo eval-demo clean msgs
 
 setup: $(STAMP)
 
@@ -78,8 +78,13 @@ test: setup
 	$(V)/bin/ruff check .
 	$(V)/bin/pytest -q $(PYTEST_ARGS)
 
+# The node demo: synthetic bag -> gmos_node over loopback DDS -> recorded outputs -> MOS-I.
 demo: setup
-	$(PY) -m training.demo --out out/demo
+	$(PY) -m gmos_ros.demo --out out/demo
+
+# The evaluation demo without ROS: the non-learned baseline scored on synthetic scenes.
+eval-demo: setup
+	$(PY) -m training.demo --out out/eval_demo
 
 clean:
 	rm -rf build out .pytest_cache .ruff_cache

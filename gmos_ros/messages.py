@@ -1,0 +1,233 @@
+"""FrameResult -> ROS messages, and the header bookkeeping shared by the node and `gmos-bag eval`.
+
+`HeaderedStream` wraps one `StreamingSegmenter` and gives every result back the header of
+the frame it describes (results come half a window late, possibly several at once), so the
+live node and the offline evaluator run exactly the same code from frame to message.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from gmos_msgs.msg import MovingObject, MovingObjectArray
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+
+from gmos_core.data.palette import davis_palette
+from gmos_core.streaming import FrameResult, StreamingSegmenter
+from gmos_ros.conversions import numpy_to_image_fields
+
+__all__ = [
+    "HeaderedStream",
+    "StampedResult",
+    "copy_header",
+    "draw_overlay",
+    "make_image",
+    "objects_msg",
+    "restamp_camera_info",
+    "result_messages",
+    "stamp_to_ns",
+]
+
+_PALETTE = davis_palette()
+
+
+def stamp_to_ns(header: Any) -> int:
+    """A header's stamp in integer nanoseconds (the segmenter's clock)."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def copy_header(header: Any) -> Header:
+    """A fresh std_msgs/Header with the same stamp and frame_id (works for rosbags headers too)."""
+    out = Header()
+    out.stamp.sec = int(header.stamp.sec)
+    out.stamp.nanosec = int(header.stamp.nanosec)
+    out.frame_id = str(header.frame_id)
+    return out
+
+
+def make_image(array: np.ndarray, encoding: str, header: Any) -> Image:
+    """sensor_msgs/Image of `array` in `encoding` ("mono8", "mono16", "rgb8") with `header`."""
+    msg = Image()
+    msg.header = copy_header(header)
+    msg.height, msg.width, msg.step, data = numpy_to_image_fields(array, encoding)
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.data = data
+    return msg
+
+
+def objects_msg(result: FrameResult, header: Any, max_objects: int = 0) -> MovingObjectArray:
+    """gmos_msgs/MovingObjectArray of a result (all objects, or the `max_objects` largest).
+
+    Objects are listed by id; when capped, the largest are kept (by area) and the instance
+    mask is capped the same way by `result_messages`, so both always agree.
+    """
+    msg = MovingObjectArray()
+    msg.header = copy_header(header)
+    for o in _kept_objects(result, max_objects):
+        x, y, w, h = o.bbox
+        msg.objects.append(
+            MovingObject(
+                id=int(o.obj_id),
+                moving=bool(o.moving),
+                motion_prob=float(o.motion_prob),
+                iou=float(o.iou),
+                x=int(x),
+                y=int(y),
+                width=int(w),
+                height=int(h),
+                area=int(o.area),
+            )
+        )
+    return msg
+
+
+def _kept_objects(result: FrameResult, max_objects: int) -> list:
+    objs = list(result.objects)
+    if max_objects > 0 and len(objs) > max_objects:
+        keep = sorted(objs, key=lambda o: (-o.area, o.obj_id))[:max_objects]
+        objs = sorted(keep, key=lambda o: o.obj_id)
+    return objs
+
+
+def capped_ids(result: FrameResult, max_objects: int) -> np.ndarray:
+    """(H, W) uint16 instance map with only the objects `objects_msg` lists."""
+    ids = result.instance_ids
+    if max_objects <= 0 or len(result.objects) <= max_objects:
+        return ids
+    keep = np.asarray([o.obj_id for o in _kept_objects(result, max_objects)], ids.dtype)
+    return np.where(np.isin(ids, keep), ids, 0).astype(np.uint16)
+
+
+def draw_overlay(frame_rgb: np.ndarray, ids: np.ndarray, moving_ids: set[int]) -> np.ndarray:
+    """(H, W, 3) uint8: moving objects filled in their palette colour, static ones outlined."""
+    img = frame_rgb.copy()
+    for k in np.unique(ids):
+        if k == 0:
+            continue
+        mask = ids == k
+        colour = _PALETTE[1 + (int(k) - 1) % 254]
+        if int(k) in moving_ids:
+            img[mask] = (0.45 * img[mask] + 0.55 * colour).astype(np.uint8)
+        contours, _ = cv2.findContours(
+            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
+        cv2.drawContours(img, contours, -1, tuple(int(c) for c in colour), 1)
+    return img
+
+
+def result_messages(
+    result: FrameResult, header: Any, max_objects: int = 0
+) -> tuple[Image, Image, MovingObjectArray]:
+    """(instance_mask mono16, dynamic_mask mono8 0/255, objects) for one result."""
+    ids = capped_ids(result, max_objects)
+    moving = [o.obj_id for o in _kept_objects(result, max_objects) if o.moving]
+    dyn = np.isin(ids, np.asarray(moving, np.uint16)) if moving else np.zeros(ids.shape, bool)
+    return (
+        make_image(ids.astype(np.uint16), "mono16", header),
+        make_image(dyn.astype(np.uint8) * 255, "mono8", header),
+        objects_msg(result, header, max_objects),
+    )
+
+
+def restamp_camera_info(info: CameraInfo, header: Any) -> CameraInfo:
+    """A copy of `info` whose header is the image header (for exact-time sync downstream)."""
+    out = CameraInfo()
+    for name in (
+        "height",
+        "width",
+        "distortion_model",
+        "d",
+        "k",
+        "r",
+        "p",
+        "binning_x",
+        "binning_y",
+        "roi",
+    ):
+        setattr(out, name, getattr(info, name))
+    out.header = copy_header(header)
+    return out
+
+
+@dataclass
+class StampedResult:
+    """A segmenter result with the header and (optionally) the RGB frame it describes."""
+
+    result: FrameResult
+    header: Header
+    frame: np.ndarray | None
+
+
+class HeaderedStream:
+    """One camera's `StreamingSegmenter` plus a bounded FIFO of the headers in flight.
+
+    Results come out in input order (the segmenter never reorders), so the header of a
+    result is found by popping the FIFO up to the entry with its stamp; entries skipped that
+    way (none in practice) are discarded rather than guessed. The FIFO never holds more than
+    `max_pending` headers: beyond that the oldest is dropped and counted, so memory stays
+    bounded even if a segmenter misbehaved.
+
+    Args:
+        segmenter: the stream's segmenter.
+        keep_frames: also keep each pending frame (for the overlay).
+        max_pending: bound of the header FIFO (well above span x fps).
+    """
+
+    def __init__(
+        self, segmenter: StreamingSegmenter, keep_frames: bool = False, max_pending: int = 512
+    ) -> None:
+        self.segmenter = segmenter
+        self.keep_frames = keep_frames
+        self.max_pending = max_pending
+        self._pending: deque[tuple[int, Header, np.ndarray | None]] = deque()
+        self.unmatched = 0
+
+    @property
+    def pending(self) -> int:
+        """Headers waiting for their result."""
+        return len(self._pending)
+
+    def step(self, frame_rgb: np.ndarray, header: Any) -> list[StampedResult]:
+        """Feed one frame; return the results that became ready, each with its own header.
+
+        Raises:
+            StreamError: the segmenter refused the frame (duplicate stamp, bad array); the
+                header is not kept.
+        """
+        stamp = stamp_to_ns(header)
+        self._pending.append((stamp, copy_header(header), frame_rgb if self.keep_frames else None))
+        try:
+            results = self.segmenter.step(frame_rgb, stamp)
+        except Exception:
+            self._pending.pop()
+            raise
+        out = self._match(results)
+        while len(self._pending) > self.max_pending:
+            self._pending.popleft()
+            self.unmatched += 1
+        return out
+
+    def flush(self) -> list[StampedResult]:
+        """Finish every pending frame (end of stream, deactivation)."""
+        return self._match(self.segmenter.flush())
+
+    def _match(self, results: list[FrameResult]) -> list[StampedResult]:
+        out = []
+        for r in results:
+            while self._pending and self._pending[0][0] != r.stamp_ns:
+                self._pending.popleft()
+                self.unmatched += 1
+            if not self._pending:
+                # Never publish a result whose header is unknown: a wrong stamp is worse
+                # than a missing message.
+                self.unmatched += 1
+                continue
+            _, header, frame = self._pending.popleft()
+            out.append(StampedResult(r, header, frame))
+        return out

@@ -1,0 +1,347 @@
+"""The node's parameters: one table (name, default, description), typed settings, QoS profiles.
+
+The table is the single source of truth: the node declares every entry with its description,
+`config/gmos.yaml` holds the same defaults (a test checks both agree), and `read_params`
+turns the declared values into a validated `NodeParams`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+
+from gmos_core.runtime import RuntimeSettings
+
+__all__ = [
+    "PARAMS",
+    "apply_threads",
+    "QOS_PROFILES",
+    "CameraConfig",
+    "NodeParams",
+    "ParamSpec",
+    "make_qos",
+    "params_from_values",
+]
+
+QOS_PROFILES = ("sensor_data", "default", "reliable", "best_effort")
+VARIANTS = ("gmos_s", "gmos_online")
+TRANSPORTS = ("raw", "compressed")
+BACKENDS = ("torch",)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter.
+
+    Attributes:
+        name: dotted ROS name (nested keys in YAML).
+        default: default value; a `Parameter.Type` declares a typed parameter with no
+            default (an empty list cannot be typed in ROS 2: it reads back as []).
+        description: what it does (shown by `ros2 param describe`).
+    """
+
+    name: str
+    default: Any
+    description: str
+
+
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("autostart", True, "Configure and activate on start (no lifecycle manager needed)."),
+    ParamSpec(
+        "variant",
+        "gmos_online",
+        "Model: gmos_s (one foreground mask) or gmos_online "
+        "(tracked instances with per-frame motion states).",
+    ),  # fmt: skip
+    ParamSpec("model_config", "micro", "Named model configuration (micro, paper) or a YAML path."),
+    ParamSpec("bundle", "", "One-file trained model (.safetensors); empty = shipped default."),
+    ParamSpec("pi3_checkpoint", "", "Official pi3 checkpoint (paper configuration)."),
+    ParamSpec("sam2_checkpoint", "", "Official SAM2 checkpoint (.pt)."),
+    ParamSpec("head_checkpoint", "", "Official Gmos head checkpoint (.pth)."),
+    ParamSpec("backend", "torch", "Inference backend (torch)."),
+    ParamSpec("device", "cpu", "torch device (cpu, cuda, cuda:1)."),
+    ParamSpec(
+        "torch_threads",
+        0,
+        "torch CPU threads for inference (0 = torch's default). On a "
+        "small shared CPU, 1 avoids thread oversubscription.",
+    ),  # fmt: skip
+    ParamSpec(
+        "allow_random_weights",
+        False,
+        "Run an untrained model when no weights are "
+        "found (plumbing and timing only: its masks mean nothing).",
+    ),  # fmt: skip
+    ParamSpec(
+        "window_s",
+        0.5,
+        "Time span of the 5-frame window, s; results are published "
+        "half of it after their frame arrives.",
+    ),  # fmt: skip
+    ParamSpec("proposer_stride", 1, "Run the window decoder and head on every k-th frame."),
+    ParamSpec("tracker", "mask_iou", "Propagator tracker (mask_iou; sam2 needs video weights)."),
+    ParamSpec("max_objects", 10, "Maximum number of objects tracked and published at once."),
+    ParamSpec("propagator.motion_threshold", 0.5, "tau_m: a proposal moves above this."),
+    ParamSpec(
+        "propagator.iou_threshold", 0.7, "tau_u: a proposal's predicted IoU is trusted above this."
+    ),  # fmt: skip
+    ParamSpec(
+        "propagator.match_iou_threshold",
+        0.95,
+        "Proposal/track IoU above which the proposal re-prompts the track.",
+    ),  # fmt: skip
+    ParamSpec(
+        "propagator.new_object_max_precision",
+        0.3,
+        "A proposal overlapping every track less than this (precision) starts a new object.",
+    ),  # fmt: skip
+    ParamSpec("propagator.motion_gate", 0.2, "Gate on the smoothed motion score (moving flag)."),
+    ParamSpec(
+        "propagator.release_lost_after",
+        0,
+        "Free an object slot after this many frames without pixels (0 = never).",
+    ),  # fmt: skip
+    ParamSpec(
+        "input_topics",
+        ["image"],
+        "Input image topics, one per camera; all cameras share "
+        "one loaded model and get their own stream state.",
+    ),  # fmt: skip
+    ParamSpec(
+        "camera_info_topics",
+        Parameter.Type.STRING_ARRAY,
+        "CameraInfo topic per camera "
+        "(same order as input_topics; '' = none); re-published on ~/camera_info.",
+    ),  # fmt: skip
+    ParamSpec(
+        "camera_names",
+        Parameter.Type.STRING_ARRAY,
+        "Output namespace per camera when "
+        "there are several (default: derived from the input topic).",
+    ),  # fmt: skip
+    ParamSpec(
+        "input_transport",
+        "raw",
+        "raw (sensor_msgs/Image) or compressed "
+        "(sensor_msgs/CompressedImage on <topic>/compressed).",
+    ),  # fmt: skip
+    ParamSpec(
+        "qos.input", "sensor_data", "Input QoS: sensor_data, default, reliable, best_effort."
+    ),
+    ParamSpec("qos.input_depth", 1, "Input queue depth (1 = latest frame only)."),
+    ParamSpec("qos.camera_info", "sensor_data", "CameraInfo subscription QoS profile."),
+    ParamSpec("qos.camera_info_depth", 5, "CameraInfo queue depth."),
+    ParamSpec("qos.output", "default", "QoS of the mask, objects and camera_info outputs."),
+    ParamSpec("qos.output_depth", 5, "Output queue depth."),
+    ParamSpec("publish_overlay", True, "Publish ~/overlay (drawn only while subscribed)."),
+    ParamSpec(
+        "idle_flush_s",
+        0.0,
+        "Finish pending frames after this long without input, "
+        "wall-clock s (0 = only on deactivate).",
+    ),  # fmt: skip
+    ParamSpec("diagnostics_period_s", 1.0, "Period of /diagnostics, s."),
+    ParamSpec("error_log_period_s", 5.0, "At most one log line per error kind per period, s."),
+)
+
+_BY_NAME = {p.name: p for p in PARAMS}
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """One camera served by the node.
+
+    Attributes:
+        name: its output namespace ("" when the node serves a single camera: outputs are
+            then ~/instance_mask etc.).
+        image_topic: the subscribed topic (with /compressed appended for that transport).
+        camera_info_topic: CameraInfo topic, or "" for none.
+    """
+
+    name: str
+    image_topic: str
+    camera_info_topic: str
+
+    def output(self, leaf: str) -> str:
+        """Private-namespace output topic, e.g. ~/left/instance_mask."""
+        return f"~/{self.name}/{leaf}" if self.name else f"~/{leaf}"
+
+
+@dataclass(frozen=True)
+class QosSpec:
+    """A named QoS profile plus depth."""
+
+    profile: str
+    depth: int
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """Validated node settings."""
+
+    autostart: bool
+    runtime: RuntimeSettings
+    backend: str
+    torch_threads: int
+    cameras: tuple[CameraConfig, ...]
+    transport: str
+    qos_input: QosSpec
+    qos_camera_info: QosSpec
+    qos_output: QosSpec
+    publish_overlay: bool
+    max_objects: int
+    idle_flush_s: float
+    diagnostics_period_s: float
+    error_log_period_s: float
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def _camera_name(topic: str) -> str:
+    # "/cam_left/image_raw" -> "cam_left": the driver namespace is the camera's name.
+    parts = [p for p in topic.strip("/").split("/") if p]
+    if len(parts) > 1:
+        parts = parts[:-1]
+    return re.sub(r"[^A-Za-z0-9_]", "_", "_".join(parts))
+
+
+def params_from_values(values: dict[str, Any]) -> NodeParams:
+    """Validate the declared values (name -> value) into `NodeParams`.
+
+    Raises:
+        ValueError: an invalid value, naming the parameter and the allowed values.
+    """
+
+    def get(name: str) -> Any:
+        v = values.get(name)
+        if v is None:
+            d = _BY_NAME[name].default
+            return [] if isinstance(d, Parameter.Type) else d
+        return v
+
+    def choice(name: str, allowed: tuple[str, ...]) -> str:
+        v = str(get(name))
+        if v not in allowed:
+            raise ValueError(f"parameter {name}={v!r}: must be one of {', '.join(allowed)}")
+        return v
+
+    def qos(name: str) -> QosSpec:
+        depth = int(get(f"{name}_depth"))
+        if depth < 1:
+            raise ValueError(f"parameter {name}_depth={depth}: must be >= 1")
+        return QosSpec(choice(name, QOS_PROFILES), depth)
+
+    variant = choice("variant", VARIANTS)
+    backend = choice("backend", BACKENDS)
+    transport = choice("input_transport", TRANSPORTS)
+    topics = [str(t) for t in get("input_topics") if str(t)]
+    if not topics:
+        raise ValueError("parameter input_topics: give at least one image topic")
+    infos = [str(t) for t in get("camera_info_topics")]
+    if len(infos) > len(topics):
+        raise ValueError(
+            f"parameter camera_info_topics has {len(infos)} entries for {len(topics)} cameras"
+        )
+    infos += [""] * (len(topics) - len(infos))
+    names = [str(n) for n in get("camera_names")]
+    if names and len(names) != len(topics):
+        raise ValueError(f"parameter camera_names has {len(names)} entries for {len(topics)}")
+    if len(topics) == 1 and not names:
+        names = [""]
+    elif not names:
+        names = [_camera_name(t) or f"cam{i}" for i, t in enumerate(topics)]
+        if len(set(names)) != len(names):
+            names = [f"cam{i}" for i in range(len(topics))]
+    if len(set(names)) != len(names):
+        raise ValueError(f"parameter camera_names: duplicate names {names}")
+    cameras = []
+    for name, topic, info in zip(names, topics, infos):
+        if transport == "compressed" and not topic.endswith("/compressed"):
+            topic = topic.rstrip("/") + "/compressed"
+        cameras.append(CameraConfig(name, topic, info))
+    window = float(get("window_s"))
+    if window < 0:
+        raise ValueError(f"parameter window_s={window}: must be >= 0")
+    stride = int(get("proposer_stride"))
+    if stride < 1:
+        raise ValueError(f"parameter proposer_stride={stride}: must be >= 1")
+    max_objects = int(get("max_objects"))
+    if max_objects < 1:
+        raise ValueError(f"parameter max_objects={max_objects}: must be >= 1")
+    release = int(get("propagator.release_lost_after"))
+    propagator = {
+        k: float(get(f"propagator.{k}"))
+        for k in (
+            "motion_threshold",
+            "iou_threshold",
+            "match_iou_threshold",
+            "new_object_max_precision",
+            "motion_gate",
+        )
+    }
+    propagator["max_objects"] = max_objects
+    propagator["release_lost_after"] = release if release > 0 else None
+    runtime = RuntimeSettings(
+        variant=variant,  # type: ignore[arg-type]
+        model_config=str(get("model_config")),
+        bundle=str(get("bundle")) or None,
+        pi3_checkpoint=str(get("pi3_checkpoint")) or None,
+        sam2_checkpoint=str(get("sam2_checkpoint")) or None,
+        head_checkpoint=str(get("head_checkpoint")) or None,
+        device=str(get("device")),
+        span_s=window,
+        proposer_stride=stride,
+        tracker=str(get("tracker")),  # type: ignore[arg-type]
+        propagator=propagator,
+        allow_random_weights=bool(get("allow_random_weights")),
+    )
+    return NodeParams(
+        autostart=bool(get("autostart")),
+        runtime=runtime,
+        backend=backend,
+        torch_threads=max(0, int(get("torch_threads"))),
+        cameras=tuple(cameras),
+        transport=transport,
+        qos_input=qos("qos.input"),
+        qos_camera_info=qos("qos.camera_info"),
+        qos_output=qos("qos.output"),
+        publish_overlay=bool(get("publish_overlay")),
+        max_objects=max_objects,
+        idle_flush_s=float(get("idle_flush_s")),
+        diagnostics_period_s=max(0.05, float(get("diagnostics_period_s"))),
+        error_log_period_s=float(get("error_log_period_s")),
+        raw=dict(values),
+    )
+
+
+def make_qos(spec: QosSpec) -> QoSProfile:
+    """rclpy QoSProfile for a named profile and depth (keep-last, volatile)."""
+    if spec.profile == "sensor_data":
+        reliability = qos_profile_sensor_data.reliability  # best effort
+    elif spec.profile == "best_effort":
+        reliability = ReliabilityPolicy.BEST_EFFORT
+    else:  # "default" and "reliable"
+        reliability = ReliabilityPolicy.RELIABLE
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=spec.depth,
+        reliability=reliability,
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
+def apply_threads(params: NodeParams) -> None:
+    """Set torch's CPU thread count when `torch_threads` > 0 (process-wide)."""
+    if params.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(params.torch_threads)
