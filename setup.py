@@ -48,6 +48,7 @@ setup(
     extras_require={
         "dev": ["pytest>=7", "pytest-timeout>=2", "ruff>=0.6"],
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
+        "tensorrt": ["tensorrt>=10"],
     },
     tests_require=["pytest"],
     zip_safe=True,
@@ -58,6 +59,9 @@ setup(
             "gmos-synth = gmos_core.data.synthetic:main",
             "gmos_node = gmos_ros.node:main",
             "gmos-bag = gmos_ros.bag:main",
+            "gmos-export = training.export.onnx_export:main",
+            "gmos-build-engines = training.export.engines:main",
+            "gmos-bench = training.bench:main",
         ],
     },
 )

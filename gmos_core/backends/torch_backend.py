@@ -1,0 +1,276 @@
+"""Torch backend, and the five part modules that the ONNX exporter traces.
+
+The part modules (`Pi3EncoderPart`, `Pi3DecoderPart`, `Sam2EncoderPart`, `HeadPart`) are thin
+`nn.Module` wrappers with tensor-only inputs and tuple outputs, in the order of
+`ModelShapes.specs()`: exactly what `torch.onnx.export` needs, and exactly what the torch
+backend runs, so the exported graphs and the torch reference cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gmos_core.backends.base import BackendError, ModelShapes, PartSpec
+from gmos_core.models.gmos import GmosProposer, GmosS
+from gmos_core.models.pi3 import Pi3Encoder
+from gmos_core.models.sam2_features import Sam2FeatureExtractor
+
+if TYPE_CHECKING:
+    from gmos_core.pipeline import TorchFrameModel
+
+__all__ = [
+    "HeadPart",
+    "Pi3DecoderPart",
+    "Pi3EncoderPart",
+    "Sam2EncoderPart",
+    "TorchBackend",
+    "export_constants",
+    "fixed_hiera_pos_embed",
+    "fixed_pi3_grid",
+    "part_modules",
+]
+
+
+class Pi3EncoderPart(nn.Module):
+    """(1, 3, H, W) RGB in [0, 1] -> (1, h·w, D) DINOv2 patch tokens (per frame, cacheable)."""
+
+    def __init__(self, pi3: Pi3Encoder) -> None:
+        super().__init__()
+        self.pi3 = pi3
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.pi3.encode_frames(images)
+
+
+class Pi3DecoderPart(nn.Module):
+    """(1, N, h·w, D) cached tokens -> (1, h, w, D) decoder output of the middle frame.
+
+    Only the middle frame leaves the graph: it is all the head consumes, and it saves N-1
+    feature maps of device-to-host traffic per window.
+    """
+
+    def __init__(self, pi3: Pi3Encoder, grid_hw: tuple[int, int]) -> None:
+        super().__init__()
+        self.pi3 = pi3
+        self.grid_hw = (int(grid_hw[0]), int(grid_hw[1]))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        h, w = self.grid_hw
+        feats = self.pi3.decode_window(tokens, h, w)  # (1, N, h, w, D)
+        return feats[:, tokens.shape[1] // 2]
+
+
+class Sam2EncoderPart(nn.Module):
+    """(1, 3, S, S) normalised image -> (bottleneck + no_mem_embed, high_res_0, high_res_1).
+
+    `Sam2FeatureExtractor` returns a dataclass with the raw `backbone_out` dict as well; the
+    exported graph keeps only the three maps the heads need.
+    """
+
+    def __init__(self, sam2: Sam2FeatureExtractor) -> None:
+        super().__init__()
+        self.sam2 = sam2
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        f = self.sam2(image)
+        return f.bottleneck, f.high_res[0], f.high_res[1]
+
+
+class HeadPart(nn.Module):
+    """Gmos-S or proposer head on tensors; returns the head's outputs as a tuple.
+
+    Output order: Gmos-S (fg_mask, iou_pred, conf_pred); proposer (mask, motion_logits,
+    iou_pred, conf_pred), as `ModelShapes.specs()`.
+    """
+
+    def __init__(self, head: GmosS | GmosProposer) -> None:
+        super().__init__()
+        self.head = head
+        if isinstance(head, GmosS):
+            self.keys: tuple[str, ...] = ("fg_mask", "iou_pred", "conf_pred")
+        else:
+            self.keys = ("mask", "motion_logits", "iou_pred", "conf_pred")
+
+    def forward(
+        self, token: Tensor, bottleneck: Tensor, high_res_0: Tensor, high_res_1: Tensor
+    ) -> tuple[Tensor, ...]:
+        out = self.head(token, bottleneck, high_res_features=[high_res_0, high_res_1])
+        return tuple(out[k] for k in self.keys)
+
+
+@contextlib.contextmanager
+def fixed_pi3_grid(pi3: Pi3Encoder, grid_hw: tuple[int, int]) -> Iterator[None]:
+    """Temporarily precompute π³'s position embedding for one grid (no antialiased resize in the
+    traced graph), restoring the previous fixed-grid state afterwards."""
+    enc = pi3.encoder
+    prev = enc.fixed_grid
+    pi3.set_fixed_grid(*grid_hw)
+    try:
+        yield
+    finally:
+        if prev is None:
+            pi3.clear_fixed_grid()
+        else:
+            pi3.set_fixed_grid(*prev)
+
+
+@contextlib.contextmanager
+def fixed_hiera_pos_embed(sam2: Sam2FeatureExtractor) -> Iterator[None]:
+    """Temporarily replace SAM2 Hiera's position-embedding resize by its precomputed result.
+
+    Hiera resizes its background position embedding with ``F.interpolate(mode="bicubic")`` on
+    every forward; for a fixed input size the result is a constant, but the TorchScript exporter
+    does not fold it and TensorRT's ONNX parser has no cubic ``Resize``. The precomputed tensor
+    becomes a plain initializer in the graph.
+    """
+    trunk = sam2.sam_model.image_encoder.trunk
+    side = sam2.image_size // 4  # Hiera patch embedding: kernel 7, stride 4, padding 3
+    with torch.no_grad():
+        table = trunk._get_pos_embed((side, side)).detach().clone()
+
+    def _fixed(hw: tuple[int, int]) -> Tensor:
+        if tuple(int(v) for v in hw) != (side, side):
+            raise ValueError(
+                f"Hiera position embedding was fixed for {side}x{side}, got {tuple(hw)}"
+            )
+        return table
+
+    trunk._get_pos_embed = _fixed  # instance attribute shadows the method
+    try:
+        yield
+    finally:
+        del trunk._get_pos_embed
+
+
+@contextlib.contextmanager
+def export_constants(
+    shapes: ModelShapes,
+    pi3: Pi3Encoder | None = None,
+    sam2: Sam2FeatureExtractor | None = None,
+) -> Iterator[None]:
+    """Both fixed-size precomputations (π³ and Hiera position embeddings) for tracing."""
+    with contextlib.ExitStack() as stack:
+        if pi3 is not None:
+            stack.enter_context(fixed_pi3_grid(pi3, shapes.grid_hw))
+        if sam2 is not None:
+            stack.enter_context(fixed_hiera_pos_embed(sam2))
+        yield
+
+
+def part_modules(
+    shapes: ModelShapes,
+    pi3: Pi3Encoder | None = None,
+    sam2: Sam2FeatureExtractor | None = None,
+    gmos_s_head: GmosS | None = None,
+    gmos_head: GmosProposer | None = None,
+) -> dict[str, nn.Module]:
+    """The part modules that can be built from the given components (eval mode)."""
+    mods: dict[str, nn.Module] = {}
+    if pi3 is not None:
+        mods["pi3_encoder"] = Pi3EncoderPart(pi3)
+        mods["pi3_decoder"] = Pi3DecoderPart(pi3, shapes.grid_hw)
+    if sam2 is not None:
+        mods["sam2_encoder"] = Sam2EncoderPart(sam2)
+    if gmos_s_head is not None:
+        mods["gmos_s_head"] = HeadPart(gmos_s_head)
+    if gmos_head is not None:
+        mods["gmos_head"] = HeadPart(gmos_head)
+    return {k: m.eval() for k, m in mods.items()}
+
+
+class TorchBackend:
+    """The reference backend: the torch modules themselves, on CPU or CUDA.
+
+    Args:
+        shapes: the fixed shapes (checked on every call, like an engine would).
+        pi3, sam2, gmos_s_head, gmos_head: the components; any may be omitted.
+        device: "cpu" or "cuda[:i]" (modules are moved there).
+        check_shapes: reject inputs that do not match `shapes` (on by default so that the
+            torch backend fails exactly where an engine would).
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        shapes: ModelShapes,
+        pi3: Pi3Encoder | None = None,
+        sam2: Sam2FeatureExtractor | None = None,
+        gmos_s_head: GmosS | None = None,
+        gmos_head: GmosProposer | None = None,
+        device: str | torch.device = "cpu",
+        check_shapes: bool = True,
+    ) -> None:
+        self.shapes = shapes
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            from gmos_core.backends.base import BackendUnavailable
+
+            raise BackendUnavailable(
+                f"torch backend: device {device!r} requested but torch.cuda.is_available() is "
+                f"False (torch {torch.__version__}, CUDA build: {torch.version.cuda})"
+            )
+        self.modules = {
+            k: m.to(self.device)
+            for k, m in part_modules(shapes, pi3, sam2, gmos_s_head, gmos_head).items()
+        }
+        self._specs = shapes.specs()
+        self.check_shapes = check_shapes
+
+    @classmethod
+    def from_frame_model(
+        cls, model: TorchFrameModel, shapes: ModelShapes, device: str | None = None
+    ) -> TorchBackend:
+        """Wrap a `TorchFrameModel` (shares its modules, no copy)."""
+        head = model.head
+        return cls(
+            shapes,
+            pi3=model.pi3,
+            sam2=model.sam2,
+            gmos_s_head=head if isinstance(head, GmosS) else None,
+            gmos_head=head if isinstance(head, GmosProposer) else None,
+            device=device or model.device,
+        )
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(self.modules)
+
+    def spec(self, part: str) -> PartSpec:
+        if part not in self.modules:
+            raise BackendError(f"torch backend has no part {part!r} (has {list(self.modules)})")
+        return self._specs[part]
+
+    @torch.inference_mode()
+    def run_tensors(self, part: str, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Like `run` on torch tensors already on `device` (no host copies; used by the bench)."""
+        spec = self.spec(part)
+        args = [inputs[n] for n in spec.input_names]
+        out = self.modules[part](*args)
+        outs = out if isinstance(out, tuple) else (out,)
+        return dict(zip(spec.output_names, outs))
+
+    def run(self, part: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        spec = self.spec(part)
+        if self.check_shapes:
+            spec.check_inputs(inputs)
+        tensors = {
+            k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in inputs.items()
+        }
+        out = self.run_tensors(part, tensors)
+        return {k: v.detach().float().cpu().numpy() for k, v in out.items()}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "device": str(self.device),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "parts": list(self.parts),
+        }
