@@ -42,6 +42,11 @@ $(STAMP): Makefile setup.py $(MSG_SRC)
 	# SAM2, CPU-only recipe: no build isolation and no deps, or pip replaces the CPU torch
 	# with a 5 GB CUDA build (environment note).
 	SAM2_BUILD_CUDA=0 $(PIP) install -q --no-build-isolation --no-deps $(SAM2_SPEC)
+	# The sam2 wheel also ships SAM2's own top-level `training` package (its trainer, not part
+	# of the library API), which would shadow this project's `training` package: remove it.
+	$(PY) -c "import pathlib, sysconfig; sp = pathlib.Path(sysconfig.get_paths()['purelib']); \
+	rec = next(sp.glob('sam2-*.dist-info/RECORD')).read_text(); \
+	import shutil; (sp / 'training').is_dir() and 'training/__init__.py' in rec and shutil.rmtree(sp / 'training')"
 	$(PIP) install -q hydra-core iopath tqdm pillow onnx onnxruntime
 	$(PIP) install -q -e ".[dev,onnx]"
 	$(MAKE) --no-print-directory msgs
