@@ -113,13 +113,16 @@ class PropagatorTracking:
     `offline_results()` can run the anchored bidirectional second pass (MOS output).
     """
 
-    def __init__(self, settings: RuntimeSettings, offline: bool = False) -> None:
-        from gmos_core.propagation import MaskIoUTracker, OnlinePropagator, PropagatorConfig
+    def __init__(
+        self, settings: RuntimeSettings, offline: bool = False, sam_model: Any = None
+    ) -> None:
+        from gmos_core.propagation import PropagatorConfig
 
-        if settings.tracker != "mask_iou":
+        if settings.tracker not in ("mask_iou", "sam2"):
+            raise RuntimeError_(f"tracker must be 'mask_iou' or 'sam2', got {settings.tracker!r}")
+        if settings.tracker == "sam2" and sam_model is None:
             raise RuntimeError_(
-                f"tracker {settings.tracker!r} is not wired into the runtime yet; use "
-                "'mask_iou' (the Sam2Tracker works standalone, see gmos_core.propagation)"
+                "tracker 'sam2' needs the SAM2 model of the loaded frame model (torch backend)"
             )
         self.config = (
             PropagatorConfig.from_dict(settings.propagator)
@@ -127,14 +130,46 @@ class PropagatorTracking:
             else PropagatorConfig()
         )
         self.offline = offline
-        self.propagator = OnlinePropagator(MaskIoUTracker(), self.config, keep_history=offline)
+        self.tracker_kind = settings.tracker
+        self.sam_model = sam_model
+        self._propagator: Any = None
         self._proposals: list[Any] = []
         self._last_moving: dict[int, bool] = {}
         self._last_prob: dict[int, float] = {}
         self._last_iou: dict[int, float] = {}
 
+    def _make_tracker(self, out_hw: tuple[int, int]) -> Any:
+        from gmos_core.propagation import MaskIoUTracker, Sam2Tracker
+
+        if self.tracker_kind == "sam2":
+            # SAM2's memory modules of the same model whose image features the proposer
+            # uses: the tracker consumes the cached `backbone_out`, never re-encodes a frame.
+            return Sam2Tracker(self.sam_model, video_size=out_hw)
+        return MaskIoUTracker()
+
+    def _get(self, out_hw: tuple[int, int]) -> Any:
+        """The propagator, built on the first frame (SAM2 needs the video size)."""
+        from gmos_core.propagation import OnlinePropagator
+
+        if self._propagator is None:
+            self._propagator = OnlinePropagator(
+                self._make_tracker(out_hw), self.config, keep_history=self.offline
+            )
+        return self._propagator
+
+    @property
+    def propagator(self) -> Any:
+        """The current `OnlinePropagator` (None before the first frame)."""
+        return self._propagator
+
+    def _tracker_input(self, props: Any, tracker_input: Any) -> Any:
+        if self.tracker_kind == "sam2":
+            return getattr(tracker_input, "backbone_out", tracker_input)
+        return props  # MaskIoUTracker snaps to the frame's proposals
+
     def reset(self) -> None:
-        self.propagator.reset()
+        # Rebuilt on the next frame: the video size may have changed (SAM2 needs it).
+        self._propagator = None
         self._proposals.clear()
         self._last_moving.clear()
         self._last_prob.clear()
@@ -155,7 +190,8 @@ class PropagatorTracking:
         props = FrameProposals(proposals.masks, proposals.motion_prob, proposals.iou)
         if self.offline:
             self._proposals.append(props)
-        return self._remember(self.propagator.step(frame_index, props, props))
+        p = self._get(props.shape)
+        return self._remember(p.step(frame_index, props, self._tracker_input(props, tracker_input)))
 
     def carry(
         self, frame_index: int, tracker_input: Any, out_hw: tuple[int, int]
@@ -164,8 +200,8 @@ class PropagatorTracking:
         object keeps its last motion state."""
         from gmos_core.propagation import FrameProposals, resolve_overlaps
 
-        p = self.propagator
-        tracked = p.tracker.track(frame_index, None)
+        p = self._get(tuple(out_hw))
+        tracked = p.tracker.track(frame_index, self._tracker_input(None, tracker_input))
         shape = tuple(out_hw)
         ids = [i for i in p.registry.ids if p.registry.slot_of(i) in tracked]
         masks = [tracked[p.registry.slot_of(i)].mask for i in ids]
@@ -184,8 +220,12 @@ class PropagatorTracking:
 
         if not self.offline:
             raise RuntimeError_("offline_results needs PropagatorTracking(offline=True)")
+        if self._propagator is None:
+            return []
+        if self.tracker_kind != "mask_iou":
+            raise RuntimeError_("the offline pass is wired for the 'mask_iou' tracker only")
         frames = offline_propagate(
-            self._proposals, MaskIoUTracker, self.config, self.propagator.history
+            self._proposals, MaskIoUTracker, self.config, self._propagator.history
         )
         return [f.full_instance_map for f in frames]
 
@@ -206,7 +246,11 @@ def build_segmenter(
     return StreamingSegmenter(
         model,
         "gmos",
-        tracking=PropagatorTracking(settings, offline=offline),
+        tracking=PropagatorTracking(
+            settings,
+            offline=offline,
+            sam_model=getattr(getattr(model, "sam2", None), "sam_model", None),
+        ),
         span_s=settings.span_s,
         proposer_stride=settings.proposer_stride,
     )

@@ -126,3 +126,33 @@ def test_missing_weights_is_a_clear_error(tmp_path, monkeypatch) -> None:
         load_frame_model(RuntimeSettings(variant="gmos_s"))
     with pytest.raises(RuntimeError_, match="variant"):
         load_frame_model(RuntimeSettings(variant="other"))  # type: ignore[arg-type]
+
+
+def test_sam2_tracker_runs_on_the_proposers_cached_sam2_features() -> None:
+    """tracker='sam2': the SAM2 tracker consumes the same cached SAM2 features the proposer
+    used (each frame encoded once) and carries the scripted object with a persistent id.
+    Micro SAM2 with untrained weights: this checks the wiring, not the masks' quality."""
+    from gmos_core.pipeline import build_frame_model
+
+    micro = build_frame_model("micro", "gmos", seed=0)
+
+    class Sam2Scripted(ScriptedModel):
+        sam2 = micro.sam2  # what build_segmenter hands to the SAM2 tracker
+
+        def segmentation_features(self, frame_rgb: np.ndarray) -> Any:
+            self.encodes = getattr(self, "encodes", 0) + 1
+            feats = micro.segmentation_features(frame_rgb)
+            feats.frame_t = int(frame_rgb[0, 0, 0])
+            return feats
+
+        def predict(self, geometry, segmentation, out_hw):
+            return super().predict(geometry, segmentation.frame_t, out_hw)
+
+    model = Sam2Scripted()
+    seg = build_segmenter(settings(tracker="sam2"), model=model)  # type: ignore[arg-type]
+    res = run(seg, 6)
+    assert model.encodes == 6 and seg.stats.segmentation_encodes == 6
+    assert [r.frame_index for r in res] == list(range(6))
+    assert res[0].objects and res[0].objects[0].obj_id == 1  # seeded from the proposal
+    assert all(r.instance_ids.shape == (H, W) for r in res)
+    assert {o.obj_id for r in res for o in r.objects} <= set(range(1, 11))
