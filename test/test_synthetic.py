@@ -387,3 +387,21 @@ def test_config_validation():
         SceneConfig(p_static_scene=0.8, p_hard_parallax=0.5)
     with pytest.raises(ValueError):
         SceneConfig(num_moving_objects=(1, 30))
+
+
+def test_mos_i_intervals_cover_only_visible_motion() -> None:
+    """Gmos-2K rule: moving frames of an invisible object are static in the labels."""
+    hits = 0
+    for seed in range(40):
+        s = generate_scene(SceneConfig(seed=seed, scene_kind="dynamic", num_frames=16))
+        mos = s.mos_i_labels()
+        for m, ivs in mos.intervals.items():
+            assert ivs, "no empty interval lists"
+            for a, b in ivs:
+                for t in range(a, b + 1):
+                    assert (mos.labels[t] == m).any(), (seed, m, t)
+        k_dyn = np.flatnonzero(s.object_is_dynamic)
+        for k in k_dyn.tolist():
+            invisible = ~(s.instance_masks == s.object_ids[k]).any(axis=(1, 2))
+            hits += int((s.motion_state[:, k] & invisible).any())
+    assert hits > 0, "the scenes should include moving-but-invisible frames to exercise this"

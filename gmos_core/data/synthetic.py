@@ -355,12 +355,21 @@ class SceneSample:
         return lut[self.instance_masks[t]]
 
     def mos_i_labels(self) -> MosILabels:
-        """Dynamic-only re-indexed label maps for all frames plus motion intervals."""
+        """Dynamic-only re-indexed label maps for all frames plus motion intervals.
+
+        Gmos-2K's annotation rule (paper App. D): an object counts as moving only while it is
+        visible, so the intervals cover the frames where the object moves *and* has pixels.
+        (Otherwise the official MOS-I formula divides by ~1e-8 on a sequence whose only moving
+        frames are invisible ones.) An object that never moves visibly gets no entry.
+        """
         lut = self._reindex_lut(None)
         dyn = np.flatnonzero(self.object_is_dynamic)
-        intervals = {
-            m + 1: motion_intervals(self.motion_state[:, k]) for m, k in enumerate(dyn.tolist())
-        }
+        intervals = {}
+        for m, k in enumerate(dyn.tolist()):
+            visible = (self.instance_masks == self.object_ids[k]).any(axis=(1, 2))
+            ivs = motion_intervals(self.motion_state[:, k] & visible)
+            if ivs:
+                intervals[m + 1] = ivs
         return MosILabels(
             labels=lut[self.instance_masks],
             intervals=intervals,
