@@ -27,6 +27,9 @@ DEFAULT_BUNDLES = {
 
 Variant = Literal["gmos_s", "gmos_online"]
 
+# Frames a live track may stay empty before its id and tracker slot are released.
+LIVE_RELEASE_LOST_AFTER = 30
+
 
 @dataclass
 class RuntimeSettings:
@@ -124,11 +127,14 @@ class PropagatorTracking:
             raise RuntimeError_(
                 "tracker 'sam2' needs the SAM2 model of the loaded frame model (torch backend)"
             )
-        self.config = (
-            PropagatorConfig.from_dict(settings.propagator)
-            if settings.propagator
-            else PropagatorConfig()
-        )
+        overrides = dict(settings.propagator)
+        if not offline:
+            # A live stream never ends: without releasing lost tracks the registry fills up
+            # with objects that left the view and, at max_objects, nothing new is ever tracked
+            # again (measured: after ~400 frames of a scripted stream). The paper and the
+            # official code never release (clips are short); offline inference keeps that.
+            overrides.setdefault("release_lost_after", LIVE_RELEASE_LOST_AFTER)
+        self.config = PropagatorConfig.from_dict(overrides) if overrides else PropagatorConfig()
         self.offline = offline
         self.tracker_kind = settings.tracker
         self.sam_model = sam_model

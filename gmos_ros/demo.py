@@ -102,7 +102,10 @@ def run_node_over_dds(
     cmd = [sys.executable, "-m", "gmos_ros.node", "--ros-args",
            "--params-file", str(REPO / "config" / "gmos.yaml"),
            "-p", f"input_topics:=[{IMAGE}]", "-p", f"camera_info_topics:=[{INFO}]",
-           "-p", "diagnostics_period_s:=0.1"]  # fmt: skip
+           "-p", "diagnostics_period_s:=0.1",
+           # Lock-step replay waits for every frame: a best-effort (sensor_data) input could
+           # lose one and stall the replay, so evaluation replays subscribe reliably.
+           "-p", "qos.input:=reliable", "-p", "qos.camera_info:=reliable"]  # fmt: skip
     for p in params:
         cmd += ["-p", p]
     log = open(log_path, "w")  # noqa: SIM115 - closed below

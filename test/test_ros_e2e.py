@@ -106,7 +106,10 @@ def test_node_over_dds_matches_offline_eval(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "gmos_ros.node", "--ros-args",
            "--params-file", str(REPO / "config" / "gmos.yaml"),
            "-p", f"input_topics:=[{IMAGE}]", "-p", f"camera_info_topics:=[{INFO}]",
-           "-p", "diagnostics_period_s:=0.05"]  # fmt: skip
+           "-p", "diagnostics_period_s:=0.05",
+           # Lock-step replay waits for every frame: a best-effort (sensor_data) input could
+           # lose one and stall the replay, so evaluation replays subscribe reliably.
+           "-p", "qos.input:=reliable", "-p", "qos.camera_info:=reliable"]  # fmt: skip
     for p in MODEL_PARAMS:
         cmd += ["-p", p]
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)

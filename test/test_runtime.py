@@ -156,3 +156,19 @@ def test_sam2_tracker_runs_on_the_proposers_cached_sam2_features() -> None:
     assert res[0].objects and res[0].objects[0].obj_id == 1  # seeded from the proposal
     assert all(r.instance_ids.shape == (H, W) for r in res)
     assert {o.obj_id for r in res for o in r.objects} <= set(range(1, 11))
+
+
+def test_live_stream_keeps_tracking_new_objects_after_max_objects_have_left() -> None:
+    """Objects keep entering and leaving; a live stream must release lost tracks, or the
+    10-object registry fills up and nothing new is tracked again."""
+    from training.bench_memory import ScriptedProposer
+
+    seg = build_segmenter(RuntimeSettings(variant="gmos_online"), model=ScriptedProposer())
+    f = np.zeros((128, 128, 3), np.uint8)
+    res = []
+    for i in range(700):
+        res += seg.step(f, i * 100 * MS)
+    late = [r for r in res if r.frame_index >= 600]
+    assert all(r.objects for r in late), "objects are still tracked late in the stream"
+    assert max(o.obj_id for r in late for o in r.objects) > 10  # new ids keep coming
+    assert len(seg.tracking.propagator.registry.ids) <= 10
