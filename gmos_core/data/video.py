@@ -5,7 +5,8 @@ Every frame comes out as (H, W, 3) uint8 RGB, whatever was stored. Conversion ru
 - grayscale (H, W) or (H, W, 1): replicated to 3 channels;
 - 4 channels (BGRA / RGBA): the alpha channel is dropped, *not* composited, because masks
   and features must describe the stored colour, not a background chosen here;
-- 16-bit: scaled linearly to 8 bit, `round(v * 255 / 65535)` (so 65535 -> 255, 257 -> 1);
+- 16-bit: scaled linearly to 8 bit, `round(v / 257)` (= v * 255 / 65535; 65535 -> 255, 257 -> 1),
+  the same rule as `gmos_core.models.preprocess.to_rgb_uint8`, which does the conversion;
 - OpenCV's BGR order is converted to RGB.
 
 Other dtypes (float EXR, 32-bit) are rejected. All frames must share the first frame's size;
@@ -76,19 +77,18 @@ def to_rgb_uint8(frame: np.ndarray, source: str = "frame", bgr: bool = True) -> 
     Returns:
         (H, W, 3) uint8 RGB (a new array).
     """
+    # One conversion rule for the whole project (grey → 3 channels, alpha dropped, 16-bit
+    # → round(v / 257)): `gmos_core.models.preprocess.to_rgb_uint8`; only the channel order
+    # of OpenCV's decoders is handled here.
+    from gmos_core.models.preprocess import to_rgb_uint8 as _to_rgb
+
     a = np.asarray(frame)
-    if a.dtype == np.uint16:
-        a = ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    elif a.dtype != np.uint8:
-        raise VideoReadError(f"{source}: unsupported pixel type {a.dtype} (need 8 or 16 bit)")
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    if a.ndim == 2:
-        return np.repeat(a[:, :, None], 3, axis=2)
-    if a.ndim != 3 or a.shape[2] not in (3, 4):
-        raise VideoReadError(f"{source}: unsupported frame shape {a.shape}")
-    a = a[:, :, :3]
-    return np.ascontiguousarray(a[:, :, ::-1] if bgr else a)
+    if bgr and a.ndim == 3 and a.shape[2] in (3, 4):
+        a = np.concatenate([a[:, :, 2::-1], a[:, :, 3:]], axis=2)
+    try:
+        return _to_rgb(a)
+    except (TypeError, ValueError) as exc:
+        raise VideoReadError(f"{source}: {exc}") from exc
 
 
 def _read_folder(folder: Path) -> Iterator[np.ndarray]:
