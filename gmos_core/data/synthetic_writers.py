@@ -30,6 +30,7 @@ from tqdm import tqdm
 from gmos_core.data.palette import write_indexed_png
 from gmos_core.data.synthetic import SceneSample, config_from_json, config_to_json
 from gmos_core.data.time_anno import TimeAnnoRow, write_time_anno
+from gmos_core.data.video import write_mp4 as video_write_mp4
 
 __all__ = ["load_npz", "save_npz", "write_davis_style", "write_mp4"]
 
@@ -115,21 +116,10 @@ def write_mp4(sample: SceneSample, path: str | os.PathLike[str], fps: float | No
         fps: frame rate; default the scene's configured fps.
 
     Raises:
-        OSError: OpenCV could not open a writer for the file.
+        ValueError: OpenCV could not open a writer for the file.
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    h, w = sample.frames.shape[1:3]
-    writer = cv2.VideoWriter(
-        str(p), cv2.VideoWriter_fourcc(*"mp4v"), float(fps or sample.config.fps), (w, h)
-    )
-    if not writer.isOpened():
-        raise OSError(f"{p}: cannot open an mp4v video writer")
-    try:
-        for frame in sample.frames:
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    finally:
-        writer.release()
+    # The project's one mp4 writer (size checks, partial files removed on error).
+    video_write_mp4(path, sample.frames, float(fps or sample.config.fps))
 
 
 # Array fields of SceneSample stored as-is in the npz.
