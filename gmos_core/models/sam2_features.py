@@ -83,8 +83,14 @@ class Sam2FeatureExtractor(nn.Module):
             raise ValueError(f"unknown SAM2 size {size!r}; choose one of {sorted(SAM2_CONFIGS)}")
         # Imported here: sam2 initialises a global hydra config module on import, which modules
         # that only need the dataclass above should not pay for.
+        from hydra import initialize_config_module
+        from hydra.core.global_hydra import GlobalHydra
         from sam2.build_sam import build_sam2
 
+        # build_sam2 composes from the global config module sam2 registers on import; another
+        # Hydra user in the process (our training config composer) may have cleared it since.
+        if not GlobalHydra.instance().is_initialized():
+            initialize_config_module("sam2", version_base="1.2")
         self.size = size
         self.config_name = SAM2_CONFIGS[size]
         # ckpt_path=None: the package's own loader would unpickle without our file checks and
