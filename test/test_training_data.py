@@ -61,6 +61,9 @@ def test_synthetic_targets_follow_motion_state():
                 seen_moving = True
         union = it["gt_masks"].amax(0) if len(dyn) else torch.zeros(64, 64)
         assert torch.equal(it["gt_fg"], union)
+        # Dense pretraining target: the moving foreground of every window frame, middle = gt_fg.
+        assert it["gt_fg_window"].shape == (5, 64, 64)
+        assert torch.equal(it["gt_fg_window"][2], it["gt_fg"])
     assert seen_static and seen_moving
 
 

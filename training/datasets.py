@@ -11,6 +11,8 @@ One sample = the inputs and targets of ONE middle frame t (paper Sec. 4.3 "Input
   target object, EMPTY where the object is static at t (or invisible: App. D's TFA rule).
 * ``gt_motion`` (G,) float32 {0, 1}: motion state of each target at t.
 * ``gt_fg`` (R, R) float32: the union of the moving targets (Gmos-S target).
+* ``gt_fg_window`` (N, R, R) float32, synthetic only: ``gt_fg`` of every window frame (the dense
+  target of the micro π³ motion pretraining, `training.pretrain_pi3`).
 * ``skipped`` int: corrupt samples skipped to produce this one (the trainer sums them).
 
 Datasets:
@@ -225,6 +227,19 @@ class SyntheticWindowDataset(Dataset):
                 self.spec,
             )
         )
+        # Moving foreground of every window frame: the dense target of the π³ motion
+        # pretraining (`training.pretrain_pi3`); the heads are trained on the middle frame only.
+        item["gt_fg_window"] = torch.stack(
+            [
+                _targets(
+                    sample.instance_masks[j],
+                    [int(sample.object_ids[k]) for k in dyn],
+                    [bool(sample.motion_state[j, k]) for k in dyn],
+                    self.spec,
+                )["gt_fg"]
+                for j in idx
+            ]
+        )
         item.update({"skipped": 0, "stride": stride, "key": f"seed{sample.config.seed}/t{t}"})
         return item
 
@@ -356,7 +371,8 @@ def collate_windows(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     Returns:
         ``pi3`` (B, N, 3, H', W'), ``sam`` (B, 3, S, S), ``gt_fg`` (B, R, R), ``gt_masks`` /
-        ``gt_motion`` lists of B tensors, ``skipped`` int sum, ``keys`` list of str.
+        ``gt_motion`` lists of B tensors, ``skipped`` int sum, ``keys`` list of str, and
+        ``gt_fg_window`` (B, N, R, R) when every item has it (synthetic windows).
     """
     return {
         "pi3": torch.stack([it["pi3"] for it in items]),
@@ -366,6 +382,11 @@ def collate_windows(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "gt_motion": [it["gt_motion"] for it in items],
         "skipped": int(sum(int(it.get("skipped", 0)) for it in items)),
         "keys": [str(it.get("key", "")) for it in items],
+        **(
+            {"gt_fg_window": torch.stack([it["gt_fg_window"] for it in items])}
+            if all("gt_fg_window" in it for it in items)
+            else {}
+        ),
     }
 
 
