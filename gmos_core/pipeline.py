@@ -187,6 +187,17 @@ class TorchFrameModel:
         )
 
 
+def build_pi3(config: GmosModelConfig | str) -> Pi3Encoder:
+    """The π³ encoder of a named configuration, random weights (draws from torch's RNG)."""
+    cfg = GmosModelConfig.load(config) if isinstance(config, str) else config
+    return Pi3Encoder(
+        encoder_depth=cfg.pi3.encoder_depth,
+        decoder_depth=cfg.pi3.decoder_depth,
+        embed_dim=cfg.pi3.embed_dim,
+        num_heads=cfg.pi3.num_heads,
+    )
+
+
 def build_frame_model(
     config: GmosModelConfig | str,
     variant: Literal["gmos_s", "gmos"],
@@ -206,12 +217,7 @@ def build_frame_model(
     cfg = GmosModelConfig.load(config) if isinstance(config, str) else config
     if seed is not None:
         torch.manual_seed(seed)
-    pi3 = Pi3Encoder(
-        encoder_depth=cfg.pi3.encoder_depth,
-        decoder_depth=cfg.pi3.decoder_depth,
-        embed_dim=cfg.pi3.embed_dim,
-        num_heads=cfg.pi3.num_heads,
-    )
+    pi3 = build_pi3(cfg)
     if pi3_checkpoint is not None:
         pi3.load_official_state_dict(load_safetensors_file(pi3_checkpoint))
     sam2 = Sam2FeatureExtractor(

@@ -1,0 +1,108 @@
+"""Stage 1 of the micro recipe: π³ motion pretraining (loss, probe, checkpoint hand-over)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import training
+
+_REPO_TRAINING = str(Path(__file__).resolve().parents[1] / "training")
+if list(training.__path__)[:1] != [_REPO_TRAINING]:
+    training.__path__.insert(0, _REPO_TRAINING)
+
+from gmos_core.pipeline import GmosModelConfig, build_frame_model  # noqa: E402
+from training.pretrain_pi3 import (  # noqa: E402
+    MotionProbe,
+    Pi3PretrainConfig,
+    main,
+    motion_probe_loss,
+    pretrain,
+    pretrain_config_from_dict,
+)
+from training.train import compose_config  # noqa: E402
+from training.trainer import OptimConfig  # noqa: E402
+
+TINY_YAML = Path(__file__).with_name("test_trainer.py").read_text().split('TINY_YAML = """')[1]
+TINY_YAML = TINY_YAML.split('"""')[0]
+
+
+def test_probe_shapes_and_cell_order():
+    probe = MotionProbe(dim=8, subdivide=2)
+    with torch.no_grad():
+        probe.proj.weight.zero_()
+        probe.proj.bias.copy_(torch.tensor([0.0, 1.0, 2.0, 3.0]))
+    out = probe(torch.zeros(2, 5, 3, 4, 8))
+    assert out.shape == (2, 5, 6, 8)
+    # Each token's 4 outputs fill its own 2x2 block, row-major (pixel_shuffle order).
+    assert out[0, 0, :2, :2].tolist() == [[0.0, 1.0], [2.0, 3.0]]
+    assert out[1, 4, 4:6, 6:8].tolist() == [[0.0, 1.0], [2.0, 3.0]]
+
+
+def test_motion_probe_loss_prefers_the_right_answer():
+    target = torch.zeros(2, 5, 6, 6)
+    target[:, :, 1:4, 2:5] = 1.0
+    target[1, 3] = 0.0  # an empty frame: excluded from the IoU
+    good = (target * 2 - 1) * 8
+    loss_good, parts = motion_probe_loss(good, target, pos_weight=3.0, dice_weight=1.0)
+    loss_bad, bad_parts = motion_probe_loss(-good, target, pos_weight=3.0, dice_weight=1.0)
+    assert parts["fg_iou"] == pytest.approx(1.0) and bad_parts["fg_iou"] == pytest.approx(0.0)
+    assert float(loss_good) < 0.3 < float(loss_bad)
+
+
+def test_pretraining_learns_and_hands_pi3_to_stage_two(tmp_path):
+    torch.set_num_threads(1)
+    model = tmp_path / "tiny.yaml"
+    model.write_text(TINY_YAML)
+    data = {"kind": "synthetic", "height": 64, "width": 64, "duration_s": 1.0,
+            "windows_per_scene": 4, "num_scenes": 1}  # fmt: skip
+    cfg = Pi3PretrainConfig(
+        model=str(model),
+        max_steps=40,
+        batch_size=4,
+        threads=1,
+        log_every=10,
+        ckpt_every=100,
+        plot_every=20,
+        out_dir=str(tmp_path / "pt"),
+        optim=OptimConfig(lr=2e-3, warmup_fraction=0.1),
+        data=data,
+        curriculum_steps=2,
+        curriculum_scene={"camera_speed_mps": (0.01, 0.02)},
+        val_windows=4,
+    )
+    summary = pretrain(cfg)
+    val = summary["validation"]
+    assert val["windows"] == 4 and math.isfinite(val["loss"])
+    out = Path(cfg.out_dir)
+    rows = (out / "log.csv").read_text().strip().splitlines()
+    assert rows[0].split(",")[:6] == ["step", "lr", "loss", "bce", "dice", "fg_iou"]
+    losses = [float(r.split(",")[2]) for r in rows[1:]]
+    # One scene, 4 windows seen 10 times: the probe loss must fall (it learns, not just runs).
+    assert summary["step"] == 40 and losses[-1] < 0.8 * losses[0]
+    assert (out / "loss.png").stat().st_size > 0
+    # Stage 2 loads the file through the official π³ loader: identical weights.
+    fm = build_frame_model(
+        GmosModelConfig.load(str(model)), "gmos_s", pi3_checkpoint=out / "pi3.safetensors"
+    )
+    from safetensors.torch import load_file
+
+    saved = load_file(str(out / "pi3.safetensors"))
+    assert saved and all(torch.equal(saved[k], v) for k, v in fm.pi3.state_dict().items())
+
+
+def test_config_composes_and_rejects_unknown_keys():
+    cfg = pretrain_config_from_dict(compose_config("pi3_micro", ["max_steps=5"]))
+    assert cfg.max_steps == 5 and cfg.data["seed_start"] == 500000
+    assert cfg.optim.grad_clip == 1.0
+    with pytest.raises(ValueError, match="unknown pi3 pretraining keys"):
+        pretrain_config_from_dict({"not_a_key": 1})
+    assert main(["--config-name", "pi3_micro", "not_a_key=1"]) == 2
+    # Stage 2 recipes point at the stage 1 output and keep that π³ frozen.
+    for name in ("gmos_s_micro", "gmos_micro"):
+        raw = compose_config(name, [])
+        assert raw["pi3_checkpoint"] == "out/train/pi3_micro/pi3.safetensors"
+        assert raw["train_pi3"] is False and raw["train_encoders"] is True
