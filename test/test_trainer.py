@@ -169,6 +169,22 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_model, tmp_path):
     assert all(torch.isfinite(v).all() for v in state["model_state_dict"].values())
 
 
+def test_frozen_pi3_stays_fixed_while_sam2_and_head_train(tiny_model, tmp_path):
+    torch.set_num_threads(1)
+    cfg = _cfg(tiny_model, tmp_path / "frozen", variant="gmos_s", max_steps=2, train_pi3=False)
+    tr = Trainer(cfg, _dataset(cfg))
+    pi3_before = [p.detach().clone() for p in tr.module.pi3.parameters()]
+    head_before = [p.detach().clone() for p in tr.module.head.parameters()]
+    sam_before = [p.detach().clone() for p in tr.module.sam2.parameters() if p.requires_grad]
+    tr.fit()
+    assert not any(p.requires_grad for p in tr.module.pi3.parameters())
+    assert not tr.module.pi3.training  # frozen part stays in eval mode
+    assert all(torch.equal(a, b) for a, b in zip(pi3_before, tr.module.pi3.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(head_before, tr.module.head.parameters()))
+    sam_after = [p for p in tr.module.sam2.parameters() if p.requires_grad]
+    assert sam_before and any(not torch.equal(a, b) for a, b in zip(sam_before, sam_after))
+
+
 def test_hydra_configs_compose_with_overrides():
     for name in ("gmos_s_micro", "gmos_micro", "gmos_s_paper", "gmos_paper"):
         raw = compose_config(name, [])

@@ -96,6 +96,9 @@ class TrainConfig:
         model: model config name (`config/<name>.yaml`) or path.
         variant: ``gmos_s`` or ``gmos``.
         train_encoders: train π³ and SAM2 with the head (micro) or keep them frozen (paper).
+        train_pi3: override for π³ alone (None = follow `train_encoders`); the micro recipe
+            trains SAM2 from scratch but keeps its motion-pretrained π³ frozen, as the paper
+            keeps its pretrained π³ frozen (`training.pretrain_pi3`).
         pi3_checkpoint, sam2_checkpoint, head_checkpoint: optional initial weights.
         max_steps: optimiser steps.
         max_minutes: wall-clock budget; the run saves and stops early when it is spent
@@ -120,6 +123,7 @@ class TrainConfig:
     model: str = "micro"
     variant: str = "gmos_s"
     train_encoders: bool = True
+    train_pi3: bool | None = None
     pi3_checkpoint: str | None = None
     sam2_checkpoint: str | None = None
     head_checkpoint: str | None = None
@@ -210,17 +214,21 @@ class GmosTrainModule(nn.Module):
 
     Args:
         frame_model: a `TorchFrameModel` built by `build_frame_model`.
-        train_encoders: whether π³ / SAM2 get gradients.
+        train_encoders: whether SAM2 (and π³, unless `train_pi3` says otherwise) get gradients.
+        train_pi3: whether π³ gets gradients (None = `train_encoders`).
     """
 
-    def __init__(self, frame_model: TorchFrameModel, train_encoders: bool) -> None:
+    def __init__(
+        self, frame_model: TorchFrameModel, train_encoders: bool, train_pi3: bool | None = None
+    ) -> None:
         super().__init__()
         self.pi3 = frame_model.pi3
         self.sam2 = frame_model.sam2
         self.head = frame_model.head
         self.train_encoders = train_encoders
+        self.train_pi3 = train_encoders if train_pi3 is None else train_pi3
         for p in self.pi3.parameters():
-            p.requires_grad_(train_encoders)
+            p.requires_grad_(self.train_pi3)
         for name, p in self.sam2.sam_model.named_parameters():
             # Memory attention / encoder, prompt encoder etc. never run when extracting image
             # features: freezing them keeps DDP from waiting for gradients that never come.
@@ -229,8 +237,9 @@ class GmosTrainModule(nn.Module):
     def train(self, mode: bool = True) -> GmosTrainModule:
         """Frozen encoders stay in eval mode (no dropout / drop-path in pretrained features)."""
         super().train(mode)
-        if not self.train_encoders:
+        if not self.train_pi3:
             self.pi3.eval()
+        if not self.train_encoders:
             self.sam2.eval()
         return self
 
@@ -246,9 +255,11 @@ class GmosTrainModule(nn.Module):
         """
         b, n = pi3_frames.shape[:2]
         h, w = self.pi3.grid_size(int(pi3_frames.shape[-2]), int(pi3_frames.shape[-1]))
-        with torch.set_grad_enabled(self.train_encoders and torch.is_grad_enabled()):
+        grad = torch.is_grad_enabled()
+        with torch.set_grad_enabled(self.train_pi3 and grad):
             tok = self.pi3.encode_frames(pi3_frames.flatten(0, 1))  # (B·N, hw, D)
             feats = self.pi3.decode_window(tok.view(b, n, *tok.shape[1:]), h, w)  # (B,N,h,w,D)
+        with torch.set_grad_enabled(self.train_encoders and grad):
             sam = self.sam2(sam_img)
         token = feats[:, n // 2]
         return self.head(token, sam.bottleneck, high_res_features=list(sam.high_res))
@@ -373,7 +384,7 @@ class Trainer:
             head_checkpoint=cfg.head_checkpoint,
             seed=cfg.seed,
         )
-        self.module = GmosTrainModule(fm, cfg.train_encoders).to(self.device)
+        self.module = GmosTrainModule(fm, cfg.train_encoders, cfg.train_pi3).to(self.device)
         if self.world > 1:
             self.model: nn.Module = nn.parallel.DistributedDataParallel(
                 self.module,
