@@ -106,3 +106,15 @@ def test_config_composes_and_rejects_unknown_keys():
         raw = compose_config(name, [])
         assert raw["pi3_checkpoint"] == "out/train/pi3_micro/pi3.safetensors"
         assert raw["train_pi3"] is False and raw["train_encoders"] is True
+
+
+def test_composing_a_recipe_leaves_sam2_buildable():
+    import sam2  # noqa: F401  (registers its Hydra config module on import)
+    from hydra.core.global_hydra import GlobalHydra
+
+    compose_config("pi3_micro", [])
+    # SAM2's own builders (used directly by the SAM2 tracker) compose from the global module.
+    assert GlobalHydra.instance().is_initialized()
+    from hydra import compose
+
+    assert compose(config_name="configs/sam2.1/sam2.1_hiera_t.yaml").model is not None

@@ -60,6 +60,12 @@ def compose_config(
             cfg = compose(config_name=config_name, overrides=overrides)
     finally:
         GlobalHydra.instance().clear()
+        if "sam2" in sys.modules:
+            # Give SAM2 its config module back: its builders compose from it (a later
+            # build_sam2 / build_sam2_video_predictor in this process would fail otherwise).
+            from hydra import initialize_config_module
+
+            initialize_config_module("sam2", version_base="1.2")
     raw = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(raw, dict)
     return raw  # type: ignore[return-value]

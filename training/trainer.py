@@ -5,8 +5,8 @@
   ceil(warmup_fraction · max_steps))`` (default fraction 0.05, i.e. 2000 steps of a 40k-step run);
   the cosine then decays to ``min_lr_ratio · lr`` at ``max_steps``.
 * Encoders frozen (paper recipe: pretrained π³ and SAM2 are loaded and kept in eval mode under
-  ``torch.no_grad``) or trained with the head (micro recipe: no pretrained weights exist at that
-  size, so everything learns from scratch).
+  ``torch.no_grad``) or trained with the head; ``train_pi3`` sets π³ apart (micro recipe: the
+  π³ from `training.pretrain_pi3` stays frozen, SAM2 learns from scratch with the head).
 * bf16 autocast on CUDA; plain float32 on CPU.
 * DDP when started by ``torchrun`` (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU. Every rank reads
   its own slice of the item stream; the effective batch is batch_size · world_size.
