@@ -26,9 +26,6 @@ from training.pretrain_pi3 import (  # noqa: E402
 from training.train import compose_config  # noqa: E402
 from training.trainer import OptimConfig  # noqa: E402
 
-TINY_YAML = Path(__file__).with_name("test_trainer.py").read_text().split('TINY_YAML = """')[1]
-TINY_YAML = TINY_YAML.split('"""')[0]
-
 
 def test_probe_shapes_and_cell_order():
     probe = MotionProbe(dim=8, subdivide=2)
@@ -53,10 +50,9 @@ def test_motion_probe_loss_prefers_the_right_answer():
     assert float(loss_good) < 0.3 < float(loss_bad)
 
 
-def test_pretraining_learns_and_hands_pi3_to_stage_two(tmp_path):
+def test_pretraining_learns_and_hands_pi3_to_stage_two(tiny_model, tmp_path):
     torch.set_num_threads(1)
-    model = tmp_path / "tiny.yaml"
-    model.write_text(TINY_YAML)
+    model = Path(tiny_model)
     data = {"kind": "synthetic", "height": 64, "width": 64, "duration_s": 1.0,
             "windows_per_scene": 4, "num_scenes": 1}  # fmt: skip
     cfg = Pi3PretrainConfig(

@@ -34,35 +34,6 @@ from training.trainer import (  # noqa: E402
     lr_lambda,
 )
 
-# A test-sized model: the micro SAM2 (its sizes are tied to the head's 256 channels) with a
-# 1+1-block π³ on 56x56 frames (4x4 patches) and a 4-query head.
-TINY_YAML = """
-name: tiny
-pi3: {encoder_depth: 1, decoder_depth: 2, embed_dim: 64, num_heads: 4, pixel_limit: 3136}
-sam2:
-  size: tiny
-  image_size: 256
-  overrides:
-    - ++model.image_size=256
-    - ++model.image_encoder.trunk.embed_dim=32
-    - ++model.image_encoder.trunk.num_heads=1
-    - ++model.image_encoder.trunk.stages=[1,1,2,1]
-    - ++model.image_encoder.trunk.global_att_blocks=[3]
-    - ++model.image_encoder.neck.backbone_channel_list=[256,128,64,32]
-    - ++model.memory_attention.layer.self_attention.feat_sizes=[16,16]
-    - ++model.memory_attention.layer.cross_attention.feat_sizes=[16,16]
-head: {embed_dim: 256, pi3_dim: 64, sam_dim: 256, encoder_depth: 1, decoder_depth: 1,
-       num_heads: 8, num_obj_tokens: 4, mlp_dim: 256, grid: 16}
-window: {num_frames: 5, span_s: 0.5}
-"""
-
-
-@pytest.fixture()
-def tiny_model(tmp_path) -> str:
-    p = tmp_path / "tiny.yaml"
-    p.write_text(TINY_YAML)
-    return str(p)
-
 
 def _cfg(tiny_model: str, out: Path, variant: str = "gmos", **kw) -> TrainConfig:
     base = dict(
