@@ -62,6 +62,7 @@ setup(
             "gmos-export = training.export.onnx_export:main",
             "gmos-build-engines = training.export.engines:main",
             "gmos-bench = training.bench:main",
+            "gmos-calibrate = training.calibrate:main",
             "gmos-train = training.train:main",
             "gmos-pretrain-pi3 = training.pretrain_pi3:main",
         ],

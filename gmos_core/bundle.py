@@ -10,7 +10,8 @@ train ourselves (the micro configuration trains its encoders too) is one safeten
     head.<official Gmos key>     the GmosS / GmosProposer state dict
 
 with metadata `{"format": "gmos-bundle-v1", "config": <name>, "variant": "gmos_s"|"gmos",
-"config_yaml": <the model YAML>}`. Tensors may be stored as float16 to keep shipped
+"config_yaml": <the model YAML>}` and optionally `"operating_point": <JSON>` (the decision
+thresholds picked on a validation split, `gmos_core.operating_point`). Tensors may be stored as float16 to keep shipped
 checkpoints small; they are cast back to the model's dtype on load. Nothing is unpickled.
 """
 
@@ -25,6 +26,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from gmos_core.operating_point import OperatingPoint
 
 FORMAT = "gmos-bundle-v1"
 SAM2_FEATURE_PREFIXES = (
@@ -45,6 +48,8 @@ class BundleInfo:
     variant: Literal["gmos_s", "gmos"]
     config_yaml: str
     extra: dict[str, str]
+    # The paper's thresholds unless the bundle was calibrated (`training.calibrate`).
+    operating_point: OperatingPoint = OperatingPoint()
 
 
 def sam2_feature_state(sam_model: nn.Module) -> dict[str, torch.Tensor]:
@@ -62,6 +67,7 @@ def save_bundle(
     config_yaml: str = "",
     half: bool = False,
     extra: dict[str, str] | None = None,
+    operating_point: OperatingPoint | None = None,
 ) -> Path:
     """Write one bundle file. `half=True` stores float tensors as float16 (half the size)."""
     tensors: dict[str, torch.Tensor] = {}
@@ -78,6 +84,8 @@ def save_bundle(
             tensors[f"{prefix}.{k}"] = t
     meta = {"format": FORMAT, "config": config, "variant": variant, "config_yaml": config_yaml}
     meta.update({f"extra.{k}": str(v) for k, v in (extra or {}).items()})
+    if operating_point is not None:
+        meta["operating_point"] = operating_point.to_json()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=meta)
@@ -113,8 +121,40 @@ def read_bundle(path: str | Path) -> tuple[BundleInfo, dict[str, dict[str, torch
             raise BundleError(f"{path}: unexpected key {k!r}")
         parts[prefix][rest] = v
     extra = {k[6:]: v for k, v in meta.items() if k.startswith("extra.")}
-    info = BundleInfo(meta.get("config", ""), variant, meta.get("config_yaml", ""), extra)
+    try:
+        op = (
+            OperatingPoint.from_json(meta["operating_point"]) if "operating_point" in meta else None
+        )
+    except ValueError as exc:
+        raise BundleError(f"{path}: bad operating_point metadata: {exc}") from exc
+    info = BundleInfo(
+        meta.get("config", ""),
+        variant,
+        meta.get("config_yaml", ""),
+        extra,
+        op if op is not None else OperatingPoint(),
+    )
     return info, parts
+
+
+def write_operating_point(src: str | Path, dst: str | Path, op: OperatingPoint) -> Path:
+    """Copy bundle `src` to `dst` (may be the same file) with operating point `op`.
+
+    Tensors are copied bit for bit; only the metadata changes.
+    """
+    from safetensors import safe_open
+
+    read_bundle(src)  # validates the format first, with its named errors
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open API)
+    meta["operating_point"] = op.to_json()
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(dst)  # atomic: a failed write never leaves half a bundle behind
+    return dst
 
 
 def load_into(module: nn.Module, state: dict[str, torch.Tensor], what: str, strict: bool) -> None:
@@ -142,4 +182,12 @@ def describe(path: str | Path) -> str:
     """One-line description of a bundle (for logs)."""
     info, parts = read_bundle(path)
     n = sum(v.numel() for sd in parts.values() for v in sd.values())
-    return json.dumps({"config": info.config, "variant": info.variant, "params": n, **info.extra})
+    return json.dumps(
+        {
+            "config": info.config,
+            "variant": info.variant,
+            "params": n,
+            "operating_point": json.loads(info.operating_point.to_json()),
+            **info.extra,
+        }
+    )

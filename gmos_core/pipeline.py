@@ -18,10 +18,14 @@ import yaml
 
 from gmos_core.models.gmos import GmosProposer, GmosS
 from gmos_core.models.pi3 import Pi3Encoder, load_safetensors_file
-from gmos_core.models.postprocess import gmos_s_to_prob, proposals_to_label_map, select_proposals
 from gmos_core.models.preprocess import pi3_preprocess, sam2_preprocess
 from gmos_core.models.sam2_features import Sam2FeatureExtractor, Sam2Features
-from gmos_core.streaming.segmenter import ForegroundPrediction, ProposalPrediction
+from gmos_core.operating_point import OperatingPoint
+from gmos_core.streaming.segmenter import (
+    ForegroundPrediction,
+    ProposalPrediction,
+    head_outputs_to_prediction,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
@@ -113,6 +117,8 @@ class TorchFrameModel:
         pixel_limit: π³ input pixel budget (official 255 000).
         top_k: proposals kept per frame (official 20).
         device: torch device for all three.
+        operating_point: decision thresholds (a bundle's calibrated ones, else the paper's);
+            `predict` applies the proposal mask threshold, the runtime the others.
     """
 
     def __init__(
@@ -123,8 +129,10 @@ class TorchFrameModel:
         pixel_limit: int = 255_000,
         top_k: int = 20,
         device: str | torch.device = "cpu",
+        operating_point: OperatingPoint | None = None,
     ) -> None:
         self.device = torch.device(device)
+        self.operating_point = operating_point or OperatingPoint()
         self.pi3 = pi3.to(self.device).eval()
         self.sam2 = sam2.to(self.device).eval()
         self.head = head.to(self.device).eval()
@@ -172,18 +180,11 @@ class TorchFrameModel:
         segmentation: Any,
         out_hw: tuple[int, int],
     ) -> ForegroundPrediction | ProposalPrediction:
-        out = self.head_outputs(geometry, segmentation)
-        if isinstance(self.head, GmosS):
-            prob, _ = gmos_s_to_prob(out["fg_mask"][0], out_hw)
-            return ForegroundPrediction(prob, iou=float(out["iou_pred"][0, 0]))
-        sel = select_proposals(out, top_k=self.top_k)
-        labels = proposals_to_label_map(sel.masks[0], out_hw)
-        k = sel.masks.shape[1]
-        masks = labels[None] == np.arange(1, k + 1, dtype=labels.dtype)[:, None, None]
-        return ProposalPrediction(
-            masks=masks,
-            motion_prob=sel.motion[0].float().cpu().numpy(),
-            iou=sel.iou[0].float().cpu().numpy(),
+        return head_outputs_to_prediction(
+            self.head_outputs(geometry, segmentation),
+            out_hw,
+            top_k=self.top_k,
+            mask_logit_threshold=self.operating_point.mask_logit_threshold,
         )
 
 
@@ -266,4 +267,5 @@ def build_frame_model_from_bundle(path: str | Path, device: str = "cpu") -> Torc
     model.pi3.eval()
     model.sam2.eval()
     model.head.eval()
+    model.operating_point = info.operating_point
     return model

@@ -7,6 +7,7 @@ its own propagator state.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -48,7 +49,10 @@ class RuntimeSettings:
         span_s: window span in seconds (official ≈ 0.5).
         proposer_stride: run π³ + proposer on every k-th frame only.
         tracker: "mask_iou" (weight-free, CPU) or "sam2".
-        propagator: overrides of `gmos_core.propagation.PropagatorConfig` fields.
+        propagator: overrides of `gmos_core.propagation.PropagatorConfig` fields (they win over
+            the model's operating point).
+        fg_threshold: Gmos-S foreground probability threshold; None = the model's operating
+            point (a calibrated bundle's, else the paper's 0.5).
         allow_random_weights: build without any weights (timing and plumbing only).
     """
 
@@ -63,6 +67,7 @@ class RuntimeSettings:
     proposer_stride: int = 1
     tracker: Literal["mask_iou", "sam2"] = "mask_iou"
     propagator: dict[str, Any] = field(default_factory=dict)
+    fg_threshold: float | None = None
     allow_random_weights: bool = False
 
 
@@ -244,11 +249,25 @@ def build_segmenter(
     `offline=True` keeps the per-frame proposals so that the anchored second pass can run at
     the end of a clip (`segmenter.tracking.offline_results()`); never for live streams.
     """
+    from gmos_core.operating_point import OperatingPoint
+
     model = model if model is not None else load_frame_model(settings)
+    # The model's operating point (calibrated on a validation split and stored in its bundle,
+    # else the paper's thresholds); explicit settings win.
+    op = getattr(model, "operating_point", None) or OperatingPoint()
     if settings.variant == "gmos_s":
         return StreamingSegmenter(
-            model, "gmos_s", span_s=settings.span_s, proposer_stride=settings.proposer_stride
+            model,
+            "gmos_s",
+            span_s=settings.span_s,
+            proposer_stride=settings.proposer_stride,
+            fg_threshold=op.fg_threshold
+            if settings.fg_threshold is None
+            else settings.fg_threshold,
         )
+    settings = dataclasses.replace(
+        settings, propagator={**op.propagator_overrides(), **settings.propagator}
+    )
     return StreamingSegmenter(
         model,
         "gmos",

@@ -340,10 +340,22 @@ class BackendFrameModel:
         pixel_limit: π³ pixel budget of the configuration (the frame is resized with the
             official rule; the result must equal the engine resolution `backend.shapes.pi3_hw`).
         top_k: proposals kept per frame.
+        operating_point: decision thresholds (those of the bundle the engines were exported
+            from, else the paper's); `predict` applies the proposal mask threshold.
     """
 
-    def __init__(self, backend: Backend, variant: str, pixel_limit: int, top_k: int = 20) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        variant: str,
+        pixel_limit: int,
+        top_k: int = 20,
+        operating_point: Any = None,
+    ) -> None:
+        from gmos_core.operating_point import OperatingPoint
+
         self.backend = backend
+        self.operating_point = operating_point or OperatingPoint()
         self.shapes = backend.shapes
         self.head = head_part(variant)
         self.variant = variant
@@ -416,25 +428,12 @@ class BackendFrameModel:
         return self.postprocess(self.head_outputs(geometry, segmentation), out_hw)
 
     def postprocess(self, out: dict[str, np.ndarray], out_hw: tuple[int, int]) -> Any:
-        """Head outputs -> prediction, exactly as `TorchFrameModel.predict` does it."""
-        import torch
+        """Head outputs -> prediction, through the same function as `TorchFrameModel.predict`."""
+        from gmos_core.streaming.segmenter import head_outputs_to_prediction
 
-        from gmos_core.models.postprocess import (
-            gmos_s_to_prob,
-            proposals_to_label_map,
-            select_proposals,
-        )
-        from gmos_core.streaming.segmenter import ForegroundPrediction, ProposalPrediction
-
-        if self.variant == "gmos_s":
-            prob, _ = gmos_s_to_prob(out["fg_mask"][0], out_hw)
-            return ForegroundPrediction(prob, iou=float(out["iou_pred"][0, 0]))
-        sel = select_proposals({k: torch.from_numpy(v) for k, v in out.items()}, top_k=self.top_k)
-        labels = proposals_to_label_map(sel.masks[0], out_hw)
-        k = sel.masks.shape[1]
-        masks = labels[None] == np.arange(1, k + 1, dtype=labels.dtype)[:, None, None]
-        return ProposalPrediction(
-            masks=masks,
-            motion_prob=sel.motion[0].float().numpy(),
-            iou=sel.iou[0].float().numpy(),
+        return head_outputs_to_prediction(
+            out,
+            out_hw,
+            top_k=self.top_k,
+            mask_logit_threshold=self.operating_point.mask_logit_threshold,
         )

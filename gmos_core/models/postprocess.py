@@ -106,15 +106,19 @@ def _upsample(logits: Tensor, out_hw: tuple[int, int]) -> Tensor:
 
 
 @torch.no_grad()
-def proposals_to_label_map(mask_logits: Tensor | np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+def proposals_to_label_map(
+    mask_logits: Tensor | np.ndarray, out_hw: tuple[int, int], threshold: float = 0.0
+) -> np.ndarray:
     """Indexed label map of one frame from K proposal mask logits.
 
     Args:
         mask_logits: (K, h, w) logits (e.g. ``select_proposals(...).masks[b]``).
         out_hw: (H, W) of the input frame.
+        threshold: logit a pixel's best proposal must exceed (official 0; a calibrated
+            `OperatingPoint.mask_logit_threshold` otherwise).
     Returns:
         (H, W) label map: 0 = background, ``k + 1`` for pixels won by proposal channel k. Pixels
-        whose best logit is <= 0 are background. dtype uint8 when K <= 255, else uint16.
+        whose best logit is <= `threshold` are background. dtype uint8 when K <= 255, else uint16.
     """
     logits = _as_tensor(mask_logits, "mask_logits")
     if logits.dim() != 3 or logits.shape[0] == 0:
@@ -124,7 +128,7 @@ def proposals_to_label_map(mask_logits: Tensor | np.ndarray, out_hw: tuple[int, 
         raise ValueError(f"too many proposals for a uint16 label map: K={k}")
     up = _upsample(logits, _check_hw(out_hw))
     best, arg = up.max(dim=0)  # ties go to the first channel, like numpy.argmax
-    labels = torch.where(best > 0, arg + 1, torch.zeros_like(arg))
+    labels = torch.where(best > threshold, arg + 1, torch.zeros_like(arg))
     return labels.numpy().astype(np.uint8 if k <= 255 else np.uint16)
 
 

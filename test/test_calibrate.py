@@ -1,0 +1,216 @@
+"""Operating points: validation, bundle metadata, runtime wiring, and `gmos-calibrate` picking
+thresholds on validation clips (scripted models whose right answer is known)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from gmos_core.bundle import BundleError, read_bundle, save_bundle, write_operating_point
+from gmos_core.models.postprocess import proposals_to_label_map
+from gmos_core.operating_point import OperatingPoint
+from gmos_core.pipeline import build_frame_model, build_frame_model_from_bundle
+from gmos_core.runtime import RuntimeSettings, build_segmenter
+from training.calibrate import (
+    CalibrationError,
+    RecordingModel,
+    ValidationSequence,
+    calibrate_gmos,
+    calibrate_gmos_s,
+    main,
+    validation_split,
+)
+
+H = W = 32
+
+
+def test_operating_point_checks_and_json_round_trip() -> None:
+    op = OperatingPoint(fg_threshold=0.25, mask_logit_threshold=-0.5, source="test")
+    assert OperatingPoint.from_json(op.to_json()) == op
+    with pytest.raises(ValueError, match="fg_threshold"):
+        OperatingPoint(fg_threshold=1.5)
+    with pytest.raises(ValueError, match="iou_threshold"):
+        OperatingPoint(iou_threshold=float("nan"))
+    with pytest.raises(ValueError, match="unknown operating-point keys"):
+        OperatingPoint.from_dict({"fg_treshold": 0.3})
+    assert op.propagator_overrides() == {"motion_threshold": 0.5, "iou_threshold": 0.7}
+
+
+@pytest.fixture()
+def tiny_s(tiny_model: str) -> Any:
+    return build_frame_model(tiny_model, "gmos_s", seed=1), tiny_model
+
+
+def _bundle(model: Any, cfg_path: Any, path: Any, variant: str, **kw: Any) -> Any:
+    return save_bundle(
+        path,
+        model.pi3,
+        model.sam2.sam_model,
+        model.head,
+        config=str(cfg_path),
+        variant=variant,  # type: ignore[arg-type]
+        **kw,
+    )
+
+
+def test_bundle_stores_the_operating_point_and_rewrites_only_metadata(tiny_s, tmp_path) -> None:
+    model, cfg = tiny_s
+    plain = _bundle(model, cfg, tmp_path / "a.st", "gmos_s")
+    assert read_bundle(plain)[0].operating_point == OperatingPoint()  # paper values
+    op = OperatingPoint(fg_threshold=0.2, source="unit test")
+    out = write_operating_point(plain, tmp_path / "b.st", op)
+    info, parts = read_bundle(out)
+    assert info.operating_point == op
+    _, before = read_bundle(plain)
+    for part in ("pi3", "sam2", "head"):
+        assert before[part].keys() == parts[part].keys()
+        for k, v in before[part].items():
+            assert torch.equal(v, parts[part][k]), k
+    # In place, and a second time: still one valid bundle.
+    write_operating_point(out, out, OperatingPoint(fg_threshold=0.3))
+    assert read_bundle(out)[0].operating_point.fg_threshold == 0.3
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "bad.st"
+    from safetensors import safe_open
+
+    with safe_open(str(plain), framework="pt") as f:
+        meta = dict(f.metadata())
+    save_file(load_file(str(plain)), str(bad), metadata={**meta, "operating_point": "{oops"})
+    with pytest.raises(BundleError, match="operating_point"):
+        read_bundle(bad)
+
+
+def test_runtime_runs_at_the_bundles_operating_point_unless_told_otherwise(
+    tiny_s, tmp_path
+) -> None:
+    model, cfg = tiny_s
+    path = _bundle(
+        model, cfg, tmp_path / "c.st", "gmos_s", operating_point=OperatingPoint(fg_threshold=0.2)
+    )
+    loaded = build_frame_model_from_bundle(path)
+    s = RuntimeSettings(variant="gmos_s", bundle=str(path))
+    assert build_segmenter(s, model=loaded).fg_threshold == 0.2
+    s.fg_threshold = 0.6
+    assert build_segmenter(s, model=loaded).fg_threshold == 0.6
+    # A model without an operating point (a scripted one) runs at the paper's values.
+    assert build_segmenter(RuntimeSettings(variant="gmos_s"), model=object()).fg_threshold == 0.5  # type: ignore[arg-type]
+
+    class Proposer:
+        operating_point = OperatingPoint(motion_threshold=0.3, iou_threshold=0.1)
+
+    seg = build_segmenter(RuntimeSettings(variant="gmos_online"), model=Proposer())  # type: ignore[arg-type]
+    assert (seg.tracking.config.motion_threshold, seg.tracking.config.iou_threshold) == (0.3, 0.1)
+    seg = build_segmenter(
+        RuntimeSettings(variant="gmos_online", propagator={"iou_threshold": 0.9}),
+        model=Proposer(),  # type: ignore[arg-type]
+    )
+    assert (seg.tracking.config.motion_threshold, seg.tracking.config.iou_threshold) == (0.3, 0.9)
+
+
+def test_mask_logit_threshold_of_the_label_map() -> None:
+    logits = torch.tensor([[[-0.4, 0.3], [-2.0, 1.0]], [[-0.6, 0.1], [-3.0, 0.5]]])
+    np.testing.assert_array_equal(proposals_to_label_map(logits, (2, 2)), [[0, 1], [0, 1]])
+    np.testing.assert_array_equal(
+        proposals_to_label_map(logits, (2, 2), threshold=-0.5), [[1, 1], [0, 1]]
+    )
+
+
+# ---------------------------------------------------------------- scripted validation clips
+def _disc(t: int) -> np.ndarray:
+    yy, xx = np.mgrid[:H, :W]
+    return (yy - 16) ** 2 + (xx - 6 - t) ** 2 <= 25
+
+
+def _clip(n: int = 12) -> ValidationSequence:
+    frames = np.zeros((n, H, W, 3), np.uint8)
+    frames[:, 0, 0, 0] = np.arange(n)  # the scripted models read the frame index here
+    labels = np.stack([_disc(t) for t in range(n)]).astype(np.uint16)
+    return ValidationSequence("clip", frames, 10.0, labels, {1: [(0, n - 1)]})
+
+
+class ScriptedForeground:
+    """Gmos-S stand-in: probability 0.3 on the moving disc, 0.1 elsewhere (under-confident)."""
+
+    def geometry_features(self, frame: np.ndarray) -> int:
+        return int(frame[0, 0, 0])
+
+    def segmentation_features(self, frame: np.ndarray) -> int:
+        return int(frame[0, 0, 0])
+
+    def predict(self, geometry: Any, segmentation: int, out_hw: tuple[int, int]) -> Any:
+        from gmos_core.streaming import ForegroundPrediction
+
+        return ForegroundPrediction(np.where(_disc(segmentation), 0.3, 0.1).astype(np.float32))
+
+
+def test_calibrating_gmos_s_finds_the_threshold_between_the_two_levels() -> None:
+    seqs = [_clip()]
+    op, rows = calibrate_gmos_s(ScriptedForeground(), seqs, grid=(0.05, 0.2, 0.5))
+    assert op.fg_threshold == 0.2
+    by_t = {r["fg_threshold"]: r for r in rows}
+    assert by_t[0.2]["J"] == pytest.approx(1.0) and by_t[0.5]["J"] == 0.0
+    assert by_t[0.05]["J"] < 0.2  # everything foreground
+
+
+class ScriptedProposer:
+    """Proposer stand-in with raw head outputs: query 0 covers the disc with logit -0.3,
+    motion probability 0.45 and predicted IoU 0.2 (all below the paper's thresholds); query 1
+    is a static background blob with logit 1 and motion probability 0.1."""
+
+    top_k = 2
+
+    def geometry_features(self, frame: np.ndarray) -> int:
+        return int(frame[0, 0, 0])
+
+    def segmentation_features(self, frame: np.ndarray) -> int:
+        return int(frame[0, 0, 0])
+
+    def head_outputs(self, geometry: Any, segmentation: int) -> dict[str, torch.Tensor]:
+        mask = torch.full((1, 2, H, W), -5.0)
+        mask[0, 0][torch.from_numpy(_disc(segmentation))] = -0.3
+        mask[0, 1, 24:, 24:] = 1.0
+        motion = torch.logit(torch.tensor([[[0.45], [0.1]]]))
+        return {"mask": mask, "motion_logits": motion, "iou_pred": torch.tensor([[[0.2], [0.9]]])}
+
+
+def test_recording_replays_the_same_predictions_at_any_operating_point() -> None:
+    from gmos_core.streaming.segmenter import head_outputs_to_prediction
+
+    model = ScriptedProposer()
+    rec = RecordingModel(model)
+    first = rec.predict([0], 3, (H, W))
+    rec.replay(OperatingPoint(mask_logit_threshold=-0.5))
+    again = rec.predict([None], None, (H, W))  # no features needed in replay
+    direct = head_outputs_to_prediction(model.head_outputs(None, 3), (H, W), 2, -0.5)
+    np.testing.assert_array_equal(again.masks, direct.masks)
+    assert not first.masks[0].any() and again.masks[0].sum() == _disc(3).sum()
+
+
+def test_calibrating_gmos_recovers_the_under_confident_proposer() -> None:
+    seqs = [_clip()]
+    op, rows = calibrate_gmos(
+        ScriptedProposer(),
+        seqs,
+        fp_budget=0.5,
+        mask_grid=(-0.5, 0.0),
+        motion_grid=(0.4, 0.5),
+        iou_grid=(0.1, 0.7),
+    )
+    assert (op.mask_logit_threshold, op.motion_threshold, op.iou_threshold) == (-0.5, 0.4, 0.1)
+    best = max(rows, key=lambda r: r["mtIoU"] + r["J_mov"])
+    assert best["J_mov"] > 0.9 and best["FP"] == 0.0
+    paper = next(r for r in rows if (r["mask_logit_threshold"], r["iou_threshold"]) == (0.0, 0.7))
+    assert paper["J_mov"] == 0.0
+
+
+def test_calibration_refuses_the_held_out_seeds(tmp_path, capsys) -> None:
+    with pytest.raises(CalibrationError, match="held-out"):
+        validation_split(3, seed=899_990)
+    rc = main(
+        ["--bundle", str(tmp_path / "x.st"), "--out", str(tmp_path / "y.st"), "--seed", "900000"]
+    )
+    assert rc == 2 and "held-out" in capsys.readouterr().err
