@@ -129,41 +129,11 @@ def synthetic_frames(n: int, hw: tuple[int, int], seed: int = 0) -> list[np.ndar
     return out
 
 
-class PropagatorTracking:
-    """`OnlineTracking` (the runtime's interface) on top of `gmos_core.propagation`'s
-    `OnlinePropagator` with the weight-free `MaskIoUTracker` (proposals as candidates)."""
+def live_tracking() -> Any:
+    """The runtime's live-stream propagator (`MaskIoUTracker`, paper thresholds)."""
+    from gmos_core.runtime import PropagatorTracking, RuntimeSettings
 
-    def __init__(self, frame_hw: tuple[int, int]) -> None:
-        from gmos_core.propagation import MaskIoUTracker, OnlinePropagator
-
-        self.prop = OnlinePropagator(MaskIoUTracker())
-        self._shape = (int(frame_hw[0]), int(frame_hw[1]))  # for empty proposal sets
-
-    def reset(self) -> None:
-        self.prop.reset()
-
-    @staticmethod
-    def _out(frame: Any) -> tuple[np.ndarray, dict[int, bool], dict[int, float], dict[int, float]]:
-        objs = frame.objects
-        return (
-            frame.full_instance_map,
-            {o.obj_id: o.moving for o in objs},
-            {o.obj_id: o.motion_prob for o in objs},
-            {o.obj_id: o.iou for o in objs},
-        )
-
-    def update(self, frame_index: int, proposals: Any, tracker_input: Any) -> Any:
-        from gmos_core.propagation import FrameProposals
-
-        fp = FrameProposals(proposals.masks, proposals.motion_prob, proposals.iou)
-        # MaskIoUTracker snaps to candidate masks: the proposals themselves.
-        return self._out(self.prop.step(frame_index, fp, fp))
-
-    def carry(self, frame_index: int, tracker_input: Any) -> Any:
-        from gmos_core.propagation import FrameProposals
-
-        h, w = self._shape
-        return self._out(self.prop.step(frame_index, FrameProposals.empty(h, w), None))
+    return PropagatorTracking(RuntimeSettings(variant="gmos_online"))
 
 
 def scripted_proposals(step: int, hw: tuple[int, int], k: int) -> Any:
@@ -433,7 +403,7 @@ def bench_backend(
 
     st["message_building_gmos_s"] = stats(time_fn(msg_s, 1, max(repeats, 10)))
     if propagation_available() is None:
-        track = PropagatorTracking(hw)
+        track = live_tracking()
         counter = iter(range(10**9))
         # Built outside the timed call: the propagator's work, not the script's, is measured.
         # One proposal set per step, drifting smoothly (no wrap-around that would spawn new
@@ -564,7 +534,7 @@ def end_to_end_fps(
     def run(ms: list[ImageMsg]) -> tuple[int, float]:
         tracking = None
         if variant == "gmos":
-            tracking = PropagatorTracking(frames[0].shape[:2])
+            tracking = live_tracking()
         seg = StreamingSegmenter(model, variant, tracking, span_s=span_s, proposer_stride=stride)  # type: ignore[arg-type]
         n_out = 0
         t0 = time.perf_counter()
@@ -590,54 +560,53 @@ def end_to_end_fps(
 # ------------------------------------------------------------------------------ stride curve
 
 
-def stride_curve(num_scenes: int, device: str) -> dict[str, Any]:
-    """fps and MOS-I accuracy of the trained micro model for proposer strides 1, 2, 3, 5."""
+def stride_curve(num_scenes: int, device: str, bundle: Path = MICRO_BUNDLE) -> dict[str, Any]:
+    """fps and MOS-I accuracy of a trained proposer bundle for proposer strides 1, 2, 3, 5.
+
+    The clips are the first `num_scenes` of the held-out benchmark split
+    (`training.benchmark_synthetic`, seeds 900000.., stored as JPEG like its files) and each
+    stride runs through the same runtime as `gmos-infer` (`build_segmenter`, the bundle's
+    operating point), so stride 1 on the full split reproduces the benchmark's MOS-I row.
+    fps counts the whole stream step (features, head, propagator), not the file I/O.
+    """
     reasons = []
-    if not MICRO_BUNDLE.is_file():
-        reasons.append(f"trained micro model {MICRO_BUNDLE} does not exist yet")
+    if not bundle.is_file():
+        reasons.append(f"trained micro model {bundle} does not exist yet")
     if propagation_available() is not None:
         reasons.append(str(propagation_available()))
     if reasons:
         return {"ran": False, "reason": "; ".join(reasons)}
-    from gmos_core.data.synthetic import SceneConfig, generate_scene
-    from gmos_core.metrics.mos_i import aggregate_mos_i, evaluate_mos_i_sequence
     from gmos_core.pipeline import build_frame_model_from_bundle
+    from gmos_core.runtime import RuntimeSettings, build_segmenter
+    from training.benchmark_synthetic import SplitSpec, held_out_scenes
+    from training.calibrate import as_sequence, score_gmos
 
-    model = build_frame_model_from_bundle(MICRO_BUNDLE, device=device)
+    model = build_frame_model_from_bundle(bundle, device=device)
     if model.mode != "gmos":
         return {
             "ran": False,
-            "reason": f"{MICRO_BUNDLE} is a {model.mode} model, the curve needs the proposer",
+            "reason": f"{bundle} is a {model.mode} model, the curve needs the proposer",
         }
-    kinds = ("dynamic", "hard_parallax", "static")
-    # Held-out seeds (training uses 0.., the held-out split starts at 900000).
-    scenes = [
-        generate_scene(SceneConfig(seed=900_000 + i, scene_kind=kinds[i % 3], num_frames=24))  # type: ignore[arg-type]
-        for i in range(num_scenes)
-    ]
+    scenes, seeds = held_out_scenes(SplitSpec(num_seqs=num_scenes))
+    seqs = [as_sequence(f"heldout_{sd}", s) for sd, s in zip(seeds, scenes)]
     points = []
     for k in STRIDES:
         results, frames_total, wall = [], 0, 0.0
-        for si, s in enumerate(scenes):
-            tracking = PropagatorTracking(s.frames.shape[1:3])
-            seg = StreamingSegmenter(model, "gmos", tracking, span_s=0.5, proposer_stride=k)
+        for seq in seqs:
+            settings = RuntimeSettings(
+                variant="gmos_online", span_s=4 / seq.fps, proposer_stride=k, device=device
+            )
+            seg = build_segmenter(settings, model=model)
             t0 = time.perf_counter()
             out = [
-                r for f, st in zip(s.frames, s.stamps_ns) for r in seg.step(f, int(st))
+                r
+                for i, f in enumerate(seq.frames)
+                for r in seg.step(f, int(round(i * 1e9 / seq.fps)))
             ] + seg.flush()
             wall += time.perf_counter() - t0
-            frames_total += len(s.frames)
-            pred = np.zeros(s.instance_masks.shape, np.uint16)
-            for r in out:
-                moving = [o.obj_id for o in r.objects if o.moving]
-                if moving:
-                    keep = np.isin(r.instance_ids, moving)
-                    pred[r.frame_index][keep] = r.instance_ids[keep]
-            mos = s.mos_i_labels()
-            results.append(
-                evaluate_mos_i_sequence(mos.labels, pred, mos.intervals, seq=f"scene{si}")
-            )
-        agg = aggregate_mos_i(results)
+            frames_total += len(seq.frames)
+            results.append(out)
+        agg = score_gmos(results, seqs)
         points.append(
             {
                 "stride": k,
@@ -647,7 +616,13 @@ def stride_curve(num_scenes: int, device: str) -> dict[str, Any]:
                 "FP": round(float(agg["FP"]), 4),
             }
         )
-    return {"ran": True, "scenes": num_scenes, "bundle": str(MICRO_BUNDLE), "points": points}
+    return {
+        "ran": True,
+        "scenes": num_scenes,
+        "bundle": str(bundle),
+        "operating_point": dataclasses.asdict(model.operating_point),
+        "points": points,
+    }
 
 
 # ------------------------------------------------------------------------------ plots
@@ -908,7 +883,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--stride-curve", action="store_true", help="proposer stride curve (trained micro)"
     )
-    ap.add_argument("--stride-scenes", type=int, default=6)
+    ap.add_argument("--stride-scenes", type=int, default=30, help="held-out clips for the curve")
+    ap.add_argument(
+        "--stride-bundle", type=Path, default=MICRO_BUNDLE, help="trained proposer bundle"
+    )
     ap.add_argument("--out", type=Path, default=Path("out/bench"))
     return ap
 
@@ -979,7 +957,7 @@ def main(argv: list[str] | None = None) -> int:
             decoder_blocks=args.paper_decoder_blocks,
         )
     if args.stride_curve:
-        summary["stride_curve"] = stride_curve(args.stride_scenes, args.device)
+        summary["stride_curve"] = stride_curve(args.stride_scenes, args.device, args.stride_bundle)
         if summary["stride_curve"].get("ran"):
             plot_stride_curve(summary["stride_curve"], args.out / "stride_curve.png")
     else:

@@ -79,7 +79,7 @@ def validation_split(num_seqs: int, seed: int = VALIDATION_SEED) -> list[Validat
             f"({VALIDATION_SEED}..)"
         )
     scenes, seeds = held_out_scenes(SplitSpec(num_seqs=num_seqs, seed=seed))
-    return [_sequence(f"val_{sd}_{s.scene_kind}", s) for sd, s in zip(seeds, scenes)]
+    return [as_sequence(f"val_{sd}_{s.scene_kind}", s) for sd, s in zip(seeds, scenes)]
 
 
 def _jpeg(frame: np.ndarray) -> np.ndarray:
@@ -88,7 +88,8 @@ def _jpeg(frame: np.ndarray) -> np.ndarray:
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy()
 
 
-def _sequence(name: str, s: SceneSample) -> ValidationSequence:
+def as_sequence(name: str, s: SceneSample) -> ValidationSequence:
+    """A rendered clip as the benchmark stores it (JPEG q95 frames) with its MOS-I labels."""
     mos = s.mos_i_labels()
     frames = np.stack([_jpeg(f) for f in s.frames])
     return ValidationSequence(name, frames, float(s.config.fps), mos.labels, mos.intervals)
