@@ -91,9 +91,25 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("proposer_stride", 1, "Run the window decoder and head on every k-th frame."),
     ParamSpec("tracker", "mask_iou", "Propagator tracker (mask_iou; sam2 needs video weights)."),
     ParamSpec("max_objects", 10, "Maximum number of objects tracked and published at once."),
-    ParamSpec("propagator.motion_threshold", 0.5, "tau_m: a proposal moves above this."),
     ParamSpec(
-        "propagator.iou_threshold", 0.7, "tau_u: a proposal's predicted IoU is trusted above this."
+        "operating_point",
+        "bundle",
+        "Decision thresholds: bundle (those calibrated on validation data and stored in the "
+        "model bundle, else the paper's) or params (fg_threshold and "
+        "propagator.motion_threshold / iou_threshold below).",
+    ),  # fmt: skip
+    ParamSpec(
+        "fg_threshold", 0.5, "Gmos-S foreground probability threshold (operating_point: params)."
+    ),
+    ParamSpec(
+        "propagator.motion_threshold",
+        0.5,
+        "tau_m: a proposal moves above this (operating_point: params).",
+    ),  # fmt: skip
+    ParamSpec(
+        "propagator.iou_threshold",
+        0.7,
+        "tau_u: a proposal's predicted IoU is trusted above this (operating_point: params).",
     ),  # fmt: skip
     ParamSpec(
         "propagator.match_iou_threshold",
@@ -290,6 +306,17 @@ def params_from_values(values: dict[str, Any]) -> NodeParams:
     }
     propagator["max_objects"] = max_objects
     propagator["release_lost_after"] = release if release > 0 else None
+    op_mode = str(get("operating_point"))
+    fg_threshold: float | None = None
+    if op_mode == "bundle":
+        # The model's own thresholds (a calibrated bundle's): parameters must not override them.
+        del propagator["motion_threshold"], propagator["iou_threshold"]
+    elif op_mode == "params":
+        fg_threshold = float(get("fg_threshold"))
+        if not 0.0 <= fg_threshold < 1.0:
+            raise ValueError(f"parameter fg_threshold={fg_threshold}: must lie in [0, 1)")
+    else:
+        raise ValueError(f"parameter operating_point={op_mode!r}: must be one of bundle, params")
     runtime = RuntimeSettings(
         variant=variant,  # type: ignore[arg-type]
         model_config=str(get("model_config")),
@@ -302,6 +329,7 @@ def params_from_values(values: dict[str, Any]) -> NodeParams:
         proposer_stride=stride,
         tracker=str(get("tracker")),  # type: ignore[arg-type]
         propagator=propagator,
+        fg_threshold=fg_threshold,
         allow_random_weights=bool(get("allow_random_weights")),
     )
     return NodeParams(

@@ -310,6 +310,10 @@ def test_bad_parameters_fail_configure(ros):
         params_from_values({"qos.input": "fast"})
     with pytest.raises(ValueError, match="camera_info_topics has 2 entries for 1"):
         params_from_values({"camera_info_topics": ["a", "b"]})
+    with pytest.raises(ValueError, match="operating_point='best'"):
+        params_from_values({"operating_point": "best"})
+    with pytest.raises(ValueError, match="fg_threshold=1.5"):
+        params_from_values({"operating_point": "params", "fg_threshold": 1.5})
 
 
 def test_params_mapping():
@@ -331,6 +335,13 @@ def test_params_mapping():
     assert p.runtime.propagator["release_lost_after"] == 30
     single = params_from_values({})
     assert single.cameras[0].output("objects") == "~/objects"
+    # Default: the bundle's calibrated thresholds, which the threshold parameters do not override.
+    assert single.runtime.fg_threshold is None
+    assert not {"motion_threshold", "iou_threshold"} & set(single.runtime.propagator)
+    own = params_from_values(
+        {"operating_point": "params", "fg_threshold": 0.3, "propagator.iou_threshold": 0.2}
+    )
+    assert own.runtime.fg_threshold == 0.3 and own.runtime.propagator["iou_threshold"] == 0.2
     assert single.qos_input == QosSpec("sensor_data", 1)
     from rclpy.qos import ReliabilityPolicy
 
