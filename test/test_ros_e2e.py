@@ -5,8 +5,9 @@ bag into it in lock step (so nothing is dropped), records its outputs with the r
 recorder, then checks stamps, resolutions, objects vs instance masks, and that the MOS-I
 score of the recorded outputs equals `gmos-bag eval` on the same bag (same code path).
 
-The model is the micro Gmos-S with seeded random weights (`allow_random_weights`): the
-score itself is meaningless, but both processes build the identical model, so the equality
+The model is the shipped micro Gmos-S (`gmos_core/assets/`, at its calibrated operating
+point), or seeded random weights where no bundle is shipped (`allow_random_weights`): the test
+is about the plumbing, not the score; both processes load the identical model, so the equality
 is exact. proposer_stride 4 keeps the run short on 2 shared cores.
 """
 
