@@ -291,8 +291,8 @@ def test_flop_count_includes_cpu_attention():
 def test_message_building_and_scripted_propagator_step():
     from gmos_core.streaming import FrameResult
     from training.bench import (
-        PropagatorTracking,
         build_messages,
+        live_tracking,
         propagation_available,
         scripted_proposals,
     )
@@ -307,9 +307,9 @@ def test_message_building_and_scripted_propagator_step():
     assert msg["objects"] == [(2, True, 0.8, 0.7, (1, 1, 2, 2), 4)]
     if propagation_available() is not None:
         pytest.skip(f"propagator not available: {propagation_available()}")
-    track = PropagatorTracking((64, 64))
+    track = live_tracking()
     for i in range(3):
         out_ids, moving, _, _ = track.update(i, scripted_proposals(i, (64, 64), 4), None)
     assert out_ids.shape == (64, 64) and any(moving.values())
-    ids_c, *_ = track.carry(3, None)
+    ids_c, *_ = track.carry(3, None, (64, 64))
     assert ids_c.shape == (64, 64)
