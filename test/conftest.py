@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
+import training
+
 REPO = Path(__file__).resolve().parents[1]
+
+# sam2's wheel ships a top-level `training` package (train.py, trainer.py) that would shadow ours
+# when `training` resolves to site-packages (`make setup` deletes it; other installs may not):
+# search the repo folder first, before any test module imports `training.*`.
+_REPO_TRAINING = str(REPO / "training")
+if list(training.__path__)[:1] != [_REPO_TRAINING]:
+    training.__path__.insert(0, _REPO_TRAINING)
 # CI clones the repo next to ../shared; GMOS_SHARED overrides for other layouts.
 SHARED = Path(os.environ.get("GMOS_SHARED", REPO.parent / "shared"))
 FIXTURES = SHARED / "fixtures"

@@ -8,14 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import training
-
-_REPO_TRAINING = str(Path(__file__).resolve().parents[1] / "training")
-if list(training.__path__)[:1] != [_REPO_TRAINING]:
-    training.__path__.insert(0, _REPO_TRAINING)
-
-from gmos_core.pipeline import GmosModelConfig, build_frame_model  # noqa: E402
-from training.pretrain_pi3 import (  # noqa: E402
+from gmos_core.pipeline import GmosModelConfig, build_frame_model
+from training.pretrain_pi3 import (
     MotionProbe,
     Pi3PretrainConfig,
     main,
@@ -23,8 +17,8 @@ from training.pretrain_pi3 import (  # noqa: E402
     pretrain,
     pretrain_config_from_dict,
 )
-from training.train import compose_config  # noqa: E402
-from training.trainer import OptimConfig  # noqa: E402
+from training.train import compose_config
+from training.trainer import OptimConfig
 
 
 def test_probe_shapes_and_cell_order():

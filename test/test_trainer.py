@@ -13,19 +13,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-import training
-
-# sam2's wheel ships a top-level `training` package with its own train.py / trainer.py that
-# shadows ours when pytest imports `training` from site-packages: search the repo folder first.
-_REPO_TRAINING = str(Path(__file__).resolve().parents[1] / "training")
-if list(training.__path__)[:1] != [_REPO_TRAINING]:
-    training.__path__.insert(0, _REPO_TRAINING)
-
-from gmos_core.bundle import load_into, read_bundle  # noqa: E402
-from gmos_core.models.checkpoints import load_gmos_checkpoint  # noqa: E402
-from training.datasets import SyntheticDataConfig, SyntheticWindowDataset  # noqa: E402
-from training.train import compose_config, main, train_config_from_dict, window_spec  # noqa: E402
-from training.trainer import (  # noqa: E402
+from gmos_core.bundle import load_into, read_bundle
+from gmos_core.models.checkpoints import load_gmos_checkpoint
+from training.datasets import SyntheticDataConfig, SyntheticWindowDataset
+from training.train import compose_config, main, train_config_from_dict, window_spec
+from training.trainer import (
     NonFiniteLossError,
     OptimConfig,
     ResumableBatchSampler,
