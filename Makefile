@@ -26,7 +26,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export ROS_DOMAIN_ID ?= 87
 export FASTDDS_DEFAULT_PROFILES_FILE ?= $(abspath config/fastdds_loopback.xml)
 
-.PHONY: setup test lint pytest demo eval-demo clean msgs
+.PHONY: setup test lint pytest demo eval-demo clean msgs train-gmos-s train-gmos benchmark
 
 setup: $(STAMP)
 
@@ -90,6 +90,30 @@ demo: setup
 # The evaluation demo without ROS: the non-learned baseline scored on synthetic scenes.
 eval-demo: setup
 	$(PY) -m training.demo --out out/eval_demo
+
+# The micro recipe, one command per model (CPU; docs/training.md): stage 1 (π³ motion
+# pretraining, 25 min, shared, skipped when its output exists), stage 2 (35 min), then the
+# operating point picked on validation clips (2 / 12 min). The calibrated bundle lands next to
+# the run; copy it to gmos_core/assets/ to make it the shipped default.
+PI3_STAGE1 := out/train/pi3_micro/pi3.safetensors
+$(PI3_STAGE1): | setup
+	$(PY) -m training.pretrain_pi3 --config-name pi3_micro
+
+train-gmos-s: setup $(PI3_STAGE1)
+	$(PY) -m training.train --config-name gmos_s_micro
+	$(PY) -m training.calibrate --bundle out/train/gmos_s_micro/micro_gmos_s.safetensors \
+	  --out out/train/gmos_s_micro/calibrated/micro_gmos_s.safetensors
+
+train-gmos: setup $(PI3_STAGE1)
+	$(PY) -m training.train --config-name gmos_micro
+	$(PY) -m training.calibrate --bundle out/train/gmos_micro/micro_gmos.safetensors \
+	  --out out/train/gmos_micro/calibrated/micro_gmos.safetensors
+
+# The held-out synthetic benchmark of the shipped bundles against the baselines (~3 min).
+benchmark: setup
+	$(PY) -m training.benchmark_synthetic --out out/benchmark \
+	  --gmos-s-bundle gmos_core/assets/micro_gmos_s.safetensors \
+	  --gmos-bundle gmos_core/assets/micro_gmos.safetensors
 
 clean:
 	rm -rf build out .pytest_cache .ruff_cache
