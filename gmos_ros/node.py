@@ -212,7 +212,11 @@ class GmosNode(LifecycleNode):
             self.get_logger().error(f"activate failed: cannot load the model: {err}")
             self._free_model()
             return TransitionCallbackReturn.FAILURE
-        self.get_logger().info(f"model loaded in {time.perf_counter() - t0:.1f} s")
+        op = getattr(self.model, "operating_point", None)
+        self.get_logger().info(
+            f"model loaded in {time.perf_counter() - t0:.1f} s"
+            + (f"; operating point: {op.to_json()}" if op is not None else "")
+        )
         self._stop.clear()
         self._worker = threading.Thread(target=self._inference_loop, name="gmos_infer", daemon=True)
         self._worker.start()
