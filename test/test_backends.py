@@ -235,6 +235,45 @@ def test_onnxruntime_provider_is_never_a_silent_cpu_fallback(models):
         make_backend("onnxruntime", onnx_dir=models["dir"] / "missing")
 
 
+def _ort_providers() -> list[str]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return []
+    return list(ort.get_available_providers())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (GPU-only test)")
+def test_torch_frame_model_streams_on_cuda_like_cpu():  # pragma: no cover - GPU only
+    """A CUDA model through the streaming runtime (post-processing copies to host) gives the
+    CPU model's label maps. Found on an H200: `.numpy()` on CUDA logits crashed here."""
+    from gmos_core.runtime import RuntimeSettings, build_segmenter
+
+    cfg = GmosModelConfig.load("micro")
+    frames = [
+        np.random.default_rng(i).integers(0, 255, (96, 128, 3), dtype=np.uint8) for i in range(8)
+    ]
+    for variant, mode in (("gmos_s", "gmos_s"), ("gmos_online", "gmos")):
+        torch.manual_seed(0)
+        cpu = build_frame_model(cfg, mode)
+        cuda = build_frame_model(cfg, mode, device="cuda")
+        for part in ("pi3", "sam2", "head"):
+            getattr(cuda, part).load_state_dict(getattr(cpu, part).state_dict())
+        out = {}
+        for name, model in (("cpu", cpu), ("cuda", cuda)):
+            seg = build_segmenter(
+                RuntimeSettings(variant=variant, device=name, span_s=0.4), model=model
+            )
+            res = [r for i, f in enumerate(frames) for r in seg.step(f, i * 100_000_000)]
+            out[name] = res + seg.flush()
+        assert len(out["cpu"]) == len(out["cuda"]) == len(frames)
+        agree = np.mean(
+            [np.mean(a.instance_ids == b.instance_ids) for a, b in zip(out["cpu"], out["cuda"])]
+        )
+        assert agree > 0.99, (variant, agree)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (GPU-only test)")
 def test_torch_cuda_backend_matches_cpu(models):  # pragma: no cover - GPU only
@@ -252,7 +291,8 @@ def test_torch_cuda_backend_matches_cpu(models):  # pragma: no cover - GPU only
 
 @pytest.mark.gpu
 @pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU and onnxruntime-gpu (GPU-only test)"
+    not torch.cuda.is_available() or "CUDAExecutionProvider" not in _ort_providers(),
+    reason="needs a CUDA GPU and onnxruntime-gpu with the CUDA provider (GPU-only test)",
 )
 def test_onnxruntime_cuda_provider_matches_torch(models):  # pragma: no cover - GPU only
     b = make_backend("onnxruntime", onnx_dir=models["dir"], provider="cuda")
@@ -313,3 +353,21 @@ def test_message_building_and_scripted_propagator_step():
     assert out_ids.shape == (64, 64) and any(moving.values())
     ids_c, *_ = track.carry(3, None, (64, 64))
     assert ids_c.shape == (64, 64)
+
+
+def test_torch_backend_precision_runs_autocast_and_refuses_cpu_fp16(models):
+    from gmos_core.backends.torch_backend import AUTOCAST_DTYPES
+
+    assert set(AUTOCAST_DTYPES) == {"fp32", "bf16", "fp16"}
+    cpu = models["torch"]
+    bf16 = make_backend("torch", model=models["gmos"], shapes=models["shapes"], precision="bf16")
+    assert bf16.precision == "bf16" and bf16.describe()["precision"] == "bf16"
+    inputs = models["shapes"].specs()["sam2_encoder"].random_inputs()
+    a, b = bf16.run("sam2_encoder", inputs), cpu.run("sam2_encoder", inputs)
+    for k in a:
+        assert a[k].dtype == np.float32  # outputs are always float32 arrays
+        assert 0 < np.abs(a[k] - b[k]).max() < 0.2 * (1 + np.abs(b[k]).max())
+    with pytest.raises(ValueError, match="fp16.*CUDA"):
+        make_backend("torch", model=models["gmos"], shapes=models["shapes"], precision="fp16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        make_backend("torch", model=models["gmos"], shapes=models["shapes"], precision="int8")

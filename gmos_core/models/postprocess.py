@@ -129,7 +129,8 @@ def proposals_to_label_map(
     up = _upsample(logits, _check_hw(out_hw))
     best, arg = up.max(dim=0)  # ties go to the first channel, like numpy.argmax
     labels = torch.where(best > threshold, arg + 1, torch.zeros_like(arg))
-    return labels.numpy().astype(np.uint8 if k <= 255 else np.uint16)
+    # Upsampled where the logits live (GPU for a CUDA model), one copy of the label map to host.
+    return labels.cpu().numpy().astype(np.uint8 if k <= 255 else np.uint16)
 
 
 @torch.no_grad()
@@ -150,5 +151,5 @@ def gmos_s_to_prob(
     if logits.dim() != 3 or logits.shape[0] != 1:
         raise ValueError(f"fg_logits must be (1, h, w) or (h, w), got {tuple(logits.shape)}")
     # Official order: resize the logits, then sigmoid.
-    prob = _upsample(logits, _check_hw(out_hw))[0].sigmoid().numpy().astype(np.float32)
+    prob = _upsample(logits, _check_hw(out_hw))[0].sigmoid().float().cpu().numpy()
     return prob, prob > 0.5
