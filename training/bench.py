@@ -211,16 +211,25 @@ def stats(
     return s
 
 
-def matmul_peak(device: str, n: int | None = None, repeats: int = 5) -> dict[str, Any]:
-    """Best and median fp32 GFLOP/s of an n x n matmul (the machine's practical peak)."""
-    n = n or (8192 if device.startswith("cuda") else 2048)
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def matmul_peak(
+    device: str, n: int | None = None, repeats: int = 5, precision: str = "fp32"
+) -> dict[str, Any]:
+    """Best and median GFLOP/s of an n x n matmul in `precision` (the machine's practical peak
+    for the stages that run in it)."""
+    # CPUs without bf16 matrix instructions run bf16 matmuls ~80x slower than fp32 (1.4 vs
+    # 110 GFLOP/s on this 2-core machine): a smaller product keeps the reference affordable.
+    n = n or (8192 if device.startswith("cuda") else (2048 if precision == "fp32" else 512))
+    dtype = PEAK_DTYPES[precision]
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     times = time_fn(lambda: a @ b, warmup=1, repeats=repeats, device=device)
     g = [2 * n**3 / t / 1e9 for t in times]
     return {
         "n": n,
-        "dtype": "float32",
+        "dtype": str(dtype).removeprefix("torch."),
         "best_gflops": round(max(g), 2),
         "median_gflops": round(float(np.median(g)), 2),
     }
@@ -314,9 +323,15 @@ def build_models(
     return ConfigModels(cfg, shapes, gmos, gmos_s, hw)
 
 
-def torch_backend(m: ConfigModels, device: str) -> TorchBackend:
+def torch_backend(m: ConfigModels, device: str, precision: str = "fp32") -> TorchBackend:
     return TorchBackend(
-        m.shapes, m.gmos.pi3, m.gmos.sam2, m.gmos_s.head, m.gmos.head, device=device
+        m.shapes,
+        m.gmos.pi3,
+        m.gmos.sam2,
+        m.gmos_s.head,
+        m.gmos.head,
+        device=device,
+        precision=precision,
     )
 
 
@@ -380,7 +395,9 @@ def bench_backend(
         # A matmul timed right before the stage: on a shared machine the load changes from
         # minute to minute, and the fraction against this contemporaneous reference is the one
         # that says how well the stage uses what the machine gives it at that moment.
-        local = matmul_peak(device, repeats=3)["best_gflops"]
+        local = matmul_peak(device, repeats=3, precision=getattr(backend, "precision", "fp32"))[
+            "best_gflops"
+        ]
         t = time_fn(lambda part=part: backend.run(part, inputs[part]), warmup, repeats, device)
         st[part] = stats([x * time_scale.get(part, 1.0) for x in t], flops.get(part), peak)
         if st[part].achieved_gflops is not None:
@@ -661,7 +678,11 @@ def plot_breakdown(summary: dict[str, Any], path: Path) -> None:
                 fontsize=8,
             )
         ax.set_ylabel("ms per frame (median per stage)")
-        ax.set_title(f"{cname}: per-frame breakdown ({summary['machine']['device']})")
+        prec = summary.get("torch_precision", "fp32")
+        ax.set_title(
+            f"{cname}: per-frame breakdown ({summary['machine']['device']}, torch {prec})",
+            fontsize=10,
+        )
         ax.set_ylim(0, bottom.max() * 1.25 if len(bottom) else 1)
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
@@ -726,8 +747,12 @@ def bench_config(
     frame_hw: tuple[int, int] | None = None,
     log: Callable[[str], None] = print,
     decoder_blocks: int | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Everything for one configuration (models built once, shared by all backends).
+
+    `precision` applies to the torch backend (autocast; onnxruntime runs the fp32 graphs); the
+    peak fractions of a torch run are against a matmul in the same precision.
 
     `decoder_blocks` (paper size on a CPU): build and time only the first blocks of the π³
     decoder and extrapolate time and FLOPs linearly to the full depth. Exact in structure: the
@@ -741,9 +766,14 @@ def bench_config(
     scale = {"pi3_decoder": full_depth / decoder_blocks} if decoder_blocks else {}
     log(f"[{config}] models built in {time.perf_counter() - t_build:.1f} s; shapes {m.shapes}")
     frames = synthetic_frames(max(e2e_frames, cache_windows + m.shapes.num_frames), m.frame_hw)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    # FLOPs are counted on the fp32 modules (the count does not depend on the precision).
     tb = torch_backend(m, device)
     t0 = time.perf_counter()
     inputs, flops = inputs_and_flops(m, tb, frames[0])
+    if precision != "fp32":
+        tb = torch_backend(m, device, precision)
     for part, f in scale.items():
         flops[part] *= f
     log(
@@ -760,8 +790,12 @@ def bench_config(
             else None
         ),
         "backends": {},
+        "torch_precision": precision,
     }
-    peak = SUMMARY_PEAK[device]
+    peak = SUMMARY_PEAK[(device, precision)] if (device, precision) in SUMMARY_PEAK else None
+    if peak is None:
+        peak = matmul_peak(device, repeats=8, precision=precision)["best_gflops"]
+        SUMMARY_PEAK[(device, precision)] = peak
     for name in backends:
         if name == "torch":
             backend: Backend = tb
@@ -805,7 +839,7 @@ def bench_config(
                     continue
                 model: Any = (
                     (m.gmos_s if variant == "gmos_s" else m.gmos)
-                    if name == "torch"
+                    if name == "torch" and precision == "fp32"
                     else BackendFrameModel(backend, variant, m.cfg.pi3.pixel_limit, m.cfg.top_k)
                 )
                 e2e[variant] = end_to_end_fps(
@@ -824,10 +858,13 @@ def bench_config(
             )
         )
     result["peak_rss_mb"] = peak_rss_mb()
+    if device.startswith("cuda"):
+        result["cuda_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return result
 
 
-SUMMARY_PEAK: dict[str, float] = {}
+# (device, precision) -> best matmul GFLOP/s measured in this run.
+SUMMARY_PEAK: dict[tuple[str, str], float] = {}
 
 
 def targets(summary: dict[str, Any]) -> dict[str, Any]:
@@ -883,6 +920,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--backends", nargs="+", default=None, help="default: every available one")
     ap.add_argument("--paper-backends", nargs="+", default=["torch"], help="backends for --paper")
     ap.add_argument("--device", default="cpu", help="cpu | cuda")
+    ap.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="torch backend precision (autocast); fp16 needs CUDA",
+    )
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--paper-warmup", type=int, default=0)
@@ -917,6 +960,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("gmos-bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
         return 2
+    if args.precision == "fp16" and not args.device.startswith("cuda"):
+        print(
+            "gmos-bench: --precision fp16 needs --device cuda (use bf16 on a CPU)", file=sys.stderr
+        )
+        return 2
     blas_limited = False
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -930,7 +978,7 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr, JSON on stdout
     load_before = os.getloadavg()
     peak = matmul_peak(args.device, repeats=8)
-    SUMMARY_PEAK[args.device] = peak["best_gflops"]
+    SUMMARY_PEAK[(args.device, "fp32")] = peak["best_gflops"]
     device_name = (
         torch.cuda.get_device_name()
         if args.device.startswith("cuda")
@@ -943,10 +991,13 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
             "numpy_blas_threads_limited": blas_limited,
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
             "loadavg_before": [round(x, 2) for x in load_before],
             "backends_available": avail,
         },
         "matmul_peak": peak,
+        "torch_precision": args.precision,
         "configs": {},
     }
     log(f"matmul peak {peak}")
@@ -961,6 +1012,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         args.threads,
         log=log,
+        precision=args.precision,
     )
     if args.paper:
         summary["configs"]["paper"] = bench_config(
@@ -975,6 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
             args.threads,
             log=log,
             decoder_blocks=args.paper_decoder_blocks,
+            precision=args.precision,
         )
     if args.stride_curve:
         summary["stride_curve"] = stride_curve(args.stride_scenes, args.device, args.stride_bundle)

@@ -62,7 +62,7 @@ def make_backend(
     engine_dir: str | Path | None = None,
     device: str = "cpu",
     provider: str | None = None,
-    precision: str = "fp16",
+    precision: str | None = None,
     parts: list[str] | tuple[str, ...] | None = None,
     threads: int | None = None,
 ) -> Backend:
@@ -77,7 +77,8 @@ def make_backend(
         device: torch device ("cpu" / "cuda"); picks the onnxruntime provider when `provider`
             is None ("cuda" -> CUDA EP) and the TensorRT GPU index ("cuda:1" -> 1).
         provider: onnxruntime: "cpu", "cuda" or "tensorrt".
-        precision: tensorrt: engine precision "fp16" / "fp32".
+        precision: torch: "fp32" (default), "bf16" or "fp16" (autocast); tensorrt: engine
+            precision "fp16" (default) / "fp32".
         parts: restrict to these parts.
         threads: onnxruntime CPU intra-op threads.
 
@@ -90,7 +91,9 @@ def make_backend(
             raise ValueError("make_backend('torch') needs model= (a TorchFrameModel) and shapes=")
         from gmos_core.backends.torch_backend import TorchBackend
 
-        return TorchBackend.from_frame_model(model, shapes, device=device)
+        return TorchBackend.from_frame_model(
+            model, shapes, device=device, precision=precision or "fp32"
+        )
     if name == "onnxruntime":
         if onnx_dir is None:
             raise ValueError(
@@ -119,7 +122,12 @@ def make_backend(
                 raise ValueError(f"no export metadata in {onnx_dir}")
             shapes = ModelShapes.from_dict(json.loads(metas[0].read_text())["shapes"])
         return TrtBackend(
-            engine_dir, shapes, onnx_dir=onnx_dir, parts=parts, precision=precision, device=index
+            engine_dir,
+            shapes,
+            onnx_dir=onnx_dir,
+            parts=parts,
+            precision=precision or "fp16",
+            device=index,
         )
     raise ValueError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}")
 

@@ -34,7 +34,15 @@ __all__ = [
     "fixed_hiera_pos_embed",
     "fixed_pi3_grid",
     "part_modules",
+    "AUTOCAST_DTYPES",
 ]
+
+# Backend precision name -> autocast dtype (None: plain fp32, no autocast).
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
 
 
 class Pi3EncoderPart(nn.Module):
@@ -193,6 +201,11 @@ class TorchBackend:
         device: "cpu" or "cuda[:i]" (modules are moved there).
         check_shapes: reject inputs that do not match `shapes` (on by default so that the
             torch backend fails exactly where an engine would).
+        precision: "fp32" (the reference), or "bf16" / "fp16" to run every part under
+            `torch.autocast` (weights stay fp32; matmuls and convolutions run in the low
+            precision, reductions and norms where autocast keeps them in fp32). Outputs of `run`
+            are always float32 arrays. fp16 on a CPU is refused: autocast has few CPU fp16
+            kernels, so it would time and test something no deployment runs.
     """
 
     name = "torch"
@@ -206,9 +219,20 @@ class TorchBackend:
         gmos_head: GmosProposer | None = None,
         device: str | torch.device = "cpu",
         check_shapes: bool = True,
+        precision: str = "fp32",
     ) -> None:
         self.shapes = shapes
         self.device = torch.device(device)
+        if precision not in AUTOCAST_DTYPES:
+            raise ValueError(
+                f"torch backend: precision must be one of {sorted(AUTOCAST_DTYPES)}, "
+                f"got {precision!r}"
+            )
+        if precision == "fp16" and self.device.type == "cpu":
+            raise ValueError(
+                "torch backend: precision 'fp16' needs a CUDA device (use bf16 on CPU)"
+            )
+        self.precision = precision
         if self.device.type == "cuda" and not torch.cuda.is_available():
             from gmos_core.backends.base import BackendUnavailable
 
@@ -225,7 +249,11 @@ class TorchBackend:
 
     @classmethod
     def from_frame_model(
-        cls, model: TorchFrameModel, shapes: ModelShapes, device: str | None = None
+        cls,
+        model: TorchFrameModel,
+        shapes: ModelShapes,
+        device: str | None = None,
+        precision: str = "fp32",
     ) -> TorchBackend:
         """Wrap a `TorchFrameModel` (shares its modules, no copy)."""
         head = model.head
@@ -236,6 +264,7 @@ class TorchBackend:
             gmos_s_head=head if isinstance(head, GmosS) else None,
             gmos_head=head if isinstance(head, GmosProposer) else None,
             device=device or model.device,
+            precision=precision,
         )
 
     @property
@@ -252,7 +281,11 @@ class TorchBackend:
         """Like `run` on torch tensors already on `device` (no host copies; used by the bench)."""
         spec = self.spec(part)
         args = [inputs[n] for n in spec.input_names]
-        out = self.modules[part](*args)
+        dtype = AUTOCAST_DTYPES[self.precision]
+        with torch.autocast(
+            self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+        ):
+            out = self.modules[part](*args)
         outs = out if isinstance(out, tuple) else (out,)
         return dict(zip(spec.output_names, outs))
 
@@ -272,5 +305,9 @@ class TorchBackend:
             "device": str(self.device),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
+            "precision": self.precision,
+            # TF32 changes fp32 numbers on Ampere and later: say which was in force.
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
             "parts": list(self.parts),
         }
