@@ -63,6 +63,7 @@ setup(
             "gmos-build-engines = training.export.engines:main",
             "gmos-bench = training.bench:main",
             "gmos-calibrate = training.calibrate:main",
+            "gmos-gpu-check = training.gpu_check:main",
             "gmos-train = training.train:main",
             "gmos-pretrain-pi3 = training.pretrain_pi3:main",
         ],
