@@ -556,3 +556,71 @@ def test_sam2_tracker_in_online_propagator(sam2_predictor):
         assert f.instance_map.shape == (H, W) and f.instance_map.dtype == np.uint16
         for o in f.objects:
             assert o.mask.shape == (H, W) and 0.0 <= o.iou <= 1.0
+
+
+# ---------------------------------------------------------------- exact fast paths (speed-ups)
+
+
+def _dense_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The former dense formulation: float32 (N, HW) @ (HW, M)."""
+    a2 = a.reshape(a.shape[0], -1).astype(np.float32)
+    b2 = b.reshape(b.shape[0], -1).astype(np.float32)
+    inter = a2 @ b2.T
+    union = a2.sum(1)[:, None] + b2.sum(1)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-6), 1.0).astype(np.float64)
+
+
+def test_box_based_counts_and_iou_equal_the_dense_formulation_bit_for_bit():
+    from gmos_core.propagation.trackers import intersection_counts, pairwise_iou
+
+    rng = np.random.default_rng(7)
+    for trial in range(150):
+        h, w = rng.integers(1, 40, 2)
+        n, m = rng.integers(1, 6, 2)
+        a = rng.random((n, h, w)) < rng.random()
+        b = rng.random((m, h, w)) < rng.random()
+        if trial % 3 == 0:
+            a[0] = False  # empty masks: IoU 1 with another empty one, 0 otherwise
+        if trial % 4 == 0:
+            b[:, : h // 2] = False  # boxes that miss each other
+        dense = np.einsum("nhw,mhw->nm", a.astype(np.int64), b.astype(np.int64))
+        assert np.array_equal(intersection_counts(a, b), dense)
+        assert np.array_equal(pairwise_iou(a, b), _dense_iou(a, b))
+
+
+def test_fast_motion_signals_and_max_precision_equal_the_pairwise_loop():
+    from gmos_core.propagation.propagator import (
+        _motion_signals,
+        mask_precision,
+        max_precision,
+        resolve_overlaps,
+    )
+    from gmos_core.propagation.trackers import _centroid
+
+    rng = np.random.default_rng(11)
+    cfg = PropagatorConfig()
+    for trial in range(40):
+        h, w = 24, 31
+        n, k = int(rng.integers(1, 7)), int(rng.integers(0, 6))
+        masks = [rng.random((h, w)) < 0.3 for _ in range(n)]
+        if trial % 2 == 0:
+            masks[0][:] = False  # an empty track
+        ids = sorted(rng.choice(np.arange(1, 50), n, replace=False).tolist())
+        excl, id_map = resolve_overlaps(ids, masks, [int(x) for x in rng.integers(0, 3, n)], (h, w))
+        props = FrameProposals(
+            masks=rng.random((k, h, w)) < 0.4,
+            motion_prob=rng.random(k).astype(np.float32),
+            iou_pred=np.ones(k, np.float32),
+        )
+        slow = _motion_signals(excl, props, cfg)
+        fast = _motion_signals(excl, props, cfg, id_map, ids)
+        assert np.array_equal(slow[0], fast[0]) and np.array_equal(slow[1], fast[1])
+        for p in props.masks:
+            want = max((mask_precision(p, m) for m in masks), default=0.0)
+            assert max_precision(p, masks) == want
+        for m in masks:
+            ys, xs = np.nonzero(m)
+            c = _centroid(m)
+            assert (c is None) == (ys.size == 0)
+            if c is not None:
+                assert c[0] == ys.mean() and c[1] == xs.mean()

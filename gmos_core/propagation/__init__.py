@@ -10,6 +10,7 @@ from .config import PropagatorConfig
 from .propagator import (
     OnlinePropagator,
     mask_precision,
+    max_precision,
     official_seed_frame,
     offline_propagate,
     resolve_overlaps,
@@ -33,6 +34,7 @@ __all__ = [
     "Tracker",
     "mask_bbox",
     "mask_precision",
+    "max_precision",
     "offline_propagate",
     "official_seed_frame",
     "pairwise_iou",

