@@ -103,7 +103,7 @@ def part_parity(
 ) -> dict[str, Any]:
     """Per-part and whole-chain errors of `device` x `precisions` against CPU fp32."""
     from gmos_core.backends.base import BackendFrameModel
-    from training.bench import build_models
+    from training.bench import build_models, torch_backend
 
     torch.manual_seed(seed)
     t0 = time.perf_counter()
@@ -113,15 +113,7 @@ def part_parity(
 
     def backend(dev: str, precision: str) -> TorchBackend:
         # TorchBackend moves the (shared) modules to `dev`: the CPU reference runs first.
-        return TorchBackend(
-            m.shapes,
-            m.gmos.pi3,
-            m.gmos.sam2,
-            m.gmos_s.head,
-            m.gmos.head,
-            device=dev,
-            precision=precision,
-        )
+        return torch_backend(m, dev, precision)
 
     cpu = backend("cpu", "fp32")
     fm = BackendFrameModel(cpu, "gmos", m.cfg.pi3.pixel_limit, m.cfg.top_k)
