@@ -107,7 +107,7 @@ train-gmos-s: setup $(PI3_STAGE1)
 train-gmos: setup $(PI3_STAGE1)
 	$(PY) -m training.train --config-name gmos_micro
 	$(PY) -m training.calibrate --bundle out/train/gmos_micro/micro_gmos.safetensors \
-	  --out out/train/gmos_micro/calibrated/micro_gmos.safetensors
+	  --out out/train/gmos_micro/calibrated/micro_gmos.safetensors --baselines
 
 # The held-out synthetic benchmark of the shipped bundles against the baselines (~3 min).
 benchmark: setup

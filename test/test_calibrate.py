@@ -214,3 +214,25 @@ def test_calibration_refuses_the_held_out_seeds(tmp_path, capsys) -> None:
         ["--bundle", str(tmp_path / "x.st"), "--out", str(tmp_path / "y.st"), "--seed", "900000"]
     )
     assert rc == 2 and "held-out" in capsys.readouterr().err
+
+
+def test_baselines_on_validation_clips_and_the_comparison(tmp_path) -> None:
+    from training.calibrate import beats_baselines, validation_baselines
+
+    rows = validation_baselines(2, 800_000, tmp_path)
+    assert set(rows) == {"frame_diff", "ego_residual"}
+    for r in rows.values():
+        assert 0.0 <= r["mtIoU"] <= 100.0 and 0.0 <= r["J_mov"] <= 100.0 and r["FP"] >= 0.0
+    assert (tmp_path / "data").is_dir() and (tmp_path / "eval" / "frame_diff").is_dir()
+    base = {
+        "a": {"mtIoU": 1.0, "J_mov": 7.0, "FP": 1.5},
+        "b": {"mtIoU": 0.5, "J_mov": 8.0, "FP": 2},
+    }
+    # Candidate scores are fractions (score_gmos), baselines x100 (the benchmark's table).
+    assert beats_baselines({"mtIoU": 0.011, "J_mov": 0.079, "FP": 1.4}, base) == {
+        "mtIoU": True,
+        "J_mov": False,
+        "FP": True,
+    }
+    with pytest.raises(CalibrationError, match="held-out"):
+        validation_baselines(3, 899_990, tmp_path)
