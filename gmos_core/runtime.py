@@ -46,6 +46,9 @@ class RuntimeSettings:
         pi3_checkpoint / sam2_checkpoint / head_checkpoint: official checkpoint files
             (π³ safetensors, SAM2 .pt, Gmos .pth) for the paper configuration.
         device: torch device ("cpu", "cuda").
+        precision: "fp32", or "bf16" / "fp16" autocast for π³, SAM2 and the head (fp16 needs
+            CUDA; reduced precision is refused with the SAM2 tracker, whose memories expect
+            fp32 features).
         span_s: window span in seconds (official ≈ 0.5).
         proposer_stride: run π³ + proposer on every k-th frame only.
         tracker: "mask_iou" (weight-free, CPU) or "sam2".
@@ -63,6 +66,7 @@ class RuntimeSettings:
     sam2_checkpoint: str | None = None
     head_checkpoint: str | None = None
     device: str = "cpu"
+    precision: str = "fp32"
     span_s: float = 0.5
     proposer_stride: int = 1
     tracker: Literal["mask_iou", "sam2"] = "mask_iou"
@@ -77,6 +81,21 @@ class RuntimeError_(RuntimeError):
 
 def load_frame_model(settings: RuntimeSettings) -> FrameModel:
     """Build and load the model the settings describe (torch backend)."""
+    model = _load_frame_model(settings)
+    if settings.precision != "fp32":
+        if settings.tracker == "sam2":
+            raise RuntimeError_(
+                f"precision {settings.precision!r} with tracker 'sam2': the SAM2 tracker needs "
+                "fp32 features; use tracker mask_iou or precision fp32"
+            )
+        try:
+            model.set_precision(settings.precision)  # type: ignore[attr-defined]
+        except ValueError as exc:
+            raise RuntimeError_(str(exc)) from exc
+    return model
+
+
+def _load_frame_model(settings: RuntimeSettings) -> FrameModel:
     from gmos_core.pipeline import build_frame_model, build_frame_model_from_bundle
 
     head_variant = "gmos_s" if settings.variant == "gmos_s" else "gmos"

@@ -312,6 +312,9 @@ def test_bad_parameters_fail_configure(ros):
         params_from_values({"camera_info_topics": ["a", "b"]})
     with pytest.raises(ValueError, match="operating_point='best'"):
         params_from_values({"operating_point": "best"})
+    with pytest.raises(ValueError, match="precision='int8': must be one of fp32, bf16, fp16"):
+        params_from_values({"precision": "int8"})
+    assert params_from_values({"precision": "bf16"}).runtime.precision == "bf16"
     with pytest.raises(ValueError, match="fg_threshold=1.5"):
         params_from_values({"operating_point": "params", "fg_threshold": 1.5})
 

@@ -172,3 +172,44 @@ def test_live_stream_keeps_tracking_new_objects_after_max_objects_have_left() ->
     assert all(r.objects for r in late), "objects are still tracked late in the stream"
     assert max(o.obj_id for r in late for o in r.objects) > 10  # new ids keep coming
     assert len(seg.tracking.propagator.registry.ids) <= 10
+
+
+def test_precision_runs_the_network_under_autocast_and_refuses_what_cannot_work(
+    tiny_model,
+) -> None:
+    """bf16 on the CPU (tiny model: bf16 matmuls are ~80x slower than fp32 on this CPU)
+    changes the numbers slightly, not the plumbing; fp16 without CUDA and reduced precision
+    with the SAM2 tracker are refused by name."""
+    import torch
+
+    from gmos_core.runtime import RuntimeError_, RuntimeSettings, load_frame_model
+
+    frames = [np.random.default_rng(i).integers(0, 255, (40, 48, 3), np.uint8) for i in range(5)]
+    out = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = load_frame_model(
+            RuntimeSettings(
+                variant="gmos_s",
+                model_config=tiny_model,
+                allow_random_weights=True,
+                precision=precision,
+            )
+        )
+        assert model.precision == precision
+        geo = [model.geometry_features(f) for f in frames]
+        seg = model.segmentation_features(frames[2])
+        assert geo[0].tokens.dtype == torch.float32 and seg.bottleneck.dtype == torch.float32
+        out[precision] = model.head_outputs(geo, seg)["fg_mask"]
+        assert out[precision].dtype == torch.float32
+    diff = (out["bf16"] - out["fp32"]).abs().max().item()
+    assert 0.0 < diff < 0.1 * (1.0 + out["fp32"].abs().max().item())
+    base = dict(variant="gmos_s", model_config=tiny_model, allow_random_weights=True)
+    with pytest.raises(RuntimeError_, match="fp16.*CUDA"):
+        load_frame_model(RuntimeSettings(**base, precision="fp16"))
+    with pytest.raises(RuntimeError_, match="precision must be one of"):
+        load_frame_model(RuntimeSettings(**base, precision="int4"))
+    with pytest.raises(RuntimeError_, match="SAM2 tracker needs fp32"):
+        load_frame_model(
+            RuntimeSettings(**{**base, "variant": "gmos_online"}, precision="bf16", tracker="sam2")
+        )

@@ -188,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sam2-ckpt", default=None, help="official SAM2.1 .pt")
     p.add_argument("--gmos-ckpt", default=None, help="official Gmos / Gmos-S checkpoint")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="network precision (autocast; fp16 needs CUDA)",
+    )
     p.add_argument("--proposer-stride", type=int, default=1)
     p.add_argument("--no-mp4", action="store_true", help="skip the overlay videos")
     p.add_argument(
@@ -211,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         sam2_checkpoint=args.sam2_ckpt,
         head_checkpoint=args.gmos_ckpt,
         device=args.device,
+        precision=args.precision,
         proposer_stride=args.proposer_stride,
         allow_random_weights=args.allow_random_weights,
     )
