@@ -93,7 +93,7 @@ eval-demo: setup
 
 # The micro recipe, one command per model (CPU; docs/training.md): stage 1 (π³ motion
 # pretraining, 25 min, shared, skipped when its output exists), stage 2 (35 min), then the
-# operating point picked on validation clips (2 / 12 min). The calibrated bundle lands next to
+# operating point picked on validation clips (2 / 6 min). The calibrated bundle lands next to
 # the run; copy it to gmos_core/assets/ to make it the shipped default.
 PI3_STAGE1 := out/train/pi3_micro/pi3.safetensors
 $(PI3_STAGE1): | setup

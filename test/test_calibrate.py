@@ -236,3 +236,12 @@ def test_baselines_on_validation_clips_and_the_comparison(tmp_path) -> None:
     }
     with pytest.raises(CalibrationError, match="held-out"):
         validation_baselines(3, 899_990, tmp_path)
+
+
+def test_deduplicated_sweep_gives_the_same_rows_as_the_full_sweep() -> None:
+    seqs = [_clip()]
+    grid = dict(mask_grid=(-0.5, 0.0), motion_grid=(0.3, 0.4, 0.5), iou_grid=(-1.0, 0.1, 0.7))
+    op_a, rows_a = calibrate_gmos(ScriptedProposer(), seqs, fp_budget=0.5, dedupe=True, **grid)
+    op_b, rows_b = calibrate_gmos(ScriptedProposer(), seqs, fp_budget=0.5, dedupe=False, **grid)
+    assert rows_a == rows_b and op_a == op_b
+    assert len({(r["J_mov"], r["FP"], r["mtIoU"]) for r in rows_a}) > 1  # the grid does matter

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import itertools
 import json
 import sys
@@ -206,6 +207,22 @@ def score_gmos(
     return {"mtIoU": agg["mtIoU"], "J_mov": agg["J_mov"], "FP": agg["FP"]}
 
 
+def _split_signature(
+    scores_of: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]], tau_m: float, tau_u: float
+) -> bytes:
+    """Digest of how (τ_m, τ_u) split every recorded proposal: the propagator (online, paper
+    mode) reads the thresholds only through `motion > τ_m` and `iou > τ_u`."""
+    h = hashlib.sha1()
+    for clip in scores_of:
+        for motion, iou in clip:
+            moving = motion > tau_m
+            h.update(np.packbits(moving).tobytes())
+            h.update(np.packbits(moving & (iou > tau_u)).tobytes())
+            h.update(b"|")
+        h.update(b"#")
+    return h.digest()
+
+
 def calibrate_gmos(
     model: Any,
     seqs: Sequence[ValidationSequence],
@@ -213,8 +230,15 @@ def calibrate_gmos(
     mask_grid: Sequence[float] = DEFAULT_MASK_GRID,
     motion_grid: Sequence[float] = DEFAULT_MOTION_GRID,
     iou_grid: Sequence[float] = DEFAULT_IOU_GRID,
+    dedupe: bool = True,
 ) -> tuple[OperatingPoint, list[dict[str, float]]]:
-    """Mask / motion / IoU thresholds maximising mtIoU + J_mov within the FP budget."""
+    """Mask / motion / IoU thresholds maximising mtIoU + J_mov within the FP budget.
+
+    `dedupe`: two candidates with the same mask threshold whose τ_m / τ_u split every
+    recorded proposal the same way (same confident set, same moving set, frame by frame) run
+    the online propagator on identical inputs, so the second reuses the first's scores (exact;
+    with a nearly constant motion head most of the grid collapses this way).
+    """
     from gmos_core.runtime import build_segmenter
 
     recorders = []
@@ -222,21 +246,34 @@ def calibrate_gmos(
         rec = RecordingModel(model)
         _run(build_segmenter(_settings("gmos_online", seq, {}), model=rec), seq)
         recorders.append(rec)
+    # (motion_prob, iou_pred) of every recorded frame's top-k proposals: independent of the
+    # mask threshold, so a 1x1 output size is enough to read them.
+    scores_of = [
+        [
+            (p.motion_prob, p.iou)
+            for p in (head_outputs_to_prediction(o, (1, 1), r.top_k) for o in r.outputs)
+        ]
+        for r in recorders
+    ]
     rows = []
+    done: dict[tuple[float, bytes], dict[str, float]] = {}
     combos = list(itertools.product(mask_grid, motion_grid, iou_grid))
     for m, v, u in tqdm(combos, desc="gmos (sweep)", unit="point"):
-        op = OperatingPoint(mask_logit_threshold=m, motion_threshold=v, iou_threshold=u)
-        results = []
-        for rec, seq in zip(recorders, seqs):
-            rec.replay(op)
-            seg = build_segmenter(_settings("gmos_online", seq, {}), model=rec)
-            results.append(_run(seg, seq))
+        key = (float(m), _split_signature(scores_of, v, u))
+        if not dedupe or key not in done:
+            op = OperatingPoint(mask_logit_threshold=m, motion_threshold=v, iou_threshold=u)
+            results = []
+            for rec, seq in zip(recorders, seqs):
+                rec.replay(op)
+                seg = build_segmenter(_settings("gmos_online", seq, {}), model=rec)
+                results.append(_run(seg, seq))
+            done[key] = score_gmos(results, seqs)
         rows.append(
             {
                 "mask_logit_threshold": float(m),
                 "motion_threshold": float(v),
                 "iou_threshold": float(u),
-                **score_gmos(results, seqs),
+                **done[key],
             }
         )
     within = [r for r in rows if r["FP"] <= fp_budget]
