@@ -22,6 +22,7 @@ from gmos_core.models.pi3 import Pi3Encoder, load_safetensors_file
 from gmos_core.models.preprocess import pi3_preprocess, sam2_preprocess
 from gmos_core.models.sam2_features import Sam2FeatureExtractor, Sam2Features
 from gmos_core.operating_point import OperatingPoint
+from gmos_core.precision import autocast, check_precision
 from gmos_core.streaming.segmenter import (
     ForegroundPrediction,
     ProposalPrediction,
@@ -149,23 +150,11 @@ class TorchFrameModel:
 
     def set_precision(self, precision: str) -> None:
         """Switch the autocast precision ("fp32", "bf16", "fp16"); raises ValueError."""
-        from gmos_core.backends.torch_backend import AUTOCAST_DTYPES
-
-        if precision not in AUTOCAST_DTYPES:
-            raise ValueError(
-                f"precision must be one of {sorted(AUTOCAST_DTYPES)}, got {precision!r}"
-            )
-        if precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("precision 'fp16' needs a CUDA device (use bf16 on a CPU)")
+        check_precision(precision, self.device)
         self.precision = precision
 
     def _autocast(self) -> Any:
-        from gmos_core.backends.torch_backend import AUTOCAST_DTYPES
-
-        dtype = AUTOCAST_DTYPES[self.precision]
-        return torch.autocast(
-            self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
-        )
+        return autocast(self.device, self.precision)
 
     @property
     def mode(self) -> Literal["gmos_s", "gmos"]:

@@ -20,6 +20,7 @@ from gmos_core.backends.base import BackendError, ModelShapes, PartSpec
 from gmos_core.models.gmos import GmosProposer, GmosS
 from gmos_core.models.pi3 import Pi3Encoder
 from gmos_core.models.sam2_features import Sam2FeatureExtractor
+from gmos_core.precision import AUTOCAST_DTYPES, autocast, check_precision
 
 if TYPE_CHECKING:
     from gmos_core.pipeline import TorchFrameModel
@@ -36,13 +37,6 @@ __all__ = [
     "part_modules",
     "AUTOCAST_DTYPES",
 ]
-
-# Backend precision name -> autocast dtype (None: plain fp32, no autocast).
-AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
-    "fp32": None,
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-}
 
 
 class Pi3EncoderPart(nn.Module):
@@ -223,15 +217,10 @@ class TorchBackend:
     ) -> None:
         self.shapes = shapes
         self.device = torch.device(device)
-        if precision not in AUTOCAST_DTYPES:
-            raise ValueError(
-                f"torch backend: precision must be one of {sorted(AUTOCAST_DTYPES)}, "
-                f"got {precision!r}"
-            )
-        if precision == "fp16" and self.device.type == "cpu":
-            raise ValueError(
-                "torch backend: precision 'fp16' needs a CUDA device (use bf16 on CPU)"
-            )
+        try:
+            check_precision(precision, self.device)
+        except ValueError as exc:
+            raise ValueError(f"torch backend: {exc}") from exc
         self.precision = precision
         if self.device.type == "cuda" and not torch.cuda.is_available():
             from gmos_core.backends.base import BackendUnavailable
@@ -281,10 +270,7 @@ class TorchBackend:
         """Like `run` on torch tensors already on `device` (no host copies; used by the bench)."""
         spec = self.spec(part)
         args = [inputs[n] for n in spec.input_names]
-        dtype = AUTOCAST_DTYPES[self.precision]
-        with torch.autocast(
-            self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
-        ):
+        with autocast(self.device, self.precision):
             out = self.modules[part](*args)
         outs = out if isinstance(out, tuple) else (out,)
         return dict(zip(spec.output_names, outs))
