@@ -88,6 +88,8 @@ class Pi3PretrainConfig:
         val_windows: windows of the validation scenes (regular mix, seeds from `val_seed`)
             scored at the end (0 = none); never used for training.
         val_seed: first validation scene seed (not the held-out benchmark's 900000..).
+        device: torch device of π³ and the probe ("cpu", "cuda", "cuda:1"); float32 on every
+            device, so a GPU run follows the CPU recipe step for step, only faster.
     """
 
     model: str = "micro"
@@ -110,6 +112,7 @@ class Pi3PretrainConfig:
     curriculum_scene: dict[str, Any] = field(default_factory=dict)
     val_windows: int = 64
     val_seed: int = 800_000
+    device: str = "cpu"
 
 
 def pretrain_config_from_dict(raw: dict[str, Any]) -> Pi3PretrainConfig:
@@ -122,7 +125,10 @@ def pretrain_config_from_dict(raw: dict[str, Any]) -> Pi3PretrainConfig:
     optim = dict(raw.pop("optim", {}) or {})
     if "betas" in optim:
         optim["betas"] = tuple(optim["betas"])
-    return Pi3PretrainConfig(**raw, optim=OptimConfig(**optim))
+    cfg = Pi3PretrainConfig(**raw, optim=OptimConfig(**optim))
+    if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {cfg.device!r} asked for, but torch has no CUDA device here")
+    return cfg
 
 
 class MotionProbe(nn.Module):
@@ -199,8 +205,9 @@ def validate(
     """Probe loss and IoU on `cfg.val_windows` windows of unseen regular-mix scenes.
 
     Returns:
-        {"windows", "loss", "fg_iou", "pooled_iou"}: fg_iou averages frames with a non-empty
-        target; pooled_iou pools the cells of all frames.
+        {"windows", "loss", "fg_iou", "pooled_iou", "pooled_iou_px"}: fg_iou averages frames
+        with a non-empty target; pooled_iou pools the cells of all frames; pooled_iou_px pools
+        the pixels of the label masks (bilinear upsampled probe logits > 0 against > 0.5).
     """
     data = {k: v for k, v in cfg.data.items() if k != "kind"}
     val_cfg = dataclasses.replace(
@@ -211,12 +218,12 @@ def validate(
     ds = SyntheticWindowDataset(val_cfg, spec)
     was = pi3.training
     pi3.eval()
-    inter = union = 0
+    inter = union = inter_px = union_px = 0
     losses, ious = [], []
     for i in range(0, min(cfg.val_windows, len(ds)), cfg.batch_size):
         batch = collate_windows([ds[j] for j in range(i, min(i + cfg.batch_size, len(ds)))])
-        logits = _forward(pi3, probe, batch["pi3"])
-        target = F.adaptive_avg_pool2d(batch["gt_fg_window"], logits.shape[-2:])
+        logits = _forward(pi3, probe, batch["pi3"].to(cfg.device))
+        target = F.adaptive_avg_pool2d(batch["gt_fg_window"].to(cfg.device), logits.shape[-2:])
         loss, parts = motion_probe_loss(logits, target, cfg.pos_weight, cfg.dice_weight)
         losses.append(float(loss))
         if math.isfinite(parts["fg_iou"]):
@@ -224,12 +231,20 @@ def validate(
         pb, tb = logits > 0, target > 0.5
         inter += int((pb & tb).sum())
         union += int((pb | tb).sum())
+        # The same decision at the label resolution, so that π³ grids of different sizes
+        # (whose probe cells differ) are compared on the same pixels.
+        full = batch["gt_fg_window"].to(cfg.device) > 0.5
+        up = F.interpolate(logits.flatten(0, 1)[:, None], size=full.shape[-2:], mode="bilinear")
+        up = up.view(full.shape) > 0
+        inter_px += int((up & full).sum())
+        union_px += int((up | full).sum())
     pi3.train(was)
     return {
         "windows": float(min(cfg.val_windows, len(ds))),
         "loss": float(np.mean(losses)),
         "fg_iou": float(np.mean(ious)) if ious else math.nan,
         "pooled_iou": inter / union if union else math.nan,
+        "pooled_iou_px": inter_px / union_px if union_px else math.nan,
     }
 
 
@@ -243,8 +258,9 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     mcfg = GmosModelConfig.load(cfg.model)
-    pi3 = build_pi3(mcfg).train()
-    probe = MotionProbe(mcfg.pi3.embed_dim, cfg.probe_subdivide)
+    device = torch.device(cfg.device)
+    pi3 = build_pi3(mcfg).train().to(device)
+    probe = MotionProbe(mcfg.pi3.embed_dim, cfg.probe_subdivide).to(device)
     params = [*pi3.parameters(), *probe.parameters()]
     o = cfg.optim
     opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
@@ -286,10 +302,10 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
     def save() -> None:
         # Official π³ key names (our module mirrors them): stage 2 loads this file through the
         # same `load_official_state_dict` path as a downloaded yyfz233/Pi3 checkpoint.
-        sd = {k: v.detach().contiguous() for k, v in pi3.state_dict().items()}
+        sd = {k: v.detach().cpu().contiguous() for k, v in pi3.state_dict().items()}
         save_file(sd, str(out / "pi3.safetensors"), metadata={"trained_by": __name__})
         save_file(
-            {k: v.contiguous() for k, v in probe.state_dict().items()},
+            {k: v.detach().cpu().contiguous() for k, v in probe.state_dict().items()},
             str(out / "probe.safetensors"),
         )
 
@@ -301,9 +317,11 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
     stopped_early = False
     bar = tqdm(total=cfg.max_steps, desc="pretrain pi3")
     for batch in loader:
-        frames = batch["pi3"]
+        frames = batch["pi3"].to(device, non_blocking=True)
         logits = _forward(pi3, probe, frames)
-        target = F.adaptive_avg_pool2d(batch["gt_fg_window"], logits.shape[-2:])
+        target = F.adaptive_avg_pool2d(
+            batch["gt_fg_window"].to(device, non_blocking=True), logits.shape[-2:]
+        )
         loss, parts = motion_probe_loss(logits, target, cfg.pos_weight, cfg.dice_weight)
         if not torch.isfinite(loss):
             bar.close()
