@@ -92,7 +92,7 @@ eval-demo: setup
 	$(PY) -m training.demo --out out/eval_demo
 
 # The micro recipe, one command per model (CPU; docs/training.md): stage 1 (π³ motion
-# pretraining, 25 min, shared, skipped when its output exists), stage 2 (35 min), then the
+# pretraining, 22 min, shared, skipped when its output exists), stage 2 (32 min), then the
 # operating point picked on validation clips (2 / 6 min). The calibrated bundle lands next to
 # the run; copy it to gmos_core/assets/ to make it the shipped default.
 PI3_STAGE1 := out/train/pi3_micro/pi3.safetensors
