@@ -223,7 +223,8 @@ def validate(
     for i in range(0, min(cfg.val_windows, len(ds)), cfg.batch_size):
         batch = collate_windows([ds[j] for j in range(i, min(i + cfg.batch_size, len(ds)))])
         logits = _forward(pi3, probe, batch["pi3"].to(cfg.device))
-        target = F.adaptive_avg_pool2d(batch["gt_fg_window"].to(cfg.device), logits.shape[-2:])
+        labels = batch["gt_fg_window"].to(cfg.device)  # (B, N, R, R)
+        target = F.adaptive_avg_pool2d(labels, logits.shape[-2:])
         loss, parts = motion_probe_loss(logits, target, cfg.pos_weight, cfg.dice_weight)
         losses.append(float(loss))
         if math.isfinite(parts["fg_iou"]):
@@ -233,7 +234,7 @@ def validate(
         union += int((pb | tb).sum())
         # The same decision at the label resolution, so that π³ grids of different sizes
         # (whose probe cells differ) are compared on the same pixels.
-        full = batch["gt_fg_window"].to(cfg.device) > 0.5
+        full = labels > 0.5
         up = F.interpolate(logits.flatten(0, 1)[:, None], size=full.shape[-2:], mode="bilinear")
         up = up.view(full.shape) > 0
         inter_px += int((up & full).sum())
