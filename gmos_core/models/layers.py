@@ -206,15 +206,16 @@ class Block(nn.Module):
         num_heads: int,
         mlp_ratio: float = 4.0,
         qk_norm: bool = False,
-        init_values: float = 1.0,
+        init_values: float | None = 1.0,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, qk_norm=qk_norm)
-        self.ls1 = LayerScale(dim, init_values)
+        # init_values=None: no LayerScale and no ``ls*.gamma`` keys (π³'s head decoder blocks).
+        self.ls1: nn.Module = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.ls2 = LayerScale(dim, init_values)
+        self.ls2: nn.Module = LayerScale(dim, init_values) if init_values else nn.Identity()
 
     def forward(
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gmos_core.models.layers import Block, PatchEmbed, rope2d_cos_sin
+from gmos_core.models.pi3_heads import Pi3Geometry, Pi3Heads, build_heads, run_heads
 
 __all__ = [
     "IGNORED_HEAD_PREFIXES",
@@ -43,7 +44,8 @@ __all__ = [
     "pi3_positions",
 ]
 
-# Official Pi3 heads that Gmos does not use; their checkpoint entries are skipped and reported.
+# Official Pi3 heads. A plain (mask-only) encoder skips and reports them; a model built with
+# ``with_heads=True`` loads them when the checkpoint has them (gmos_core.models.pi3_heads).
 IGNORED_HEAD_PREFIXES: tuple[str, ...] = (
     "point_decoder.",
     "point_head.",
@@ -276,6 +278,25 @@ def _run_decoder(
     Returns:
         (B, N, h, w, D): last block output without registers and without a final norm.
     """
+    return _run_decoder_full(blocks, register_token, tokens, h, w, rope_base, False)[0]
+
+
+def _run_decoder_full(
+    blocks: nn.ModuleList,
+    register_token: torch.Tensor,
+    tokens: torch.Tensor,
+    h: int,
+    w: int,
+    rope_base: float,
+    keep_head_input: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`_run_decoder` that can also keep what the π³ heads read.
+
+    Returns:
+        ``(features, head_input, frame_rope)``: features (B, N, h, w, D) as :func:`_run_decoder`;
+        head_input (B·N, R + h·w, 2·D), the last two block outputs concatenated (registers kept),
+        or None unless ``keep_head_input``; frame_rope the per-frame (cos, sin) tables.
+    """
     if tokens.dim() != 4:
         raise ValueError(f"Pi3 decoder: expected tokens (B, N, h*w, D), got {tuple(tokens.shape)}")
     b, n, hw, d = tokens.shape
@@ -295,13 +316,21 @@ def _run_decoder(
     cos, sin = rope2d_cos_sin(pos, head_dim, rope_base, tokens.dtype)  # (L, head_dim)
     frame_rope = (cos, sin)
     global_rope = (cos.repeat(n, 1), sin.repeat(n, 1))  # (N·L, head_dim), frame-major
+    penultimate: torch.Tensor | None = None
     for i, blk in enumerate(blocks):
+        if keep_head_input and i == len(blocks) - 1:
+            penultimate = x.reshape(b * n, l, d)
         if i % 2 == 0:
             x = blk(x.reshape(b * n, l, d), frame_rope)
         else:
             x = blk(x.reshape(b, n * l, d), global_rope)
+    head_input = None
+    if keep_head_input:
+        if penultimate is None:
+            raise ValueError("Pi3 heads need at least 2 decoder blocks")
+        head_input = torch.cat((penultimate, x.reshape(b * n, l, d)), dim=-1)
     x = x.reshape(b, n, l, d)[:, :, r:]
-    return x.reshape(b, n, h, w, d)
+    return x.reshape(b, n, h, w, d), head_input, frame_rope
 
 
 class Pi3Decoder(nn.Module):
@@ -363,15 +392,18 @@ class LoadReport:
     """What :meth:`Pi3Encoder.load_official_state_dict` did with each checkpoint key."""
 
     loaded: list[str] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)  # official heads Gmos does not use
+    ignored: list[str] = field(default_factory=list)  # heads, when the model has none
     truncated: list[str] = field(
         default_factory=list
     )  # blocks beyond the model depth (truncate=True)
+    # Model built with heads: True when the checkpoint had them and they were loaded; False when the
+    # checkpoint had none (the heads keep their initial values; masks are unaffected).
+    heads_loaded: bool = False
 
     def __str__(self) -> str:
         return (
             f"LoadReport: {len(self.loaded)} keys loaded, {len(self.ignored)} head keys ignored, "
-            f"{len(self.truncated)} keys of extra blocks dropped"
+            f"{len(self.truncated)} keys of extra blocks dropped, heads loaded: {self.heads_loaded}"
         )
 
 
@@ -472,12 +504,13 @@ _ST_TO_TORCH = {
 _BLOCK_RE = {
     "encoder": re.compile(r"^encoder\.blocks\.(\d+)\."),
     "decoder": re.compile(r"^decoder\.(\d+)\."),
+    "heads": re.compile(r"^(?:point|conf|camera)_decoder\.blocks\.(\d+)\."),
 }
 
 
 def _depths(keys: list[str] | set[str]) -> dict[str, int]:
     """Number of encoder / decoder blocks present in a key set (max index + 1)."""
-    out = {"encoder": 0, "decoder": 0}
+    out = {"encoder": 0, "decoder": 0, "heads": 0}
     for k in keys:
         for part, rx in _BLOCK_RE.items():
             mt = rx.match(k)
@@ -499,6 +532,12 @@ class Pi3Encoder(nn.Module):
     ``image_mean`` / ``image_std`` (1, 3, 1, 1) with the ImageNet values (they are in the official
     checkpoint too).
 
+    ``with_heads=True`` adds the official point / confidence / camera heads at the root
+    (``point_decoder.*``, ``point_head.*``, ``conf_decoder.*``, ``conf_head.*``, ``camera_decoder.*``,
+    ``camera_head.*``; 958.7 M parameters in all at paper size) and :meth:`decode_window_geometry`;
+    ``head_depth`` / ``head_width`` / ``head_num_heads`` / ``camera_width`` size them (official: 5,
+    1024, 16, 512).
+
     Paper size (the defaults) has 757.9 M parameters; build it on the meta device to inspect it
     without allocating (``with torch.device("meta"): Pi3Encoder()``).
     """
@@ -515,9 +554,16 @@ class Pi3Encoder(nn.Module):
         num_decoder_registers: int = 5,
         pos_grid: int = 37,
         rope_base: float = 100.0,
+        with_heads: bool = False,
+        head_depth: int = 5,
+        head_width: int = 1024,
+        head_num_heads: int = 16,
+        camera_width: int = 512,
     ) -> None:
         super().__init__()
         _check_rope_dims(embed_dim, num_heads)
+        self.with_heads = with_heads
+        self.heads_loaded = False  # set by load_official_state_dict
         self.patch_size = patch_size
         self.embed_dim = embed_dim
         self.rope_base = float(rope_base)
@@ -537,6 +583,13 @@ class Pi3Encoder(nn.Module):
             pos_grid=pos_grid,
         )
         self.decoder = _make_decoder_blocks(embed_dim, decoder_depth, num_heads, mlp_ratio)
+        self.head_depth = head_depth if with_heads else 0
+        if with_heads:
+            # Root-level attributes, registered after the decoder: official names and key order.
+            for name, module in build_heads(
+                embed_dim, head_width, head_depth, head_num_heads, camera_width, patch_size
+            ).items():
+                self.add_module(name, module)
 
     # ---- compute ---------------------------------------------------------------------------------
 
@@ -578,6 +631,40 @@ class Pi3Encoder(nn.Module):
             (B, N, h, w, D): last decoder block output, registers dropped, no final norm.
         """
         return _run_decoder(self.decoder, self.register_token, tokens, h, w, self.rope_base)
+
+    def decode_window_geometry(
+        self, tokens: torch.Tensor, h: int, w: int
+    ) -> tuple[torch.Tensor, Pi3Geometry]:
+        """:meth:`decode_window` plus the π³ heads on the same decoder pass (model with heads).
+
+        Args:
+            tokens: (B, N, h·w, D) output of :meth:`encode_frames`.
+            h, w: patch grid.
+
+        Returns:
+            ``(features, geometry)``: features exactly as :meth:`decode_window`; geometry a
+            :class:`~gmos_core.models.pi3_heads.Pi3Geometry` at full resolution (h·14, w·14).
+        """
+        if not self.with_heads:
+            raise ValueError("Pi3Encoder: built without heads (with_heads=False)")
+        feats, head_input, rope = _run_decoder_full(
+            self.decoder, self.register_token, tokens, h, w, self.rope_base, True
+        )
+        assert head_input is not None
+        geom = run_heads(
+            self, head_input, rope, int(tokens.shape[0]), h, w, self.register_token.shape[-2]
+        )
+        return feats, geom
+
+    def heads_module(self) -> Pi3Heads:
+        """A :class:`Pi3Heads` that *shares* this model's head submodules (no copy)."""
+        if not self.with_heads:
+            raise ValueError("Pi3Encoder: built without heads (with_heads=False)")
+        with torch.device("meta"):
+            heads = Pi3Heads(depth=0, num_registers=self.register_token.shape[-2])
+        for name in IGNORED_HEAD_PREFIXES:
+            setattr(heads, name[:-1], getattr(self, name[:-1]))
+        return heads
 
     def forward(self, imgs: torch.Tensor) -> torch.Tensor:
         """(B, N, 3, H, W) in [0, 1] -> (B, N, H/14, W/14, D) Pi3 features (what Gmos consumes)."""
@@ -643,10 +730,21 @@ class Pi3Encoder(nn.Module):
                 the keys and shapes).
         """
         own = self.state_dict()
-        own_keys = set(own)
         report = LoadReport()
-        ck_depth = _depths(set(state_dict))
-        my_depth = {"encoder": len(self.encoder.blocks), "decoder": len(self.decoder)}
+        ck_keys = set(state_dict)
+        ck_has_heads = any(k.startswith(IGNORED_HEAD_PREFIXES) for k in ck_keys)
+        # Heads are loaded only into a model that has them, from a checkpoint that has them; a
+        # mask-only checkpoint leaves a with-heads model's heads at their initial values.
+        load_heads = self.with_heads and ck_has_heads
+        if not load_heads:
+            own = {k: v for k, v in own.items() if not k.startswith(IGNORED_HEAD_PREFIXES)}
+        own_keys = set(own)
+        ck_depth = _depths(ck_keys)
+        my_depth = {
+            "encoder": len(self.encoder.blocks),
+            "decoder": len(self.decoder),
+            "heads": self.head_depth if load_heads else ck_depth["heads"],
+        }
         extra_depth = {p: ck_depth[p] for p in ck_depth if ck_depth[p] > my_depth[p]}
         if extra_depth and not truncate:
             detail = ", ".join(
@@ -659,7 +757,7 @@ class Pi3Encoder(nn.Module):
         to_load: dict[str, torch.Tensor] = {}
         unexpected: list[str] = []
         for key, value in state_dict.items():
-            if key.startswith(IGNORED_HEAD_PREFIXES):
+            if key.startswith(IGNORED_HEAD_PREFIXES) and not load_heads:
                 report.ignored.append(key)
             elif key in own_keys:
                 to_load[key] = value
@@ -705,8 +803,11 @@ class Pi3Encoder(nn.Module):
             # Keep the model's dtype: assign would otherwise adopt e.g. a bf16 checkpoint's dtype
             # (a meta-device model still carries its dtype). copy_ casts by itself when not assigning.
             to_load = {k: v.to(own[k].dtype) for k, v in to_load.items()}
-        self.load_state_dict(to_load, strict=True, assign=assign)
+        self.load_state_dict(
+            to_load, strict=not (self.with_heads and not load_heads), assign=assign
+        )
         report.loaded = sorted(to_load)
+        report.heads_loaded = self.heads_loaded = load_heads
         if self.encoder.fixed_grid is not None:
             # The precomputed position embedding was derived from the old weights.
             self.encoder.set_fixed_grid(*self.encoder.fixed_grid)
@@ -733,15 +834,27 @@ class Pi3Encoder(nn.Module):
         Returns:
             (model in eval mode on ``device`` with ``dtype``, :class:`LoadReport`).
         """
-        # The heads are listed (for the report) but never read from disk.
-        sd = load_safetensors_file(path, skip_prefixes=IGNORED_HEAD_PREFIXES)
+        # Without heads they are listed (for the report) but never read from disk.
+        with_heads = bool(kwargs.get("with_heads", False))
+        skip = () if with_heads else IGNORED_HEAD_PREFIXES
+        sd = load_safetensors_file(path, skip_prefixes=skip)
         depth = _depths(set(sd))
         kwargs.setdefault("encoder_depth", depth["encoder"])
         kwargs.setdefault("decoder_depth", depth["decoder"])
+        if with_heads and depth["heads"]:
+            kwargs.setdefault("head_depth", depth["heads"])
         with torch.device("meta"):
             model = cls(**kwargs)  # type: ignore[arg-type]
         model.to(dtype)
         report = model.load_official_state_dict(sd, truncate=truncate, assign=True)
+        if model.with_heads and not report.heads_loaded:
+            # A mask-only checkpoint: the heads are still on the meta device; give them storage
+            # and their default initialisation (their outputs are meaningless until trained).
+            for prefix in IGNORED_HEAD_PREFIXES:
+                head = getattr(model, prefix[:-1]).to_empty(device="cpu").to(dtype)
+                for sub in head.modules():
+                    if hasattr(sub, "reset_parameters"):
+                        sub.reset_parameters()
         return model.to(device).eval(), report
 
 
