@@ -1,0 +1,46 @@
+"""3-D geometry of moving objects: depth decoding, back-projection, per-object state, ego-motion.
+
+Pure numpy/OpenCV (no ROS, no torch). Camera axes are OpenCV's: x right, y down, z forward.
+Lengths are metres when the values are metric (depth images) and π³ units otherwise (one unknown
+scale per window); every result says which (``metric`` flags).
+"""
+
+from gmos_core.geometry.camera import (
+    PinholeIntrinsics,
+    apply_transform,
+    backproject_depth,
+    invert_transform,
+)
+from gmos_core.geometry.depth import DEPTH_ENCODINGS, DepthError, decode_depth
+from gmos_core.geometry.ego_motion import EgoMotion, ego_motion_from_poses, median_scale_ratio
+from gmos_core.geometry.objects import (
+    ObjectMeasurement,
+    ObjectState,
+    ObjectStateEstimator,
+    measure_object,
+)
+from gmos_core.geometry.slam_masks import (
+    INSTANCE_ENCODINGS,
+    dilate_mask,
+    encode_instance_mask,
+)
+
+__all__ = [
+    "DEPTH_ENCODINGS",
+    "INSTANCE_ENCODINGS",
+    "DepthError",
+    "EgoMotion",
+    "ObjectMeasurement",
+    "ObjectState",
+    "ObjectStateEstimator",
+    "PinholeIntrinsics",
+    "apply_transform",
+    "backproject_depth",
+    "decode_depth",
+    "dilate_mask",
+    "ego_motion_from_poses",
+    "encode_instance_mask",
+    "invert_transform",
+    "measure_object",
+    "median_scale_ratio",
+]
