@@ -14,6 +14,7 @@ TORCH_SPEC ?= torch==2.13.0
 # ROS 2 kilted from PyPI wheels, only where no ROS distribution provides rclpy already.
 ROS_WHEELS := ros-kilted-rclpy ros-kilted-rmw-fastrtps-cpp ros-kilted-std-msgs \
   ros-kilted-sensor-msgs ros-kilted-diagnostic-msgs ros-kilted-lifecycle-msgs \
+  ros-kilted-geometry-msgs ros-kilted-visualization-msgs \
   ros-kilted-ament-cmake ros-kilted-ament-package ros-kilted-ament-cmake-include-directories \
   ros-kilted-ament-cmake-ros-core ros-kilted-rosidl-default-generators \
   ros-kilted-rosidl-core-generators colcon-common-extensions
