@@ -54,6 +54,7 @@ from gmos_ros.diagnostics import (
     build_diagnostics,
     camera_status,
 )
+from gmos_ros.geometry_outputs import GeometryOutputs
 from gmos_ros.messages import (
     HeaderedStream,
     StampedResult,
@@ -135,6 +136,8 @@ class GmosNode(LifecycleNode):
                 spec.name, spec.default, ParameterDescriptor(description=spec.description)
             )
         self.params: NodeParams | None = None
+        # 3-D object states, ego-motion, markers, SLAM mask options (gmos_ros.geometry_outputs).
+        self.geometry = GeometryOutputs(self)
         self.cameras: list[_Camera] = []
         self.model: FrameModel | None = None
         self._active = False
@@ -174,6 +177,13 @@ class GmosNode(LifecycleNode):
             if cfg.camera_info_topic:
                 cam.pub_info = self.create_publisher(CameraInfo, cfg.output("camera_info"), out_qos)
             self.cameras.append(cam)
+        try:
+            self.geometry.configure(self.cameras, out_qos)
+        except ValueError as err:
+            self.get_logger().error(f"configure failed: {err}")
+            self._destroy_publishers()
+            self.params = None
+            return TransitionCallbackReturn.FAILURE
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(p.diagnostics_period_s, self.publish_diagnostics)
         self.get_logger().info(
@@ -205,7 +215,7 @@ class GmosNode(LifecycleNode):
             for cam in self.cameras:
                 cam.stream = HeaderedStream(
                     build_segmenter(settings, model=self.model),
-                    keep_frames=cam.pub_overlay is not None,
+                    keep_frames=cam.pub_overlay is not None or self.geometry.needs_frames(cam),
                     max_pending=_MAX_PENDING_HEADERS,
                 )
         except Exception as err:  # missing weights, bad config: say so, stay configurable
@@ -236,6 +246,7 @@ class GmosNode(LifecycleNode):
                 f"camera {cam.cfg.name or '(default)'}: {cam.cfg.image_topic} "
                 f"({p.transport}) -> {self.resolve_topic_name(cam.cfg.output('instance_mask'))}"
             )
+        self.geometry.activate(self.cameras, in_qos)
         self._active = True
         return super().on_activate(state)
 
@@ -396,10 +407,13 @@ class GmosNode(LifecycleNode):
         assert self.params is not None
         for item in results:
             inst, dyn, objs = result_messages(item.result, item.header, self.params.max_objects)
+            # Fills objs' 3-D fields; the masks may be re-encoded (dilation, 32SC1) for SLAM.
+            inst_out, dyn_out, extra = self.geometry.process(cam, item, inst, dyn, objs)
             outs: list[tuple[Publisher | None, Any]] = [
-                (cam.pub_instance, inst),
-                (cam.pub_dynamic, dyn),
+                (cam.pub_instance, inst_out),
+                (cam.pub_dynamic, dyn_out),
                 (cam.pub_objects, objs),
+                *extra,
             ]
             if cam.pub_info is not None:
                 info = self._matching_info(cam, stamp_to_ns(item.header))
@@ -456,6 +470,7 @@ class GmosNode(LifecycleNode):
 
     # ------------------------------------------------------------------ teardown
     def _shutdown_inference(self, flush: bool) -> None:
+        self.geometry.deactivate()
         for cam in self.cameras:
             for sub in (cam.sub_image, cam.sub_info):
                 if sub is not None:
@@ -506,6 +521,7 @@ class GmosNode(LifecycleNode):
             ):
                 if pub is not None:
                     self.destroy_publisher(pub)
+        self.geometry.cleanup()
         self.cameras = []
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)

@@ -95,7 +95,9 @@ class DepthVisualOdometry:
         corners = cv2.goodFeaturesToTrack(pgray, s.max_corners, 0.01, 5, mask=pallow)
         if corners is None or len(corners) < s.min_inliers:
             return None
-        nxt, status, _err = cv2.calcOpticalFlowPyrLK(pgray, gray, corners, None)
+        nxt, status, _err = cv2.calcOpticalFlowPyrLK(
+            pgray, gray, corners, None, winSize=(15, 15), maxLevel=2
+        )
         ok = status.ravel() == 1
         p0 = corners.reshape(-1, 2)[ok]
         p1 = nxt.reshape(-1, 2)[ok]

@@ -1,0 +1,406 @@
+"""The node's 3-D and SLAM-facing outputs: object positions/velocities, ego-motion, markers.
+
+One :class:`GeometryOutputs` per node, one :class:`CameraGeometry` per camera. The node calls it at
+five points (declare, configure, activate, each published result, teardown); everything else
+lives here so the node's own code stays about frames and masks.
+
+Per camera, optionally:
+- an aligned depth topic (``geometry.depth_topics``, one entry per camera, ``""`` = none):
+  ``16UC1`` (mm) or ``32FC1`` (m), paired with a result by **equal stamp** (within
+  ``geometry.depth_stamp_tolerance_s``, default 0). With depth + ``camera_info`` the objects get
+  metric positions, extents and ego-motion-compensated velocities (the ego-motion from
+  :class:`~gmos_core.geometry.visual_odometry.DepthVisualOdometry` on the non-moving pixels).
+  A result with no depth of its stamp gets no 3-D state (``has_position`` false) and counts
+  ``errors.depth_unmatched``: never a wrong pairing.
+- outputs ``~/ego_motion`` (gmos_msgs/EgoMotion) and ``~/markers`` (visualization_msgs/MarkerArray:
+  a box per object, its id, a velocity arrow; built only while someone subscribes).
+
+Bad input is counted, never fatal: ``errors.depth_invalid`` (unknown encoding, wrong size,
+truncated data), ``errors.camera_info_missing`` (depth but no intrinsics yet).
+
+SLAM parameters (they change the existing mask outputs):
+- ``slam.dynamic_mask_dilation_px``: grow ``~/dynamic_mask`` by this many pixels (DynaSLAM-style
+  consumers drop features near object borders; DynaSLAM uses 15). nvblox takes the mono8 mask as is
+  (0 = no dilation, the default).
+- ``slam.instance_mask_encoding``: ``mono16`` (default) or ``32SC1`` (DynOSAM-style consumers read
+  a ``CV_32SC1`` instance image); ids are the node's persistent object ids either way.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from builtin_interfaces.msg import Duration
+from gmos_msgs.msg import EgoMotion as EgoMotionMsg
+from gmos_msgs.msg import MovingObjectArray
+from rcl_interfaces.msg import ParameterDescriptor
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import CameraInfo, Image
+from visualization_msgs.msg import Marker, MarkerArray
+
+from gmos_core.geometry import (
+    DepthError,
+    EgoMotion,
+    ObjectMeasurement,
+    ObjectStateEstimator,
+    PinholeIntrinsics,
+    backproject_depth,
+    decode_depth,
+    dilate_mask,
+    encode_instance_mask,
+    measure_object,
+)
+from gmos_core.geometry.slam_masks import INSTANCE_ENCODINGS
+from gmos_core.geometry.visual_odometry import DepthVisualOdometry
+from gmos_ros.messages import copy_header, make_image, stamp_to_ns
+
+__all__ = ["GEOMETRY_PARAMS", "CameraGeometry", "GeometryOutputs", "GeometrySettings"]
+
+_DEPTH_KEEP = (
+    32  # depth images kept per camera for stamp pairing (results come ~half a window late)
+)
+
+
+@dataclass(frozen=True)
+class _Param:
+    name: str
+    default: Any
+    description: str
+
+
+GEOMETRY_PARAMS: tuple[_Param, ...] = (
+    _Param(
+        "geometry.depth_topics",
+        [""],
+        "aligned depth topic per camera, in camera order ('' = none): 16UC1 mm or 32FC1 m, paired "
+        "with the image by equal stamp; gives metric 3-D object states and ego-motion",
+    ),
+    _Param(
+        "geometry.depth_stamp_tolerance_s",
+        0.0,
+        "largest |image stamp - depth stamp| still paired, s (0 = equal stamps only)",
+    ),
+    _Param("geometry.min_points", 20, "fewest valid 3-D points for an object's position"),
+    _Param(
+        "geometry.velocity_window_s",
+        0.5,
+        "object velocity = slope of its positions over this time span, s",
+    ),
+    _Param(
+        "slam.dynamic_mask_dilation_px",
+        0,
+        "grow ~/dynamic_mask by this many px (DynaSLAM-style consumers; DynaSLAM uses 15); "
+        "0 = the mask as segmented (nvblox)",
+    ),
+    _Param(
+        "slam.instance_mask_encoding",
+        "mono16",
+        "~/instance_mask encoding: mono16 or 32SC1 (DynOSAM-style CV_32SC1 instance images)",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class GeometrySettings:
+    """Validated geometry / SLAM parameters."""
+
+    depth_topics: tuple[str, ...] = ("",)
+    depth_stamp_tolerance_ns: int = 0
+    min_points: int = 20
+    velocity_window_s: float = 0.5
+    dilation_px: int = 0
+    instance_encoding: str = "mono16"
+
+    @classmethod
+    def from_values(cls, v: dict[str, Any]) -> GeometrySettings:
+        """From parameter values (missing → defaults). Raises ValueError naming a bad value."""
+        tol = float(v.get("geometry.depth_stamp_tolerance_s", 0.0))
+        if tol < 0:
+            raise ValueError(f"geometry.depth_stamp_tolerance_s must be >= 0, got {tol}")
+        min_points = int(v.get("geometry.min_points", 20))
+        if min_points < 1:
+            raise ValueError(f"geometry.min_points must be >= 1, got {min_points}")
+        window = float(v.get("geometry.velocity_window_s", 0.5))
+        if window <= 0:
+            raise ValueError(f"geometry.velocity_window_s must be > 0, got {window}")
+        dil = int(v.get("slam.dynamic_mask_dilation_px", 0))
+        if dil < 0:
+            raise ValueError(f"slam.dynamic_mask_dilation_px must be >= 0, got {dil}")
+        enc = str(v.get("slam.instance_mask_encoding", "mono16"))
+        if enc not in INSTANCE_ENCODINGS:
+            raise ValueError(
+                f"slam.instance_mask_encoding must be one of {sorted(INSTANCE_ENCODINGS)}, "
+                f"got {enc!r}"
+            )
+        topics = tuple(str(t) for t in (v.get("geometry.depth_topics") or [""]))
+        return cls(topics, int(round(tol * 1e9)), min_points, window, dil, enc)
+
+
+def depth_image_to_array(msg: Any) -> tuple[np.ndarray, str]:
+    """sensor_msgs/Image (16UC1 / mono16 / 32FC1) → ((H, W) array of the encoding's dtype, encoding).
+
+    Raises:
+        DepthError: unknown encoding, or data inconsistent with height/width/step.
+    """
+    enc = str(msg.encoding)
+    dtypes = {"16UC1": np.uint16, "mono16": np.uint16, "32FC1": np.float32}
+    if enc not in dtypes:
+        raise DepthError(f"depth encoding {enc!r} is not supported (16UC1, mono16 or 32FC1)")
+    dt = np.dtype(dtypes[enc]).newbyteorder(">" if msg.is_bigendian else "<")
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0 or step < w * dt.itemsize:
+        raise DepthError(f"depth image {w}x{h} with step {step} is malformed")
+    raw = np.frombuffer(bytes(msg.data), np.uint8)
+    if raw.size < h * step:
+        raise DepthError(f"depth data has {raw.size} bytes, {h * step} expected")
+    rows = raw[: h * step].reshape(h, step)[:, : w * dt.itemsize]
+    return np.ascontiguousarray(rows).view(dt).reshape(h, w).astype(dtypes[enc]), enc
+
+
+@dataclass
+class CameraGeometry:
+    """One camera's depth buffer, state estimator, odometry and publishers."""
+
+    depth_topic: str
+    depths: deque[tuple[int, Any]] = field(default_factory=lambda: deque(maxlen=_DEPTH_KEEP))
+    estimator: ObjectStateEstimator = field(default_factory=ObjectStateEstimator)
+    vo: DepthVisualOdometry | None = None
+    pub_ego: Any = None
+    pub_markers: Any = None
+    sub_depth: Any = None
+    last_stamp_ns: int | None = None
+
+    def depth_for(self, stamp_ns: int, tolerance_ns: int) -> Any | None:
+        """The buffered depth message closest to ``stamp_ns`` within the tolerance, or None."""
+        best, best_d = None, tolerance_ns + 1
+        for s, msg in list(self.depths):
+            d = abs(s - stamp_ns)
+            if d < best_d:
+                best, best_d = msg, d
+        return best
+
+
+class GeometryOutputs:
+    """Geometry side of :class:`~gmos_ros.node.GmosNode` (see the module docstring)."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        for p in GEOMETRY_PARAMS:
+            node.declare_parameter(
+                p.name, p.default, ParameterDescriptor(description=p.description)
+            )
+        self.settings = GeometrySettings()
+        self.cams: dict[int, CameraGeometry] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    def configure(self, cameras: list[Any], out_qos: Any) -> None:
+        """Read parameters, create ~/ego_motion and ~/markers per camera. Raises ValueError."""
+        vals = {p.name: self.node.get_parameter(p.name).value for p in GEOMETRY_PARAMS}
+        self.settings = s = GeometrySettings.from_values(vals)
+        if len(s.depth_topics) not in (1, len(cameras)) and any(s.depth_topics):
+            raise ValueError(
+                f"geometry.depth_topics has {len(s.depth_topics)} entries for {len(cameras)} "
+                "cameras (give one per camera, '' for none)"
+            )
+        self.cams = {}
+        for i, cam in enumerate(cameras):
+            topic = s.depth_topics[i] if i < len(s.depth_topics) else ""
+            g = CameraGeometry(topic, estimator=ObjectStateEstimator(window_s=s.velocity_window_s))
+            if topic:
+                g.pub_ego = self.node.create_publisher(
+                    EgoMotionMsg, cam.cfg.output("ego_motion"), out_qos
+                )
+                g.pub_markers = self.node.create_publisher(
+                    MarkerArray, cam.cfg.output("markers"), out_qos
+                )
+            self.cams[id(cam)] = g
+
+    def needs_frames(self, cam: Any) -> bool:
+        """Whether results must keep their RGB frame (the odometry needs it)."""
+        g = self.cams.get(id(cam))
+        return bool(g and g.depth_topic)
+
+    def activate(self, cameras: list[Any], in_qos: Any) -> None:
+        """Subscribe to the depth topics."""
+        for cam in cameras:
+            g = self.cams.get(id(cam))
+            if g is None or not g.depth_topic:
+                continue
+            g.depths.clear()
+            g.estimator.reset()
+            g.vo = None
+            g.last_stamp_ns = None
+
+            def callback(msg: Image, g: CameraGeometry = g) -> None:
+                g.depths.append((stamp_to_ns(msg.header), msg))
+
+            g.sub_depth = self.node.create_subscription(Image, g.depth_topic, callback, in_qos)
+
+    def deactivate(self) -> None:
+        for g in self.cams.values():
+            if g.sub_depth is not None:
+                self.node.destroy_subscription(g.sub_depth)
+                g.sub_depth = None
+
+    def cleanup(self) -> None:
+        self.deactivate()
+        for g in self.cams.values():
+            for pub in (g.pub_ego, g.pub_markers):
+                if pub is not None:
+                    self.node.destroy_publisher(pub)
+        self.cams = {}
+
+    # ---- per result ------------------------------------------------------------------------------
+    def process(
+        self, cam: Any, item: Any, inst: Image, dyn: Image, objs: MovingObjectArray
+    ) -> tuple[Image, Image, list[tuple[Any, Any]]]:
+        """Fill ``objs``' 3-D fields, re-encode the masks per the SLAM parameters.
+
+        Returns:
+            ``(instance_mask, dynamic_mask, extra (publisher, message) pairs)``.
+        """
+        s = self.settings
+        ids = np.frombuffer(inst.data, np.uint16).reshape(inst.height, inst.width)
+        if s.dilation_px > 0:
+            dynamic = np.frombuffer(dyn.data, np.uint8).reshape(dyn.height, dyn.width)
+            dyn = make_image(dilate_mask(dynamic, s.dilation_px), "mono8", item.header)
+        if s.instance_encoding == "32SC1":
+            inst = _int32_image(encode_instance_mask(ids, "32SC1"), item.header)
+        g = self.cams.get(id(cam))
+        extra: list[tuple[Any, Any]] = []
+        if g is None or not g.depth_topic:
+            return inst, dyn, extra
+        stamp = stamp_to_ns(item.header)
+        depth_msg = g.depth_for(stamp, s.depth_stamp_tolerance_ns)
+        if depth_msg is None:
+            cam.counters.error("depth_unmatched")
+            return inst, dyn, extra
+        info = self.node._matching_info(cam, stamp)
+        if info is None:
+            cam.counters.error("camera_info_missing")
+            return inst, dyn, extra
+        try:
+            raw, enc = depth_image_to_array(depth_msg)
+            depth = decode_depth(raw, enc, expected_hw=ids.shape)
+            intr = _intrinsics(info, ids.shape)
+        except (DepthError, ValueError) as err:
+            cam.counters.error("depth_invalid")
+            self.node._errlog(f"{g.depth_topic}:depth", f"{g.depth_topic}: {err}")
+            return inst, dyn, extra
+        points = backproject_depth(depth, intr)
+        meas: dict[int, ObjectMeasurement] = {}
+        for o in objs.objects:
+            m = measure_object(ids == o.id, points, True, min_points=s.min_points)
+            if m is not None:
+                meas[int(o.id)] = m
+        ego = None
+        if item.frame is not None and item.frame.shape[:2] == ids.shape:
+            if g.vo is None or g.vo.intrinsics != intr:
+                g.vo = DepthVisualOdometry(intr)
+            moving = np.isin(ids, [o.id for o in objs.objects if o.moving])
+            ego = g.vo.step(item.frame, depth, moving, stamp)
+        prev_stamp = g.last_stamp_ns
+        g.last_stamp_ns = stamp
+        states = {st.object_id: st for st in g.estimator.update(stamp, meas, ego)}
+        for o in objs.objects:
+            st = states.get(int(o.id))
+            if st is None:
+                continue
+            o.has_position = True
+            o.metric = st.metric
+            o.position.x, o.position.y, o.position.z = (float(v) for v in st.position)
+            o.extent.x, o.extent.y, o.extent.z = (float(v) for v in st.extent)
+            o.has_velocity = bool(st.velocity_valid)
+            o.velocity.x, o.velocity.y, o.velocity.z = (float(v) for v in st.velocity)
+        if ego is not None and prev_stamp is not None and g.pub_ego is not None:
+            extra.append((g.pub_ego, _ego_msg(ego, item.header, prev_stamp)))
+        pm = g.pub_markers
+        if pm is not None and pm.get_subscription_count() > 0:
+            extra.append((pm, markers_msg(objs)))
+        return inst, dyn, extra
+
+
+def _intrinsics(info: CameraInfo, hw: tuple[int, int]) -> PinholeIntrinsics:
+    """Intrinsics for the mask size; camera_info of another size is rescaled (no crop assumed)."""
+    w, h = int(info.width), int(info.height)
+    if w <= 0 or h <= 0:
+        raise ValueError(f"camera_info has size {w}x{h}")
+    intr = PinholeIntrinsics.from_matrix(np.asarray(info.k, dtype=np.float64), w, h)
+    return intr if (h, w) == tuple(hw) else intr.resized(hw[1], hw[0])
+
+
+def _int32_image(arr: np.ndarray, header: Any) -> Image:
+    msg = Image()
+    msg.header = copy_header(header)
+    a = np.ascontiguousarray(arr, dtype="<i4")
+    msg.height, msg.width = int(a.shape[0]), int(a.shape[1])
+    msg.encoding = "32SC1"
+    msg.is_bigendian = 0
+    msg.step = msg.width * 4
+    msg.data = a.tobytes()
+    return msg
+
+
+def _ego_msg(ego: EgoMotion, header: Any, prev_stamp_ns: int) -> EgoMotionMsg:
+    msg = EgoMotionMsg()
+    msg.header = copy_header(header)
+    msg.previous_stamp.sec, msg.previous_stamp.nanosec = divmod(int(prev_stamp_ns), 1_000_000_000)
+    t = ego.prev_from_curr
+    tr = msg.prev_from_curr.translation
+    tr.x, tr.y, tr.z = (float(v) for v in t[:3, 3])
+    q = Rotation.from_matrix(t[:3, :3]).as_quat()  # x, y, z, w
+    rot = msg.prev_from_curr.rotation
+    rot.x, rot.y, rot.z, rot.w = (float(v) for v in q)
+    lin, ang = ego.camera_linear_velocity(), ego.camera_angular_velocity()
+    msg.velocity.linear.x, msg.velocity.linear.y, msg.velocity.linear.z = (float(v) for v in lin)
+    msg.velocity.angular.x, msg.velocity.angular.y, msg.velocity.angular.z = (float(v) for v in ang)
+    msg.metric = bool(ego.metric)
+    msg.source = ego.source
+    return msg
+
+
+def markers_msg(objs: MovingObjectArray) -> MarkerArray:
+    """A box, a text id and a velocity arrow (1 s of motion) per object with a 3-D position.
+
+    The first marker is a DELETEALL so that objects that disappeared do not linger in RViz.
+    """
+    out = MarkerArray()
+    clear = Marker()
+    clear.header = copy_header(objs.header)
+    clear.action = Marker.DELETEALL
+    out.markers.append(clear)
+    for o in objs.objects:
+        if not o.has_position:
+            continue
+        r, gr, b = (1.0, 0.2, 0.1) if o.moving else (0.2, 0.6, 1.0)
+        base = dict(ns="gmos", header=copy_header(objs.header), lifetime=Duration(sec=1))
+        box = Marker(id=3 * int(o.id), type=Marker.CUBE, action=Marker.ADD, **base)
+        box.pose.position = o.position
+        box.pose.orientation.w = 1.0
+        box.scale.x, box.scale.y, box.scale.z = (
+            max(v, 0.01) for v in (o.extent.x, o.extent.y, o.extent.z)
+        )
+        box.color.r, box.color.g, box.color.b, box.color.a = r, gr, b, 0.4
+        text = Marker(id=3 * int(o.id) + 1, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, **base)
+        text.pose.position.x, text.pose.position.y = o.position.x, o.position.y - o.extent.y / 2
+        text.pose.position.z = o.position.z
+        text.pose.orientation.w = 1.0
+        text.scale.z = 0.3
+        text.color.r = text.color.g = text.color.b = text.color.a = 1.0
+        text.text = f"{o.id}" + ("" if o.metric else " (up to scale)")
+        out.markers.append(box)
+        out.markers.append(text)
+        if o.has_velocity:
+            arrow = Marker(id=3 * int(o.id) + 2, type=Marker.ARROW, action=Marker.ADD, **base)
+            start = o.position
+            end = type(start)(
+                x=start.x + o.velocity.x, y=start.y + o.velocity.y, z=start.z + o.velocity.z
+            )
+            arrow.points = [start, end]
+            arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.05, 0.1, 0.1
+            arrow.color.r, arrow.color.g, arrow.color.b, arrow.color.a = r, gr, b, 1.0
+            out.markers.append(arrow)
+    return out
