@@ -7,6 +7,8 @@ For every rendered scene (``gmos_core.data.synthetic``: exact depth, camera pose
 trajectories), masks come from
 
 - ``oracle``: the renderer's instance masks (what the geometry alone is worth), and
+- ``micro_gmos``: the shipped micro Gmos (online proposer, ``gmos_core/assets``) streamed frame by
+  frame as the node runs it (scored like ``frame_diff``),
 - ``frame_diff``: the non-learned baseline (window frame differencing, components linked into
   tracks; a track is scored against the object it overlaps most, IoU >= 0.3),
 
@@ -55,6 +57,7 @@ from gmos_core.geometry import (  # noqa: E402
     measure_object,
 )
 from gmos_core.geometry.visual_odometry import DepthVisualOdometry  # noqa: E402
+from gmos_core.runtime import RuntimeSettings, build_segmenter  # noqa: E402
 
 WINDOW_S = 0.5
 
@@ -90,6 +93,24 @@ def _frame_diff_tracks(s: SceneSample) -> np.ndarray:
     return tracks
 
 
+def _micro_masks(s: SceneSample) -> tuple[np.ndarray, np.ndarray]:
+    """The shipped micro Gmos (online proposer) streamed over the scene: (instance ids, moving)."""
+    seg = build_segmenter(RuntimeSettings(variant="gmos_online"))
+    results = []
+    for t in range(s.num_frames):
+        results += seg.step(s.frames[t], int(s.stamps_ns[t]))
+    results += seg.flush()
+    by_stamp = {r.stamp_ns: r for r in results}
+    ids = np.zeros(s.instance_masks.shape, np.int32)
+    moving = np.zeros(s.instance_masks.shape, bool)
+    for t in range(s.num_frames):
+        r = by_stamp.get(int(s.stamps_ns[t]))
+        if r is not None:
+            ids[t] = r.instance_ids
+            moving[t] = r.dynamic_mask
+    return ids, moving
+
+
 def _assign(pred: np.ndarray, gt: np.ndarray) -> dict[int, int]:
     """Predicted id → GT object id (max IoU >= 0.3) for one frame."""
     out: dict[int, int] = {}
@@ -111,7 +132,7 @@ def _assign(pred: np.ndarray, gt: np.ndarray) -> dict[int, int]:
 
 
 def run_scene(
-    s: SceneSample, masks: np.ndarray, ego_src: str, dynamic_ids: np.ndarray | None
+    s: SceneSample, masks: np.ndarray, dyn_masks: np.ndarray, ego_src: str, gt_ids: bool
 ) -> dict[str, Any]:
     """Per-object errors and ego errors for one scene, one mask source, one ego source."""
     t_len, h, w = masks.shape
@@ -131,11 +152,7 @@ def run_scene(
             if t
             else None
         )
-        if dynamic_ids is None:  # method masks = moving ones for the odometry
-            dyn = masks[t] > 0
-        else:
-            dyn = np.isin(masks[t], dynamic_ids)
-        vo_ego = vo.step(s.frames[t], s.depth[t], dyn, int(s.stamps_ns[t]))
+        vo_ego = vo.step(s.frames[t], s.depth[t], dyn_masks[t], int(s.stamps_ns[t]))
         ego: EgoMotion | None = truth_ego
         if ego_src == "depth_vo" and t:
             if vo_ego is None:
@@ -157,7 +174,7 @@ def run_scene(
         meas = {}
         assign = (
             {int(k): int(k) for k in np.unique(masks[t]) if k}
-            if dynamic_ids is not None
+            if gt_ids
             else _assign(masks[t], s.instance_masks[t])
         )
         for pid in assign:
@@ -213,6 +230,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--size", type=int, nargs=2, default=(192, 256), help="H W")
     ap.add_argument("--seed", type=int, default=100)
+    ap.add_argument("--no-micro", action="store_true", help="skip the shipped micro Gmos")
     ap.add_argument("--out", type=Path, default=Path("out/bench_geometry"))
     args = ap.parse_args()
     acc: dict[tuple[str, str], dict[str, list]] = {}
@@ -225,13 +243,17 @@ def main() -> None:
             width=args.size[1],
         )
         s = generate_scene(cfg)
+        oracle = s.instance_masks.astype(np.int32)
+        fd = _frame_diff_tracks(s).astype(np.int32)
         sources = {
-            "oracle": (s.instance_masks.astype(np.int32), s.object_ids[s.object_is_dynamic]),
-            "frame_diff": (_frame_diff_tracks(s).astype(np.int32), None),
+            "oracle": (oracle, np.isin(oracle, s.object_ids[s.object_is_dynamic]), True),
+            "frame_diff": (fd, fd > 0, False),
         }
-        for name, (masks, dyn_ids) in sources.items():
+        if not args.no_micro:
+            sources["micro_gmos"] = (*_micro_masks(s), False)
+        for name, (masks, dyn, gt_ids) in sources.items():
             for ego_src in ("truth", "depth_vo"):
-                r = run_scene(s, masks, ego_src, dyn_ids)
+                r = run_scene(s, masks, dyn, ego_src, gt_ids)
                 a = acc.setdefault((name, ego_src), {})
                 for k, v in r.items():
                     a.setdefault(k, [])
