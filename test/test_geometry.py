@@ -287,3 +287,53 @@ def test_depth_visual_odometry_recovers_the_camera_motion():
             rot_errs.append(np.degrees(np.arccos(np.clip((np.trace(r) - 1) / 2, -1, 1))))
     assert np.median(errs) < 0.015  # m per frame (the camera moves 3-9 cm per frame here)
     assert np.max(rot_errs) < 0.5  # degrees
+
+
+# ---- π³ outputs (scale-free) --------------------------------------------------------------------------
+
+
+def test_pi3_outputs_give_up_to_scale_states_that_align_to_depth():
+    """π³-like outputs built from the renderer's truth, each window with its own unknown scale."""
+    from gmos_core.geometry import align_to_depth, confident_points, pi3_ego_motion
+
+    s = generate_scene(
+        SceneConfig(seed=3, scene_kind="dynamic", num_frames=16, height=96, width=128)
+    )
+    intr = PinholeIntrinsics.from_matrix(s.intrinsics, 128, 96)
+    est = ObjectStateEstimator(window_s=0.5)
+    static_speeds, pos_rel_err = [], []
+    prev_scale = None
+    for t in range(1, s.num_frames):
+        scale = 0.2 + 0.05 * (t % 3)  # a new window every frame, each with its own scale
+        win = [t - 1, t]
+        c2w0 = invert_transform(s.cam_to_world[win[0]])
+        poses = np.stack([c2w0 @ s.cam_to_world[i] for i in win])
+        poses[:, :3, 3] *= scale
+        local = backproject_depth(s.depth[t], intr) * scale
+        conf = np.full(s.depth[t].shape, 3.0)
+        conf[:5] = -5.0  # unconfident rows are dropped
+        pts = confident_points(local, conf)
+        assert np.isnan(pts[:5]).all()
+        if prev_scale is not None:
+            est.rescale(scale / prev_scale)  # tracks into this window's scale
+        prev_scale = scale
+        ego = pi3_ego_motion(poses, 0, 1, 0.1)
+        assert not ego.metric and ego.source == "pi3"
+        meas = {}
+        for oid in s.object_ids:
+            m = measure_object(s.instance_masks[t] == oid, pts, metric=False)
+            if m is not None and m.num_points >= 300:
+                meas[int(oid)] = m
+        w2c = invert_transform(s.cam_to_world[t])
+        for st in est.update(int(s.stamps_ns[t]), meas, ego):
+            assert not st.metric
+            k = st.object_id - 1
+            truth = apply_transform(w2c, s.object_centroid_world[t, k])
+            pos_rel_err.append(np.linalg.norm(st.position / scale - truth) / np.linalg.norm(truth))
+            if st.velocity_valid and t >= 6 and not s.motion_state[t - 5 : t, k].any():
+                static_speeds.append(st.speed / scale)
+        metric_pts, found = align_to_depth(local, s.depth[t])
+        assert found == pytest.approx(1.0 / scale, rel=1e-5)
+        np.testing.assert_allclose(metric_pts[..., 2], s.depth[t], rtol=1e-5)
+    assert np.median(pos_rel_err) < 0.05
+    assert len(static_speeds) > 5 and np.median(static_speeds) < 0.1  # m/s after scaling back

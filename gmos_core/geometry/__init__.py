@@ -19,6 +19,7 @@ from gmos_core.geometry.objects import (
     ObjectStateEstimator,
     measure_object,
 )
+from gmos_core.geometry.pi3_adapter import align_to_depth, confident_points, pi3_ego_motion
 from gmos_core.geometry.slam_masks import (
     INSTANCE_ENCODINGS,
     dilate_mask,
@@ -34,8 +35,10 @@ __all__ = [
     "ObjectState",
     "ObjectStateEstimator",
     "PinholeIntrinsics",
+    "align_to_depth",
     "apply_transform",
     "backproject_depth",
+    "confident_points",
     "decode_depth",
     "dilate_mask",
     "ego_motion_from_poses",
@@ -43,4 +46,5 @@ __all__ = [
     "invert_transform",
     "measure_object",
     "median_scale_ratio",
+    "pi3_ego_motion",
 ]
