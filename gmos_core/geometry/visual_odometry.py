@@ -83,7 +83,7 @@ class DepthVisualOdometry:
         allow[~np.isfinite(depth_m)] = 0
         # Corners sit on edges, often depth edges, where a one-pixel error picks the wrong
         # surface: keep only pixels whose 5x5 neighbourhood has one depth (within 2 %).
-        d = np.nan_to_num(depth_m, nan=0.0).astype(np.float32)
+        d = np.nan_to_num(depth_m, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
         kernel = np.ones((5, 5), np.uint8)
         dmax, dmin = cv2.dilate(d, kernel), cv2.erode(d, kernel)
         allow[(dmin <= 0) | (dmax > 1.02 * dmin)] = 0
