@@ -83,9 +83,10 @@ def test_fixture_head_input_is_the_shared_decoder_output(ref, fixtures_dir):
 
 
 def test_heads_parity_on_official_head_input(model, ref):
-    rope = rope2d_cos_sin(pi3_positions(5, 7), 64, 100.0, torch.float32)
+    pos = pi3_positions(5, 7)
+    rope = rope2d_cos_sin(pos, 64, 100.0, torch.float32)
     with torch.no_grad():
-        geom = run_heads(model, torch.from_numpy(ref["head_input"]), rope, 1, 5, 7, 5)
+        geom = run_heads(model, torch.from_numpy(ref["head_input"]), pos, 100.0, 1, 5, 7, 5)
         cam = model.camera_decoder(torch.from_numpy(ref["head_input"]), rope)
         pts = model.point_decoder(torch.from_numpy(ref["head_input"]), rope)
     np.testing.assert_allclose(cam[..., :8].numpy(), ref["camera_decoder_out_ch0_7"], atol=ATOL)
@@ -122,7 +123,7 @@ TINY = dict(
     pos_grid=4,
     with_heads=True,
     head_depth=1,
-    head_width=64,
+    head_width=32,
     head_num_heads=4,
     camera_width=32,
 )
@@ -191,8 +192,7 @@ def test_loading_with_and_without_heads(tmp_path):
 def test_heads_reject_bad_input():
     m = _tiny(2)
     with pytest.raises(ValueError, match="registers"):
-        rope = rope2d_cos_sin(pi3_positions(2, 3), 16, 100.0, torch.float32)
-        run_heads(m, torch.zeros(3, 10, 128), rope, 1, 2, 3, 5)
+        run_heads(m, torch.zeros(3, 10, 128), pi3_positions(2, 3), 100.0, 1, 2, 3, 5)
     with pytest.raises(ValueError, match="without heads"):
         Pi3Encoder(**{**TINY, "with_heads": False}).decode_window_geometry(
             torch.zeros(1, 3, 6, 64), 2, 3

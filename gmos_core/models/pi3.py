@@ -647,13 +647,13 @@ class Pi3Encoder(nn.Module):
         """
         if not self.with_heads:
             raise ValueError("Pi3Encoder: built without heads (with_heads=False)")
-        feats, head_input, rope = _run_decoder_full(
+        feats, head_input, _rope = _run_decoder_full(
             self.decoder, self.register_token, tokens, h, w, self.rope_base, True
         )
         assert head_input is not None
-        geom = run_heads(
-            self, head_input, rope, int(tokens.shape[0]), h, w, self.register_token.shape[-2]
-        )
+        r = self.register_token.shape[-2]
+        pos = pi3_positions(h, w, r, device=tokens.device)
+        geom = run_heads(self, head_input, pos, self.rope_base, int(tokens.shape[0]), h, w, r)
         return feats, geom
 
     def heads_module(self) -> Pi3Heads:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gmos_core.models.layers import Block
+from gmos_core.models.layers import Block, rope2d_cos_sin
 
 __all__ = [
     "HEAD_NAMES",
@@ -224,23 +224,25 @@ class Pi3Heads(nn.Module):
     def forward(
         self,
         head_input: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
+        pos: torch.Tensor,
         batch: int,
         h: int,
         w: int,
+        rope_base: float = 100.0,
     ) -> Pi3Geometry:
         """Run the heads on one or more windows.
 
         Args:
             head_input: (B·N, R + h·w, 2·D) concat of the last two decoder block outputs.
-            rope: per-frame RoPE (cos, sin), each (R + h·w, head_dim).
+            pos: (R + h·w, 2) per-frame RoPE positions (``pi3_positions``).
             batch: B (windows); N is inferred.
             h, w: patch grid.
+            rope_base: RoPE frequency base (π³: 100).
 
         Returns:
             :class:`Pi3Geometry` with H = h·patch, W = w·patch.
         """
-        return run_heads(self, head_input, rope, batch, h, w, self.num_registers)
+        return run_heads(self, head_input, pos, rope_base, batch, h, w, self.num_registers)
 
 
 def build_heads(
@@ -265,13 +267,18 @@ def build_heads(
 def run_heads(
     owner: nn.Module,
     head_input: torch.Tensor,
-    rope: tuple[torch.Tensor, torch.Tensor],
+    pos: torch.Tensor,
+    rope_base: float,
     batch: int,
     h: int,
     w: int,
     num_registers: int,
 ) -> Pi3Geometry:
-    """Heads forward for any module holding the six official head submodules as attributes."""
+    """Heads forward for any module holding the six official head submodules as attributes.
+
+    The RoPE tables are built for each head transformer's own head dim (π³ shares one RoPE module
+    whose tables follow the attention's head dim; at paper size it equals the decoder's, 64).
+    """
     m, length, _ = head_input.shape
     if length != num_registers + h * w:
         raise ValueError(
@@ -281,9 +288,19 @@ def run_heads(
         raise ValueError(f"Pi3 heads: {m} frames is not a multiple of batch {batch}")
     n = m // batch
     r = num_registers
-    point_tok = owner.point_decoder(head_input, rope)[:, r:].float()
-    conf_tok = owner.conf_decoder(head_input, rope)[:, r:].float()
-    cam_tok = owner.camera_decoder(head_input, rope)[:, r:].float()
+    tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def rope_for(dec: HeadDecoder) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if len(dec.blocks) == 0:
+            return None
+        hd = dec.blocks[0].attn.head_dim
+        if hd not in tables:
+            tables[hd] = rope2d_cos_sin(pos, hd, rope_base, head_input.dtype)
+        return tables[hd]
+
+    point_tok = owner.point_decoder(head_input, rope_for(owner.point_decoder))[:, r:].float()
+    conf_tok = owner.conf_decoder(head_input, rope_for(owner.conf_decoder))[:, r:].float()
+    cam_tok = owner.camera_decoder(head_input, rope_for(owner.camera_decoder))[:, r:].float()
     raw = owner.point_head(point_tok, h, w)  # (M, H, W, 3)
     xy, log_z = raw.split([2, 1], dim=-1)
     z = torch.exp(log_z)
