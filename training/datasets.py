@@ -240,6 +240,16 @@ class SyntheticWindowDataset(Dataset):
                 for j in idx
             ]
         )
+        # Exact geometry of the window (the micro π³'s point and camera heads, pretrain_pi3
+        # with geometry_weight > 0): z-depth at the π³ input size (nearest: no mixed surfaces),
+        # m, NaN where no surface; camera-to-world poses, m.
+        ph, pw = item["pi3"].shape[-2:]
+        depth = np.stack(
+            [cv2.resize(sample.depth[j], (pw, ph), interpolation=cv2.INTER_NEAREST) for j in idx]
+        )
+        depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
+        item["gt_depth_window"] = torch.from_numpy(depth.astype(np.float32))
+        item["gt_cam_to_world"] = torch.from_numpy(sample.cam_to_world[idx].astype(np.float32))
         item.update({"skipped": 0, "stride": stride, "key": f"seed{sample.config.seed}/t{t}"})
         return item
 
@@ -372,7 +382,8 @@ def collate_windows(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Returns:
         ``pi3`` (B, N, 3, H', W'), ``sam`` (B, 3, S, S), ``gt_fg`` (B, R, R), ``gt_masks`` /
         ``gt_motion`` lists of B tensors, ``skipped`` int sum, ``keys`` list of str, and
-        ``gt_fg_window`` (B, N, R, R) when every item has it (synthetic windows).
+        ``gt_fg_window`` (B, N, R, R), ``gt_depth_window`` (B, N, H', W') and ``gt_cam_to_world``
+        (B, N, 4, 4) when every item has them (synthetic windows).
     """
     return {
         "pi3": torch.stack([it["pi3"] for it in items]),
@@ -387,6 +398,11 @@ def collate_windows(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
             if all("gt_fg_window" in it for it in items)
             else {}
         ),
+        **{
+            k: torch.stack([it[k] for it in items])
+            for k in ("gt_depth_window", "gt_cam_to_world")
+            if all(k in it for it in items)
+        },
     }
 
 

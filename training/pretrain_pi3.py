@@ -47,12 +47,14 @@ _HERE = str(Path(__file__).resolve().parent)
 if list(_training_pkg.__path__)[:1] != [_HERE]:
     _training_pkg.__path__.insert(0, _HERE)
 
+from gmos_core.models.pi3_heads import Pi3Geometry, build_heads  # noqa: E402
 from training.datasets import (  # noqa: E402
     SyntheticWindowDataset,
     WindowSpec,
     collate_windows,
     synthetic_config_from_dict,
 )
+from training.geometry_losses import geometry_loss  # noqa: E402
 from training.train import CONFIG_DIR, compose_config  # noqa: E402
 from training.trainer import (  # noqa: E402
     OptimConfig,
@@ -90,6 +92,11 @@ class Pi3PretrainConfig:
         val_seed: first validation scene seed (not the held-out benchmark's 900000..).
         device: torch device of π³ and the probe ("cpu", "cuda", "cuda:1"); float32 on every
             device, so a GPU run follows the CPU recipe step for step, only faster.
+        geometry_weight: > 0 adds π³'s point and camera heads (official key names, saved with
+            the π³ weights) trained on the renderer's exact depth and camera poses with this
+            weight (`training.geometry_losses`); 0 = the motion probe alone (the recipe).
+        geometry_head_width, geometry_head_depth, geometry_head_heads, geometry_camera_width:
+            sizes of the micro heads (official: 1024, 5, 16, 512).
     """
 
     model: str = "micro"
@@ -113,6 +120,11 @@ class Pi3PretrainConfig:
     val_windows: int = 64
     val_seed: int = 800_000
     device: str = "cpu"
+    geometry_weight: float = 0.0
+    geometry_head_width: int = 64
+    geometry_head_depth: int = 1
+    geometry_head_heads: int = 4
+    geometry_camera_width: int = 64
 
 
 def pretrain_config_from_dict(raw: dict[str, Any]) -> Pi3PretrainConfig:
@@ -191,11 +203,36 @@ def motion_probe_loss(
 
 
 def _forward(pi3: nn.Module, probe: MotionProbe, frames: Tensor) -> Tensor:
+    return _forward_geometry(pi3, probe, frames)[0]
+
+
+def _forward_geometry(
+    pi3: nn.Module, probe: MotionProbe, frames: Tensor
+) -> tuple[Tensor, Pi3Geometry | None]:
+    """Probe logits, and the π³ head outputs when the model has heads (one decoder pass)."""
     b, n = frames.shape[:2]
     h, w = pi3.grid_size(int(frames.shape[-2]), int(frames.shape[-1]))
-    tok = pi3.encode_frames(frames.flatten(0, 1))
-    feats = pi3.decode_window(tok.view(b, n, *tok.shape[1:]), h, w)  # (B, N, h, w, D)
-    return probe(feats)
+    tok = pi3.encode_frames(frames.flatten(0, 1)).view(b, n, -1, pi3.embed_dim)
+    if getattr(pi3, "with_heads", False):
+        feats, geom = pi3.decode_window_geometry(tok, h, w)
+        return probe(feats), geom
+    return probe(pi3.decode_window(tok, h, w)), None  # (B, N, h, w, D) features
+
+
+def _add_heads(pi3: nn.Module, cfg: Pi3PretrainConfig) -> None:
+    """Give a micro π³ its point / confidence / camera heads (official names, micro sizes)."""
+    heads = build_heads(
+        pi3.embed_dim,
+        cfg.geometry_head_width,
+        cfg.geometry_head_depth,
+        cfg.geometry_head_heads,
+        cfg.geometry_camera_width,
+        pi3.patch_size,
+    )
+    for name, module in heads.items():
+        pi3.add_module(name, module)
+    pi3.with_heads = True
+    pi3.head_depth = cfg.geometry_head_depth
 
 
 @torch.no_grad()
@@ -260,7 +297,10 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     mcfg = GmosModelConfig.load(cfg.model)
     device = torch.device(cfg.device)
-    pi3 = build_pi3(mcfg).train().to(device)
+    pi3 = build_pi3(mcfg)
+    if cfg.geometry_weight > 0:
+        _add_heads(pi3, cfg)
+    pi3 = pi3.train().to(device)
     probe = MotionProbe(mcfg.pi3.embed_dim, cfg.probe_subdivide).to(device)
     params = [*pi3.parameters(), *probe.parameters()]
     o = cfg.optim
@@ -319,11 +359,19 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
     bar = tqdm(total=cfg.max_steps, desc="pretrain pi3")
     for batch in loader:
         frames = batch["pi3"].to(device, non_blocking=True)
-        logits = _forward(pi3, probe, frames)
+        logits, geom = _forward_geometry(pi3, probe, frames)
         target = F.adaptive_avg_pool2d(
             batch["gt_fg_window"].to(device, non_blocking=True), logits.shape[-2:]
         )
         loss, parts = motion_probe_loss(logits, target, cfg.pos_weight, cfg.dice_weight)
+        if geom is not None:
+            g_loss, g_parts = geometry_loss(
+                geom,
+                batch["gt_depth_window"].to(device, non_blocking=True),
+                batch["gt_cam_to_world"].to(device, non_blocking=True),
+            )
+            loss = loss + cfg.geometry_weight * g_loss
+            parts = {**parts, **g_parts}
         if not torch.isfinite(loss):
             bar.close()
             save()
@@ -348,6 +396,14 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
                     k: float(np.mean(acc[k])) if acc.get(k) else math.nan
                     for k in ("loss", "bce", "dice", "fg_iou", "grad_norm")
                 },
+                **(
+                    {
+                        k: float(np.mean(acc[k])) if acc.get(k) else math.nan
+                        for k in ("geo_depth", "geo_rot", "geo_trans", "geo_scale_err")
+                    }
+                    if cfg.geometry_weight > 0
+                    else {}
+                ),
                 "s_per_step": (now - t_last) / cfg.log_every,
                 "elapsed_s": now - t0,
             }
