@@ -152,6 +152,11 @@ def test_loading_with_and_without_heads(tmp_path):
         f, g = full.eval().decode_window_geometry(tok, 2, 3)
     torch.testing.assert_close(g.camera_poses, g_src.camera_poses)
     torch.testing.assert_close(g.local_points, g_src.local_points)
+    heads = full.heads_module()  # shares the modules: the same outputs from the same input
+    assert heads.camera_head is full.camera_head
+    assert set(heads.state_dict()) == {
+        k for k in full.state_dict() if k.startswith(IGNORED_HEAD_PREFIXES)
+    }
 
     # A checkpoint without heads still loads (masks need only the trunk); heads are reported absent.
     trunk = {k: v for k, v in sd.items() if not k.startswith(IGNORED_HEAD_PREFIXES)}
