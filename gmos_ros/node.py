@@ -324,10 +324,12 @@ class GmosNode(LifecycleNode):
     def enqueue(self, cam: _Camera, msg: Any) -> bool:
         """Convert one input message and put it in the camera's slot (the subscription
         callback). Returns False when the message was rejected (counted and logged)."""
+        codec_warnings: list[str] = []
         try:
-            frame = (
-                compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
-            )
+            if isinstance(msg, CompressedImage):
+                frame = compressed_to_rgb(msg, codec_warnings)
+            else:
+                frame = image_to_rgb(msg)
         except ConversionError as err:
             cam.counters.error(err.kind)
             self._errlog(f"{cam.cfg.image_topic}:{err.kind}", f"{cam.cfg.image_topic}: {err}")
@@ -336,6 +338,14 @@ class GmosNode(LifecycleNode):
             cam.counters.error("conversion")
             self._errlog(f"{cam.cfg.image_topic}:conversion", f"{cam.cfg.image_topic}: {err!r}")
             return False
+        if codec_warnings:
+            # libjpeg recovered (the frame is used) but the data was damaged: counted and
+            # logged at the error log's rate instead of one stderr line per frame.
+            cam.counters.error("decode_warning")
+            self._errlog(
+                f"{cam.cfg.image_topic}:decode_warning",
+                f"{cam.cfg.image_topic}: {'; '.join(codec_warnings)}",
+            )
         now = time.monotonic()
         with self._cond:
             dropped = cam.slot is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 import cv2
+import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
@@ -283,3 +284,19 @@ def test_params_mapping_resolves_names_before_the_transport_suffix():
         resolve=lambda t: t,
     )
     assert p.cameras[0].image_topic == "/a/image/compressed"
+
+
+def test_corrupt_jpeg_is_counted_as_a_decode_warning_not_printed(ros):
+    _, _, make = ros
+    node = make({"input_transport": "compressed"})
+    assert autostart(node)
+    cam = node.cameras[0]
+    img = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", img)
+    data = bytearray(buf.tobytes())
+    data[len(data) // 2], data[len(data) // 2 + 1] = 0xFF, 0xD9  # an early end marker
+    msg = CompressedImage(header=_header(10**8), format="jpeg")
+    msg.data = bytes(data)
+    assert node.enqueue(cam, msg)  # libjpeg recovered: the frame is used...
+    assert cam.counters.errors["decode_warning"] == 1  # ...and the damage counted
+    assert cam.counters.window.summary().errors == {"decode_warning": 1}

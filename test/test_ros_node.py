@@ -163,7 +163,7 @@ def test_hostile_input_node_stays_up_bounded_and_counted(ros):
         assert _feed(node, _msg(i))
         fed.append(i * 10**9 // FPS)
     bad = [
-        _msg(6, encoding="yuv422"),
+        _msg(6, encoding="yuv420"),
         _msg(6, encoding="32FC1"),
         _msg(6, step=10),  # step < width * 3
         _msg(6, height=0),
