@@ -413,7 +413,9 @@ def run_eval(
     t0 = time.perf_counter()
     model = model if model is not None else load_frame_model(params.runtime)
     report.model_load_s = time.perf_counter() - t0
-    stream = HeaderedStream(build_segmenter(params.runtime, model=model))
+    stream = HeaderedStream(
+        build_segmenter(params.runtime, model=model), max_input_pixels=params.max_input_pixels
+    )
     preds: dict[int, tuple[np.ndarray, set[int]]] = {}
     writer = None
     conns: dict[str, Any] = {}

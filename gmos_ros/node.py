@@ -213,6 +213,7 @@ class GmosNode(LifecycleNode):
                     build_segmenter(settings, model=self.model),
                     keep_frames=cam.pub_overlay is not None,
                     max_pending=_MAX_PENDING_HEADERS,
+                    max_input_pixels=p.max_input_pixels,
                 )
         except Exception as err:  # missing weights, bad config: say so, stay configurable
             self.get_logger().error(f"activate failed: cannot load the model: {err}")

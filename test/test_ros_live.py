@@ -300,3 +300,61 @@ def test_corrupt_jpeg_is_counted_as_a_decode_warning_not_printed(ros):
     assert node.enqueue(cam, msg)  # libjpeg recovered: the frame is used...
     assert cam.counters.errors["decode_warning"] == 1  # ...and the damage counted
     assert cam.counters.window.summary().errors == {"decode_warning": 1}
+
+
+def test_12_megapixel_frame_goes_to_the_model_downscaled_and_comes_back_full_size(ros):
+    from sensor_msgs.msg import CameraInfo
+
+    from gmos_ros.messages import make_image
+
+    seen: list[tuple[int, int]] = []
+
+    class SizeLoader(Loader):
+        def __call__(self, settings):
+            model = super().__call__(settings)
+            predict = model.predict
+
+            def spy(geometry, segmentation, out_hw):
+                seen.append(tuple(segmentation.shape[:2]))
+                return predict(geometry, segmentation, out_hw)
+
+            model.predict = spy
+            return model
+
+    _, _, make = ros
+    node = make(
+        {
+            "window_s": 0.0,
+            "max_input_pixels": 2_073_600,
+            "camera_info_topics": ["/cam/camera_info"],
+        },
+        SizeLoader(),
+    )
+    assert autostart(node)
+    cam = node.cameras[0]
+    published: dict[str, list] = {"inst": [], "dyn": [], "objs": [], "info": []}
+    cam.pub_instance.publish = published["inst"].append
+    cam.pub_dynamic.publish = published["dyn"].append
+    cam.pub_objects.publish = published["objs"].append
+    cam.pub_info.publish = published["info"].append
+    h, w = 3000, 4000
+    frame = np.zeros((h, w, 3), np.uint8)
+    frame[1000:2000, 500:1700, 0] = 255  # a red block: the stand-in model's foreground
+    header = _header(10**9)
+    info = CameraInfo(header=header, height=h, width=w, distortion_model="plumb_bob")
+    info.k = [3000.0, 0.0, 2000.0, 0.0, 3000.0, 1500.0, 0.0, 0.0, 1.0]
+    cam.infos.append(info)
+    assert node.enqueue(cam, make_image(frame, "rgb8", header))
+    assert _wait(lambda: len(published["inst"]) == 1, 60.0)
+    assert seen and seen[0][0] * seen[0][1] <= 2_073_600  # the model saw <= 2.07 MP
+    assert seen[0] == (1247, 1662)  # 4:3 kept to a pixel
+    inst, dyn, objs = published["inst"][0], published["dyn"][0], published["objs"][0]
+    assert (inst.height, inst.width, dyn.height, dyn.width) == (h, w, h, w)
+    ids = np.frombuffer(inst.data, np.uint16).reshape(h, w)
+    (obj,) = objs.objects
+    ys, xs = np.nonzero(ids == obj.id)
+    assert obj.area == len(xs) and (obj.x, obj.y) == (xs.min(), ys.min())
+    assert abs(obj.x - 500) <= 3 and abs(obj.y - 1000) <= 3 and abs(obj.width - 1200) <= 6
+    # The input's camera_info, unchanged, with the image header (outputs are at its size).
+    (out_info,) = published["info"]
+    assert (out_info.height, out_info.width) == (h, w) and list(out_info.k) == list(info.k)
