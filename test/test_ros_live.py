@@ -79,7 +79,7 @@ def test_no_input_goes_stale_within_the_threshold_then_recovers(ros):
     assert _level(first) == Level.STALE
     # Reported as soon as the threshold is passed (one diagnostics period later at most,
     # plus scheduling on a loaded machine); OK before that, once active.
-    assert 1.0 <= float(_value(first, "since_input_s")) < 2.0
+    assert 1.0 <= float(_value(first, "since_input_s")) < 2.5
     before = [_status(d) for d in diags[:k]]
     active = [st for st in before if not st.message.startswith("inactive")]
     assert active and all(_level(st) == Level.OK for st in active)
@@ -113,7 +113,7 @@ def test_burst_of_drops_warns_and_returns_to_ok_after_the_window(ros):
             "qos.input": "reliable",
             "qos.input_depth": 100,
         },
-        Loader(delay_s=0.02),
+        Loader(delay_s=0.05),
     )
     peer = _peer(ctx, executor, "camera")
     diags: list[DiagnosticArray] = []
@@ -138,7 +138,9 @@ def test_burst_of_drops_warns_and_returns_to_ok_after_the_window(ros):
     assert Level.OK in levels_since(n)
     n = len(diags)
     publish(40, 0.0)  # a burst: the depth-1 slot keeps the newest, the rest are dropped
-    assert node.cameras[0].counters.frames_dropped > 4
+    counters = node.cameras[0].counters
+    assert _wait(lambda: counters.frames_in >= 52)  # DDS delivers the burst asynchronously
+    assert counters.frames_dropped > 4
     warn_seen = ok_after = False
     deadline = time.monotonic() + 15.0
     while time.monotonic() < deadline and not ok_after:
