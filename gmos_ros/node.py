@@ -82,6 +82,17 @@ __all__ = ["GmosNode", "main"]
 
 ModelLoader = Callable[[RuntimeSettings], FrameModel]
 
+# Propagator thresholds a running stream takes at once (the others size its state).
+_LIVE_PROPAGATOR_KEYS = frozenset(
+    {
+        "motion_threshold",
+        "iou_threshold",
+        "match_iou_threshold",
+        "new_object_max_precision",
+        "motion_gate",
+    }
+)
+
 # Bounded stores (memory stays flat whatever the input does).
 _CAMERA_INFO_KEEP = 32
 _MAX_PENDING_HEADERS = 512
@@ -474,8 +485,12 @@ class GmosNode(LifecycleNode):
             return  # read at the next configure
         new = params_from_values(self._param_values())
         old = self.params
+        runtime = replace(
+            old.runtime, fg_threshold=new.runtime.fg_threshold, propagator=new.runtime.propagator
+        )
         self.params = replace(
             old,
+            runtime=runtime,
             publish_overlay=new.publish_overlay,
             idle_flush_s=new.idle_flush_s,
             diagnostics_period_s=new.diagnostics_period_s,
@@ -484,6 +499,8 @@ class GmosNode(LifecycleNode):
         )
         self._errlog.period_s = new.error_log_period_s
         for cam in self.cameras:
+            if cam.stream is not None:
+                self._apply_thresholds(cam.stream.segmenter, runtime)
             cam.counters.window.window_s = new.health.window_s
             if new.publish_overlay and cam.pub_overlay is None:
                 cam.pub_overlay = self.create_publisher(
@@ -497,6 +514,21 @@ class GmosNode(LifecycleNode):
             self._diag_timer = self.create_timer(new.diagnostics_period_s, self.publish_diagnostics)
         names = ", ".join(f"{p.name}={p.value!r}" for p in changed)
         self.get_logger().info(f"parameters applied live: {names}")
+
+    def _apply_thresholds(self, segmenter: Any, runtime: RuntimeSettings) -> None:
+        """Decision thresholds into a running segmenter, resolved as `build_segmenter` does
+        (explicit parameters over the model's operating point); used from the next frame."""
+        from gmos_core.operating_point import OperatingPoint
+
+        op = getattr(self.model, "operating_point", None) or OperatingPoint()
+        if segmenter.mode == "gmos_s":
+            fg = runtime.fg_threshold
+            segmenter.fg_threshold = op.fg_threshold if fg is None else fg
+        elif segmenter.tracking is not None:
+            cfg = segmenter.tracking.config  # the propagator holds this same object
+            for key, value in {**op.propagator_overrides(), **runtime.propagator}.items():
+                if key in _LIVE_PROPAGATOR_KEYS:
+                    setattr(cfg, key, float(value))
 
     # ------------------------------------------------------------------ diagnostics
     def publish_diagnostics(self) -> None:

@@ -150,34 +150,50 @@ PARAMS: tuple[ParamSpec, ...] = (
         "Decision thresholds: bundle (those calibrated on validation data and stored in the "
         "model bundle, else the paper's) or params (fg_threshold and "
         "propagator.motion_threshold / iou_threshold below).",
+        live=True,
     ),  # fmt: skip
     ParamSpec(
         "fg_threshold",
         0.5,
         "Gmos-S foreground probability threshold (operating_point: params).",
+        live=True,
         range=(0.0, 1.0),
     ),
     ParamSpec(
         "propagator.motion_threshold",
         0.5,
         "tau_m: a proposal moves above this (operating_point: params).",
+        live=True,
+        range=(0.0, 1.0),
     ),  # fmt: skip
     ParamSpec(
         "propagator.iou_threshold",
         0.7,
         "tau_u: a proposal's predicted IoU is trusted above this (operating_point: params).",
+        live=True,
+        range=(0.0, 1.0),
     ),  # fmt: skip
     ParamSpec(
         "propagator.match_iou_threshold",
         0.95,
         "Proposal/track IoU above which the proposal re-prompts the track.",
+        live=True,
+        range=(0.0, 1.0),
     ),  # fmt: skip
     ParamSpec(
         "propagator.new_object_max_precision",
         0.3,
         "A proposal overlapping every track less than this (precision) starts a new object.",
+        live=True,
+        range=(0.0, 1.0),
     ),  # fmt: skip
-    ParamSpec("propagator.motion_gate", 0.2, "Gate on the smoothed motion score (moving flag)."),
+    ParamSpec(
+        "propagator.motion_gate",
+        0.2,
+        "Gate on the smoothed motion score (moving flag).",
+        live=True,
+        range=(0.0, 1.0),
+    ),
     ParamSpec(
         "propagator.release_lost_after",
         0,

@@ -360,3 +360,71 @@ def test_12_megapixel_frame_goes_to_the_model_downscaled_and_comes_back_full_siz
     # The input's camera_info, unchanged, with the image header (outputs are at its size).
     (out_info,) = published["info"]
     assert (out_info.height, out_info.width) == (h, w) and list(out_info.k) == list(info.k)
+
+
+def test_decision_thresholds_apply_live_to_the_running_segmenter(ros):
+    from gmos_core.streaming import ForegroundPrediction
+
+    class Prob09Loader(Loader):
+        """Foreground probability 0.9 on red pixels."""
+
+        def __call__(self, settings):
+            model = super().__call__(settings)
+            model.predict = lambda g, seg, out_hw: ForegroundPrediction(
+                np.where(seg[..., 0] > 128, 0.9, 0.0).astype(np.float32), iou=0.9
+            )
+            return model
+
+    ctx, executor, make = ros
+    node = make({"operating_point": "bundle", "window_s": 0.0}, Prob09Loader())
+    assert autostart(node)
+    cam = node.cameras[0]
+    seg = cam.stream.segmenter
+    assert seg.fg_threshold == 0.5  # the stand-in has no operating point: the paper's
+    published: list = []
+    cam.pub_objects.publish = published.append
+    peer = _peer(ctx, executor, "tuner")
+    client = AsyncParameterClient(peer, "gmos")
+    assert client.wait_for_services(10.0)
+    # Under operating_point: bundle the parameter does not override the model's value...
+    (res,) = _set(client, [Parameter("fg_threshold", value=0.95)])
+    assert res.successful and seg.fg_threshold == 0.5
+    # ...switching to params applies it, at once, to the stream that runs.
+    (res,) = _set(client, [Parameter("operating_point", value="params")])
+    assert res.successful and seg.fg_threshold == 0.95
+    (res,) = _set(client, [Parameter("fg_threshold", value=1.5)])
+    assert not res.successful and "range" in res.reason
+    assert seg.fg_threshold == 0.95
+
+    def objects_of_next_frame(i: int) -> int:
+        n = len(published)
+        assert node.enqueue(cam, _msg(i))
+        assert _wait(lambda: len(published) > n)
+        return len(published[-1].objects)
+
+    # The red square (probability 0.9) is background at 0.95 and an object at 0.8.
+    assert objects_of_next_frame(0) == 0
+    (res,) = _set(client, [Parameter("fg_threshold", value=0.8)])
+    assert res.successful and seg.fg_threshold == 0.8
+    assert objects_of_next_frame(1) == 1
+
+
+def test_propagator_thresholds_reach_the_running_propagator(ros):
+    import dataclasses
+
+    from gmos_core.runtime import PropagatorTracking, RuntimeSettings
+    from gmos_core.streaming import StreamingSegmenter
+
+    _, _, make = ros
+    node = make()
+    assert autostart(node)
+    settings = RuntimeSettings(variant="gmos_online", propagator={"max_objects": 4})
+    tracking = PropagatorTracking(settings)
+    seg = StreamingSegmenter(node.model, "gmos", tracking=tracking)
+    live = dataclasses.replace(
+        settings, propagator={"motion_threshold": 0.3, "motion_gate": 0.6, "max_objects": 9}
+    )
+    node._apply_thresholds(seg, live)
+    assert tracking.config.motion_threshold == 0.3 and tracking.config.motion_gate == 0.6
+    assert tracking.config.max_objects == 4  # sizes the registry: read-only, not applied live
+    assert tracking.config.iou_threshold == 0.7  # the operating point's (paper) value
