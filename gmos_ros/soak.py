@@ -67,8 +67,12 @@ def _frames(n: int, height: int = 480, width: int = 640, seed: int = 0) -> np.nd
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
-        return {"p50": None, "p95": None}
-    return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95))}
+        return {"n": 0, "p50": None, "p95": None}
+    return {
+        "n": len(values),
+        "p50": round(float(np.percentile(values, 50)), 1),
+        "p95": round(float(np.percentile(values, 95)), 1),
+    }
 
 
 # ------------------------------------------------------------------------------------ soak
@@ -105,13 +109,17 @@ def soak_run(cameras: int, duration_s: float, rate_hz: float, domain: int) -> di
     stop = threading.Event()
     lock = threading.Lock()
     latencies: dict[str, list[float]] = {t: [] for t in topics}
+    timing: dict[str, list[tuple[int, int]]] = {t: [] for t in topics}  # (stamp, received) ns
     diag: dict[str, dict[str, str]] = {}
     names = [t.strip("/").split("/")[0] for t in topics] if cameras > 1 else [""]
 
     def on_objects(topic: str):
         def cb(msg: Any) -> None:
             with lock:
-                latencies[topic].append((time.time_ns() - stamp_to_ns(msg.header)) / 1e6)
+                now = time.time_ns()
+                stamp = stamp_to_ns(msg.header)
+                latencies[topic].append((now - stamp) / 1e6)
+                timing[topic].append((stamp, now))
 
         return cb
 
@@ -143,6 +151,7 @@ def soak_run(cameras: int, duration_s: float, rate_hz: float, domain: int) -> di
         rss_before = _rss_mb(proc.pid)
         published = 0
         t0 = time.monotonic()
+        start_ns = time.time_ns()
         period = 1.0 / rate_hz
         k = 0
         while time.monotonic() - t0 < duration_s:
@@ -160,6 +169,7 @@ def soak_run(cameras: int, duration_s: float, rate_hz: float, domain: int) -> di
             if sleep > 0:
                 time.sleep(sleep)
         wall = time.monotonic() - t0
+        end_ns = time.time_ns()
         time.sleep(2.0)  # the last results and a diagnostics report
         rss_after = _rss_mb(proc.pid)
     finally:
@@ -185,6 +195,19 @@ def soak_run(cameras: int, duration_s: float, rate_hz: float, domain: int) -> di
                     "frames_dropped": int(float(st.get("frames_dropped", "nan"))),
                     "results_received": len(latencies[topic]),
                     "latency_ms": _percentiles(latencies[topic]),
+                    # Where the tail comes from: the first 5 s of input (warm-up), the rest
+                    # while input runs, and results published after the input stopped (the
+                    # end-of-stream flush).
+                    "latency_ms_by_phase": {
+                        phase: _percentiles(
+                            [(r - st) / 1e6 for st, r in timing[topic] if keep(st, r)]
+                        )
+                        for phase, keep in (
+                            ("first_5s", lambda st, r: st < start_ns + 5e9),
+                            ("steady", lambda st, r: st >= start_ns + 5e9 and r <= end_ns),
+                            ("after_input_stopped", lambda st, r: r > end_ns),
+                        )
+                    },
                 }
             )
     return {

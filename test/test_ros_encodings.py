@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -154,7 +155,12 @@ def test_nothing_reaches_the_process_stderr(tmp_path):
         "sys.stderr.write('still here\\n')\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[1],  # the repo: `import gmos_ros` from here
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     assert out.stdout.strip() == "5"
     assert "Corrupt JPEG" not in out.stderr and "still here" in out.stderr
