@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import yaml
 from rclpy.serialization import deserialize_message, serialize_message
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
@@ -109,11 +109,35 @@ def message_class(msgtype: str) -> type | None:
         return None
 
 
-def _open_writer(path: Path, storage: str) -> Writer:
+COMPRESSIONS = ("none", "lz4", "zstd")
+
+
+def _open_writer(path: Path, storage: str, compression: str = "none") -> Writer:
+    """A rosbags writer; `compression` compresses MCAP chunks (as rosbag2's MCAP storage
+    does, so any MCAP reader decodes them; the bag metadata says no file/message compression).
+
+    rosbags offers zstd chunks only (CompressionMode.STORAGE); lz4 swaps the chunk compressor
+    of its MCAP storage, lz4 frame format as the MCAP specification defines it.
+    """
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {sorted(STORAGES)}, got {storage!r}")
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+    if compression != "none" and storage != "mcap":
+        raise ValueError(f"compression {compression!r} needs the mcap storage, not {storage!r}")
     writer = Writer(path, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage])
+    if compression != "none":
+        writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
     writer.open()
+    if compression == "lz4":
+        import lz4.frame
+
+        mcap = writer.storage
+        if not (hasattr(mcap, "compressor") and hasattr(mcap, "compression")):
+            writer.close()
+            raise RuntimeError("this rosbags version's MCAP writer cannot be given lz4")
+        mcap.compression = "lz4"
+        mcap.compressor = lz4.frame.compress
     return writer
 
 
@@ -413,7 +437,9 @@ def run_eval(
     t0 = time.perf_counter()
     model = model if model is not None else load_frame_model(params.runtime)
     report.model_load_s = time.perf_counter() - t0
-    stream = HeaderedStream(build_segmenter(params.runtime, model=model))
+    stream = HeaderedStream(
+        build_segmenter(params.runtime, model=model), max_input_pixels=params.max_input_pixels
+    )
     preds: dict[int, tuple[np.ndarray, set[int]]] = {}
     writer = None
     conns: dict[str, Any] = {}
@@ -640,6 +666,8 @@ class OutputMonitor:
         self.result_stamps: list[int] = []
         self.diag: dict[str, str] = {}
         self._ns = ns
+        # diagnostic_updater names a status "<node name>: <task>" (the name, not the path).
+        self._status_prefix = ns.rstrip("/").rsplit("/", 1)[-1] + ":"
         self._subs = [
             node.create_subscription(MovingObjectArray, f"{ns}/objects", self._on_objects, 100),
             node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10),
@@ -652,7 +680,7 @@ class OutputMonitor:
 
     def _on_diag(self, msg: Any) -> None:
         for st in msg.status:
-            if st.name.startswith(self._ns):
+            if st.name.startswith(self._status_prefix):
                 with self.cond:
                     self.diag = {kv.key: kv.value for kv in st.values}
                     self.cond.notify_all()
@@ -728,6 +756,7 @@ class Recorder:
         storage: "sqlite3" or "mcap".
         qos_depth: reliable keep-last depth.
         on_message: also called with (topic, bytes) for every message received.
+        compression: "none", "lz4" or "zstd" MCAP chunk compression (mcap storage only).
     """
 
     def __init__(
@@ -738,9 +767,11 @@ class Recorder:
         storage: str = "mcap",
         qos_depth: int = 100,
         on_message: Callable[[str, bytes], None] | None = None,
+        compression: str = "none",
     ) -> None:
         self.node = node
         self.on_message = on_message
+        self.compression = compression
         self.count: dict[str, int] = {}
         self._queue: queue.Queue[tuple[str, int, bytes] | None] = queue.Queue()
         self._closed = False
@@ -773,7 +804,7 @@ class Recorder:
         self, out: Path, storage: str, store: Typestore, opened: threading.Event
     ) -> None:
         try:
-            writer = _open_writer(out, storage)
+            writer = _open_writer(out, storage, self.compression)
             conns = {
                 topic: writer.add_connection(topic, t, typestore=store)
                 for topic, t in self.topics.items()
@@ -889,7 +920,7 @@ def _cmd_record(a: argparse.Namespace) -> int:
         with _ClosingSignals():
             types = _discover_types(node, a.topics, a.discovery_timeout)
         with _StopOnSignal() as stop:
-            rec = Recorder(node, a.out, types, a.storage)
+            rec = Recorder(node, a.out, types, a.storage, compression=a.compression)
             _notice(f"recording {sorted(rec.count)} to {a.out}")
             end = time.monotonic() + a.duration if a.duration > 0 else float("inf")
             while rclpy.ok() and not stop.signals and time.monotonic() < end:
@@ -958,6 +989,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--topics", nargs="+", required=True)
     r.add_argument("--storage", choices=sorted(STORAGES), default="mcap")
+    r.add_argument(
+        "--compression",
+        choices=COMPRESSIONS,
+        default="none",
+        help="MCAP chunk compression: lz4 (fast) or zstd (smaller); see docs/ros.md",
+    )
     r.add_argument("--duration", type=float, default=0.0, help="stop after s seconds (0: never)")
     r.add_argument("--discovery-timeout", type=float, default=10.0)
     r.set_defaults(func=_cmd_record)

@@ -4,15 +4,33 @@ Inputs become (H, W, 3) uint8 RGB, the frame format of `gmos_core.streaming`. Th
 take any object with the message's fields (rclpy messages, rosbags messages, test doubles),
 so the node and the offline `gmos-bag eval` share one conversion path.
 
-Supported raw encodings: rgb8, bgr8, rgba8, bgra8, mono8, mono16 and 16UC1 (16-bit images
-are mapped to 8 bits by their high byte, i.e. value >> 8, the same scaling cv_bridge uses for
-mono16 -> mono8). `step` (row stride, may include padding) and `is_bigendian` are honoured.
-CompressedImage: JPEG and PNG (decoded with OpenCV). Everything else raises
+Supported raw encodings (what camera drivers publish), converted with OpenCV where there is
+anything to convert:
+- rgb8, bgr8, rgba8, bgra8, mono8;
+- 8UC1 (as mono8), 8UC3 (as bgr8: an untyped 3-channel image is OpenCV's BGR, as cv_bridge
+  treats it);
+- mono16 and 16UC1, mapped to 8 bits by their high byte (value >> 8);
+- yuv422 (= uyvy, byte order U Y0 V Y1) and yuv422_yuy2 (= yuyv, Y0 U Y1 V): ROS's `yuv422`
+  is UYVY, not YUYV, and mixing them up gives a plausible but colour-swapped image;
+- bayer_rggb8, bayer_bggr8, bayer_gbrg8, bayer_grbg8 (the ROS name is the 2x2 pattern from
+  the top-left pixel; OpenCV names the pattern one pixel in, hence the table below).
+`step` (row stride, may include padding) and `is_bigendian` are honoured.
+
+CompressedImage: JPEG and PNG (decoded with OpenCV). libjpeg / libpng print their warnings
+("Corrupt JPEG data: ...") straight to the process's stderr, bypassing the node's rate-limited
+log and its counters: the decode runs with file descriptor 2 captured, and the warnings are
+handed back to the caller (see `compressed_to_rgb`). Everything else raises
 `ConversionError` naming the problem; its `kind` is what the node counts in diagnostics.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,7 +70,7 @@ class EncodingInfo:
     Attributes:
         channels: values per pixel.
         dtype: numpy dtype of one value (little-endian; big-endian data is byte-swapped).
-        order: "rgb", "bgr", "rgba", "bgra" or "mono".
+        order: "rgb", "bgr", "rgba", "bgra", "mono", "uyvy", "yuyv", or "bayer_<pattern>".
     """
 
     channels: int
@@ -72,9 +90,64 @@ ENCODINGS: dict[str, EncodingInfo] = {
     "bgra8": EncodingInfo(4, np.dtype(np.uint8), "bgra"),
     "mono8": EncodingInfo(1, np.dtype(np.uint8), "mono"),
     "8UC1": EncodingInfo(1, np.dtype(np.uint8), "mono"),
+    "8UC3": EncodingInfo(3, np.dtype(np.uint8), "bgr"),
     "mono16": EncodingInfo(1, np.dtype("<u2"), "mono"),
     "16UC1": EncodingInfo(1, np.dtype("<u2"), "mono"),
+    # 4:2:2, two bytes per pixel (one luma, every other chroma).
+    "yuv422": EncodingInfo(2, np.dtype(np.uint8), "uyvy"),
+    "uyvy": EncodingInfo(2, np.dtype(np.uint8), "uyvy"),
+    "yuv422_yuy2": EncodingInfo(2, np.dtype(np.uint8), "yuyv"),
+    "yuyv": EncodingInfo(2, np.dtype(np.uint8), "yuyv"),
+    "bayer_rggb8": EncodingInfo(1, np.dtype(np.uint8), "bayer_rggb"),
+    "bayer_bggr8": EncodingInfo(1, np.dtype(np.uint8), "bayer_bggr"),
+    "bayer_gbrg8": EncodingInfo(1, np.dtype(np.uint8), "bayer_gbrg"),
+    "bayer_grbg8": EncodingInfo(1, np.dtype(np.uint8), "bayer_grbg"),
 }
+
+# OpenCV conversion per layout. OpenCV names a Bayer pattern by the second row's second and
+# third pixels, so ROS "rggb" (R at (0, 0)) is OpenCV's "BG" (cv_bridge uses the same table).
+_CV_CODES: dict[str, int] = {
+    "uyvy": cv2.COLOR_YUV2RGB_UYVY,
+    "yuyv": cv2.COLOR_YUV2RGB_YUY2,
+    "bayer_rggb": cv2.COLOR_BayerBG2RGB,
+    "bayer_bggr": cv2.COLOR_BayerRG2RGB,
+    "bayer_gbrg": cv2.COLOR_BayerGR2RGB,
+    "bayer_grbg": cv2.COLOR_BayerGB2RGB,
+}
+
+# Lines the image codecs write to stderr (libjpeg(-turbo) and libpng wording).
+_CODEC_WARNING_MARKERS = ("JPEG", "jpeg", "libpng", "Huffman", "marker")
+_STDERR_LOCK = threading.Lock()
+
+
+@contextmanager
+def _codec_stderr() -> Iterator[list[str]]:
+    """Capture what native code writes to file descriptor 2 meanwhile.
+
+    Yields a list that receives the codec warning lines once the block ends. Lines that are
+    not codec warnings (another thread's log line written in the same few milliseconds)
+    are written back to the real stderr, so nothing else is lost.
+    """
+    lines: list[str] = []
+    with _STDERR_LOCK, tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", errors="replace")
+            others = []
+            for line in text.splitlines():
+                if any(m in line for m in _CODEC_WARNING_MARKERS):
+                    lines.append(line.strip())
+                elif line:
+                    others.append(line)
+            if others:
+                os.write(2, ("\n".join(others) + "\n").encode())
 
 
 def _as_bytes(data: Any) -> np.ndarray:
@@ -112,6 +185,8 @@ def raw_to_rgb(
     height, width, step = int(height), int(width), int(step)
     if height <= 0 or width <= 0:
         raise ConversionError("size", f"zero-sized image {width}x{height}")
+    if info.order in ("uyvy", "yuyv") and width % 2:
+        raise ConversionError("size", f"{encoding} needs an even width, got {width}")
     row_bytes = width * info.bytes_per_pixel
     if step < row_bytes:
         raise ConversionError(
@@ -138,6 +213,9 @@ def raw_to_rgb(
         # 16-bit -> 8-bit by the high byte; astype also converts to native byte order.
         pix = (pix >> 8).astype(np.uint8)
     order = info.order
+    code = _CV_CODES.get(order)
+    if code is not None:
+        return cv2.cvtColor(np.ascontiguousarray(pix if info.channels > 1 else pix[..., 0]), code)
     if order == "rgb":
         return np.array(pix, dtype=np.uint8, copy=True)
     if order == "bgr":
@@ -156,11 +234,17 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     )
 
 
-def compressed_to_rgb(msg: Any) -> np.ndarray:
+def compressed_to_rgb(msg: Any, warnings: list[str] | None = None) -> np.ndarray:
     """sensor_msgs/CompressedImage (JPEG or PNG) -> (H, W, 3) uint8 RGB.
 
     `format` is informational ("jpeg", "png", "rgb8; jpeg compressed bgr8", ...): the codec
     is recognised from the data's magic bytes, so a mislabelled stream still decodes.
+
+    Args:
+        msg: the message (any object with `format` and `data`).
+        warnings: receives the codec's warnings (e.g. "Corrupt JPEG data: premature end of
+            data segment": libjpeg recovered, the image may hold grey blocks); they are never
+            printed. None discards them.
     """
     buf = _as_bytes(msg.data)
     if buf.size == 0:
@@ -172,7 +256,10 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
             f"CompressedImage format {msg.format!r}: data is neither JPEG nor PNG "
             f"(starts with {head[:4].hex()})",
         )
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    with _codec_stderr() as codec_lines:
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if warnings is not None:
+        warnings.extend(codec_lines)
     if img is None or img.size == 0:
         raise ConversionError("decode", f"corrupt {msg.format or 'compressed'} image data")
     if img.dtype == np.uint16:

@@ -105,7 +105,10 @@ def run_node_over_dds(
            "-p", "diagnostics_period_s:=0.1",
            # Lock-step replay waits for every frame: a best-effort (sensor_data) input could
            # lose one and stall the replay, so evaluation replays subscribe reliably.
-           "-p", "qos.input:=reliable", "-p", "qos.camera_info:=reliable"]  # fmt: skip
+           "-p", "qos.input:=reliable", "-p", "qos.camera_info:=reliable",
+           # No end-of-stream flush mid-replay: a slow step on a loaded machine would finish
+           # the window early and the live masks would differ from the offline ones.
+           "-p", "idle_flush_s:=0.0"]  # fmt: skip
     for p in params:
         cmd += ["-p", p]
     log = open(log_path, "w")  # noqa: SIM115 - closed below

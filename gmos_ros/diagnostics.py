@@ -1,13 +1,21 @@
 """Per-camera counters, the /diagnostics status they become, and rate-limited error logging.
 
-Counters are touched by the subscription callbacks (input, drops, conversion errors) and by
-the inference thread (processed, latency, resets, publish errors), so every update holds the
-camera's lock. Rates are measured over the last diagnostics period on the monotonic clock;
-latency is input stamp -> publish time on the node clock (sim time under use_sim_time).
+Each camera has cumulative totals since activation (for the record) and a `WindowStats`
+(gmos_ros.health) of the last `diagnostics_window_s` seconds, from which the level comes:
+rates, drops, errors and latency percentiles of the window, so a status recovers once the
+cause has left the window. Counters are touched by the subscription callbacks (input, drops,
+conversion errors) and by the inference thread (processed, latency, resets, publish errors),
+so every update holds the camera's lock. Latency is input stamp -> publish time on the node
+clock (sim time under use_sim_time); the window runs on the monotonic clock.
+
+The statuses follow diagnostic_updater's conventions: one status per camera named
+"<node name>: <camera>", `hardware_id` the camera (its frame_id once a frame arrived, else its
+resolved topic), published on /diagnostics.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
@@ -16,12 +24,14 @@ from dataclasses import dataclass, field
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from gmos_ros.health import HealthThresholds, WindowStats, WindowSummary, assess
+
 __all__ = ["CameraCounters", "RateLimitedLogger", "build_diagnostics", "camera_status"]
 
 
 @dataclass
 class CameraCounters:
-    """Totals since activation plus what the last report saw (for rates).
+    """Totals since activation plus the sliding window the status is judged on.
 
     Attributes:
         frames_in: frames received and converted.
@@ -29,9 +39,9 @@ class CameraCounters:
         frames_processed: frames whose results were published.
         frames_dropped: frames replaced in the depth-1 slot before inference took them.
         stream_resets: stamp went backwards or resolution changed (segmenter reset).
-        errors: count per error kind (conversion kinds, "duplicate_stamp", "publish",
-            "inference", "unmatched_header").
-        latency_ms: input stamp -> publish, last period's samples.
+        errors: count per error kind (conversion kinds, "decode_warning", "duplicate_stamp",
+            "publish", "inference", "unmatched_header").
+        window: the same events over the last `window.window_s` seconds.
     """
 
     frames_in: int = 0
@@ -40,28 +50,32 @@ class CameraCounters:
     frames_dropped: int = 0
     stream_resets: int = 0
     errors: Counter[str] = field(default_factory=Counter)
-    latency_ms: list[float] = field(default_factory=list)
-    last_in: int = 0
-    last_processed: int = 0
-    last_time: float = field(default_factory=time.monotonic)
+    window: WindowStats = field(default_factory=WindowStats)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def error(self, kind: str) -> None:
         """Count one error of `kind`."""
         with self.lock:
             self.errors[kind] += 1
+        self.window.error(kind)
 
-    def snapshot(self) -> dict[str, float]:
-        """Rates and totals since the previous snapshot (resets the period)."""
+    def received(self, dropped: bool) -> None:
+        """One frame converted; `dropped`: it replaced a frame inference had not taken."""
         with self.lock:
-            now = time.monotonic()
-            dt = max(1e-6, now - self.last_time)
-            lat = sorted(self.latency_ms)
+            self.frames_in += 1
+            self.frames_dropped += int(dropped)
+        self.window.input(dropped)
+
+    def processed(self, latency_ms: float) -> None:
+        """One result published, `latency_ms` after its input stamp."""
+        with self.lock:
+            self.frames_processed += 1
+        self.window.processed(latency_ms)
+
+    def totals(self) -> dict[str, float]:
+        """Totals since activation, as diagnostics values."""
+        with self.lock:
             out = {
-                "input_rate_hz": (self.frames_in - self.last_in) / dt,
-                "processed_rate_hz": (self.frames_processed - self.last_processed) / dt,
-                "latency_ms_mean": sum(lat) / len(lat) if lat else float("nan"),
-                "latency_ms_max": lat[-1] if lat else float("nan"),
                 "frames_in": float(self.frames_in),
                 "frames_taken": float(self.frames_taken),
                 "frames_processed": float(self.frames_processed),
@@ -70,37 +84,53 @@ class CameraCounters:
             }
             for kind, n in sorted(self.errors.items()):
                 out[f"errors.{kind}"] = float(n)
-            self.latency_ms.clear()
-            self.last_in, self.last_processed, self.last_time = (
-                self.frames_in,
-                self.frames_processed,
-                now,
-            )
             return out
 
 
+def window_values(s: WindowSummary) -> dict[str, float]:
+    """The window's figures as diagnostics values (keys prefixed `window.`)."""
+    out = {
+        "window.span_s": s.span_s,
+        "window.input_rate_hz": s.input_rate_hz,
+        "window.processed_rate_hz": s.processed_rate_hz,
+        "window.frames_in": float(s.frames_in),
+        "window.frames_dropped": float(s.frames_dropped),
+        "window.drop_pct": s.drop_pct,
+        "window.errors": float(s.error_count),
+        "window.latency_ms_p50": s.latency_ms_p50,
+        "window.latency_ms_p95": s.latency_ms_p95,
+        "window.latency_ms_max": s.latency_ms_max,
+        "since_input_s": s.since_input_s,
+    }
+    for kind, n in sorted(s.errors.items()):
+        out[f"window.errors.{kind}"] = float(n)
+    return out
+
+
 def _fmt(v: float) -> str:
-    if v != v:  # NaN: no sample in this period
+    if math.isnan(v):  # no sample in the window
         return "nan"
     return str(int(v)) if float(v).is_integer() else f"{v:.3f}"
 
 
 def camera_status(
-    name: str, hardware_id: str, values: dict[str, float], active: bool
+    name: str,
+    hardware_id: str,
+    counters: CameraCounters,
+    thresholds: HealthThresholds,
+    active: bool,
+    extra: dict[str, float] | None = None,
 ) -> DiagnosticStatus:
-    """One DiagnosticStatus: OK; WARN once frames were dropped or errors counted; STALE when
-    the node is not active."""
+    """One DiagnosticStatus for one camera: level and message from the window
+    (`gmos_ros.health.assess`), values = the window's figures, then the totals, then `extra`."""
+    summary = counters.window.summary()
+    level, message = assess(summary, thresholds, active)
+    values = window_values(summary) | counters.totals() | (extra or {})
     st = DiagnosticStatus()
     st.name = name
     st.hardware_id = hardware_id
-    errors = sum(v for k, v in values.items() if k.startswith("errors."))
-    if not active:
-        st.level, st.message = DiagnosticStatus.STALE, "inactive (model not loaded)"
-    elif values.get("frames_dropped", 0) > 0 or errors > 0:
-        st.level = DiagnosticStatus.WARN
-        st.message = f"{int(values['frames_dropped'])} frames dropped, {int(errors)} errors"
-    else:
-        st.level, st.message = DiagnosticStatus.OK, "ok"
+    st.level = bytes([int(level)])
+    st.message = message
     st.values = [KeyValue(key=k, value=_fmt(v)) for k, v in values.items()]
     return st
 

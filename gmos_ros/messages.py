@@ -20,6 +20,7 @@ from std_msgs.msg import Header
 from gmos_core.data.palette import davis_palette
 from gmos_core.streaming import FrameResult, StreamingSegmenter
 from gmos_ros.conversions import numpy_to_image_fields
+from gmos_ros.scaling import downscale, model_size, upscale_result
 
 __all__ = [
     "HeaderedStream",
@@ -173,19 +174,29 @@ class HeaderedStream:
     `max_pending` headers: beyond that the oldest is dropped and counted, so memory stays
     bounded even if a segmenter misbehaved.
 
+    Frames above `max_input_pixels` go to the segmenter downscaled (`gmos_ros.scaling`) and
+    their results come back at the frame's own resolution.
+
     Args:
         segmenter: the stream's segmenter.
-        keep_frames: also keep each pending frame (for the overlay).
+        keep_frames: also keep each pending frame (for the overlay), at input resolution.
         max_pending: bound of the header FIFO (well above span x fps).
+        max_input_pixels: largest frame the segmenter sees (0 = no limit).
     """
 
     def __init__(
-        self, segmenter: StreamingSegmenter, keep_frames: bool = False, max_pending: int = 512
+        self,
+        segmenter: StreamingSegmenter,
+        keep_frames: bool = False,
+        max_pending: int = 512,
+        max_input_pixels: int = 0,
     ) -> None:
         self.segmenter = segmenter
         self.keep_frames = keep_frames
         self.max_pending = max_pending
-        self._pending: deque[tuple[int, Header, np.ndarray | None]] = deque()
+        self.max_input_pixels = max_input_pixels
+        # (stamp ns, header, frame for the overlay or None, input (H, W))
+        self._pending: deque[tuple[int, Header, np.ndarray | None, tuple[int, int]]] = deque()
         self.unmatched = 0
 
     @property
@@ -201,9 +212,12 @@ class HeaderedStream:
                 header is not kept.
         """
         stamp = stamp_to_ns(header)
-        self._pending.append((stamp, copy_header(header), frame_rgb if self.keep_frames else None))
+        in_hw = (int(frame_rgb.shape[0]), int(frame_rgb.shape[1]))
+        kept = frame_rgb if self.keep_frames else None
+        self._pending.append((stamp, copy_header(header), kept, in_hw))
+        small = downscale(frame_rgb, model_size(*in_hw, self.max_input_pixels))
         try:
-            results = self.segmenter.step(frame_rgb, stamp)
+            results = self.segmenter.step(small, stamp)
         except Exception:
             self._pending.pop()
             raise
@@ -228,6 +242,6 @@ class HeaderedStream:
                 # than a missing message.
                 self.unmatched += 1
                 continue
-            _, header, frame = self._pending.popleft()
-            out.append(StampedResult(r, header, frame))
+            _, header, frame, in_hw = self._pending.popleft()
+            out.append(StampedResult(upscale_result(r, in_hw), header, frame))
         return out

@@ -29,14 +29,14 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from gmos_msgs.msg import MovingObjectArray
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -55,6 +55,7 @@ from gmos_ros.diagnostics import (
     camera_status,
 )
 from gmos_ros.geometry_outputs import GeometryOutputs
+from gmos_ros.health import HealthThresholds, WindowStats
 from gmos_ros.messages import (
     HeaderedStream,
     StampedResult,
@@ -81,6 +82,17 @@ except ImportError:  # pragma: no cover - older rclpy
 __all__ = ["GmosNode", "main"]
 
 ModelLoader = Callable[[RuntimeSettings], FrameModel]
+
+# Propagator thresholds a running stream takes at once (the others size its state).
+_LIVE_PROPAGATOR_KEYS = frozenset(
+    {
+        "motion_threshold",
+        "iou_threshold",
+        "match_iou_threshold",
+        "new_object_max_precision",
+        "motion_gate",
+    }
+)
 
 # Bounded stores (memory stays flat whatever the input does).
 _CAMERA_INFO_KEEP = 32
@@ -114,6 +126,7 @@ class _Camera:
     sub_info: Subscription | None = None
     last_input_wall: float = 0.0
     resets_seen: int = 0
+    frame_id: str = ""
 
 
 class GmosNode(LifecycleNode):
@@ -132,9 +145,11 @@ class GmosNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         self._model_loader = model_loader or load_frame_model
         for spec in PARAMS:
-            self.declare_parameter(
-                spec.name, spec.default, ParameterDescriptor(description=spec.description)
-            )
+            self.declare_parameter(spec.name, spec.default, spec.descriptor())
+        # After the declarations (which run these callbacks too): refuse invalid values with
+        # the reason, then apply the live ones to the running node.
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._apply_live_parameters)
         self.params: NodeParams | None = None
         # 3-D object states, ego-motion, markers, SLAM mask options (gmos_ros.geometry_outputs).
         self.geometry = GeometryOutputs(self)
@@ -156,7 +171,9 @@ class GmosNode(LifecycleNode):
     def _on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Read and validate parameters, create publishers and the diagnostics timer."""
         try:
-            self.params = params_from_values(self._param_values())
+            # Topic names are expanded and remapped once, here (`-r image:=...` applies to
+            # the compressed transport's <image>/compressed too).
+            self.params = params_from_values(self._param_values(), resolve=self._resolve)
         except ValueError as err:
             self.params = None
             self.get_logger().error(f"configure failed: {err}")
@@ -217,6 +234,7 @@ class GmosNode(LifecycleNode):
                     build_segmenter(settings, model=self.model),
                     keep_frames=cam.pub_overlay is not None or self.geometry.needs_frames(cam),
                     max_pending=_MAX_PENDING_HEADERS,
+                    max_input_pixels=p.max_input_pixels,
                 )
         except Exception as err:  # missing weights, bad config: say so, stay configurable
             self.get_logger().error(f"activate failed: cannot load the model: {err}")
@@ -234,7 +252,8 @@ class GmosNode(LifecycleNode):
         info_qos = make_qos(p.qos_camera_info)
         msg_type = CompressedImage if p.transport == "compressed" else Image
         for cam in self.cameras:
-            cam.counters = CameraCounters()
+            cam.counters = CameraCounters(window=WindowStats(p.health.window_s))
+            cam.last_input_wall = time.monotonic()
             cam.sub_image = self.create_subscription(
                 msg_type, cam.cfg.image_topic, self._image_callback(cam), in_qos
             )
@@ -243,8 +262,9 @@ class GmosNode(LifecycleNode):
                     CameraInfo, cam.cfg.camera_info_topic, self._info_callback(cam), info_qos
                 )
             self.get_logger().info(
-                f"camera {cam.cfg.name or '(default)'}: {cam.cfg.image_topic} "
-                f"({p.transport}) -> {self.resolve_topic_name(cam.cfg.output('instance_mask'))}"
+                f"camera {cam.cfg.name or '(default)'}: {cam.cfg.image_topic} ({p.transport})"
+                + (f" + {cam.cfg.camera_info_topic}" if cam.cfg.camera_info_topic else "")
+                + f" -> {self.resolve_topic_name(cam.cfg.output('instance_mask'))}"
             )
         self.geometry.activate(self.cameras, in_qos)
         self._active = True
@@ -306,6 +326,9 @@ class GmosNode(LifecycleNode):
             out[spec.name] = param.value if param.type_ != Parameter.Type.NOT_SET else None
         return out
 
+    def _resolve(self, topic: str) -> str:
+        return self.resolve_topic_name(topic)
+
     def _image_callback(self, cam: _Camera) -> Callable[[Any], None]:
         def callback(msg: Any) -> None:
             self.enqueue(cam, msg)
@@ -324,10 +347,12 @@ class GmosNode(LifecycleNode):
     def enqueue(self, cam: _Camera, msg: Any) -> bool:
         """Convert one input message and put it in the camera's slot (the subscription
         callback). Returns False when the message was rejected (counted and logged)."""
+        codec_warnings: list[str] = []
         try:
-            frame = (
-                compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
-            )
+            if isinstance(msg, CompressedImage):
+                frame = compressed_to_rgb(msg, codec_warnings)
+            else:
+                frame = image_to_rgb(msg)
         except ConversionError as err:
             cam.counters.error(err.kind)
             self._errlog(f"{cam.cfg.image_topic}:{err.kind}", f"{cam.cfg.image_topic}: {err}")
@@ -336,20 +361,26 @@ class GmosNode(LifecycleNode):
             cam.counters.error("conversion")
             self._errlog(f"{cam.cfg.image_topic}:conversion", f"{cam.cfg.image_topic}: {err!r}")
             return False
+        if codec_warnings:
+            # libjpeg recovered (the frame is used) but the data was damaged: counted and
+            # logged at the error log's rate instead of one stderr line per frame.
+            cam.counters.error("decode_warning")
+            self._errlog(
+                f"{cam.cfg.image_topic}:decode_warning",
+                f"{cam.cfg.image_topic}: {'; '.join(codec_warnings)}",
+            )
         now = time.monotonic()
         with self._cond:
             dropped = cam.slot is not None
             cam.slot = _Slot(frame, msg.header, now)
             cam.last_input_wall = now
-            with cam.counters.lock:
-                cam.counters.frames_in += 1
-                cam.counters.frames_dropped += int(dropped)
+            cam.frame_id = str(msg.header.frame_id)
+            cam.counters.received(dropped)
             self._cond.notify()
         return True
 
     # ------------------------------------------------------------------ inference thread
     def _inference_loop(self) -> None:
-        idle = self.params.idle_flush_s if self.params else 0.0
         while not self._stop.is_set():
             with self._cond:
                 work = [(c, c.slot) for c in self.cameras if c.slot is not None]
@@ -369,6 +400,8 @@ class GmosNode(LifecycleNode):
                 except Exception as err:  # never let the inference thread die
                     cam.counters.error("internal")
                     self._errlog("internal", f"processing failed: {err!r}")
+            # Read on every pass: idle_flush_s is applied live.
+            idle = self.params.idle_flush_s if self.params else 0.0
             if idle > 0:
                 now = time.monotonic()
                 for cam in self.cameras:
@@ -419,7 +452,7 @@ class GmosNode(LifecycleNode):
                 info = self._matching_info(cam, stamp_to_ns(item.header))
                 if info is not None:
                     outs.append((cam.pub_info, restamp_camera_info(info, item.header)))
-            ov = cam.pub_overlay
+            ov = cam.pub_overlay if self.params.publish_overlay else None  # live parameter
             if ov is not None and item.frame is not None and ov.get_subscription_count() > 0:
                 moving = {o.id for o in objs.objects if o.moving}
                 ids = np.frombuffer(inst.data, np.uint16).reshape(inst.height, inst.width)
@@ -434,9 +467,7 @@ class GmosNode(LifecycleNode):
                     cam.counters.error("publish")
                     self._errlog(f"{pub.topic_name}:publish", f"publish failed: {err}")
             latency_ms = (self.get_clock().now().nanoseconds - stamp_to_ns(item.header)) / 1e6
-            with cam.counters.lock:
-                cam.counters.frames_processed += 1
-                cam.counters.latency_ms.append(latency_ms)
+            cam.counters.processed(latency_ms)
 
     @staticmethod
     def _matching_info(cam: _Camera, stamp_ns: int) -> CameraInfo | None:
@@ -447,21 +478,93 @@ class GmosNode(LifecycleNode):
         # No exact match (driver publishes info at another rate): the latest one, re-stamped.
         return infos[-1] if infos else None
 
+    # ------------------------------------------------------------------ parameters
+    def _check_parameters(self, changed: list[Parameter]) -> SetParametersResult:
+        """Refuse a set that would make the parameters invalid, with the reason (ranges
+        and read-only flags are enforced by rclpy from the descriptors before this)."""
+        values = self._param_values()
+        known = set(values)
+        for param in changed:
+            if param.name in known:
+                values[param.name] = None if param.type_ == Parameter.Type.NOT_SET else param.value
+        try:
+            params_from_values(values)
+        except ValueError as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        return SetParametersResult(successful=True)
+
+    def _apply_live_parameters(self, changed: list[Parameter]) -> None:
+        """Apply the live parameters (`ParamSpec.live`) to a configured node at once."""
+        if self.params is None:
+            return  # read at the next configure
+        new = params_from_values(self._param_values())
+        old = self.params
+        runtime = replace(
+            old.runtime, fg_threshold=new.runtime.fg_threshold, propagator=new.runtime.propagator
+        )
+        self.params = replace(
+            old,
+            runtime=runtime,
+            publish_overlay=new.publish_overlay,
+            idle_flush_s=new.idle_flush_s,
+            diagnostics_period_s=new.diagnostics_period_s,
+            error_log_period_s=new.error_log_period_s,
+            health=new.health,
+        )
+        self._errlog.period_s = new.error_log_period_s
+        for cam in self.cameras:
+            if cam.stream is not None:
+                self._apply_thresholds(cam.stream.segmenter, runtime)
+            cam.counters.window.window_s = new.health.window_s
+            if new.publish_overlay and cam.pub_overlay is None:
+                cam.pub_overlay = self.create_publisher(
+                    Image, cam.cfg.output("overlay"), make_qos(old.qos_output)
+                )
+            if cam.stream is not None:
+                # Frames are kept for the overlay only while it is drawn.
+                cam.stream.keep_frames = cam.pub_overlay is not None and new.publish_overlay
+        if new.diagnostics_period_s != old.diagnostics_period_s and self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(new.diagnostics_period_s, self.publish_diagnostics)
+        names = ", ".join(f"{p.name}={p.value!r}" for p in changed)
+        self.get_logger().info(f"parameters applied live: {names}")
+
+    def _apply_thresholds(self, segmenter: Any, runtime: RuntimeSettings) -> None:
+        """Decision thresholds into a running segmenter, resolved as `build_segmenter` does
+        (explicit parameters over the model's operating point); used from the next frame."""
+        from gmos_core.operating_point import OperatingPoint
+
+        op = getattr(self.model, "operating_point", None) or OperatingPoint()
+        if segmenter.mode == "gmos_s":
+            fg = runtime.fg_threshold
+            segmenter.fg_threshold = op.fg_threshold if fg is None else fg
+        elif segmenter.tracking is not None:
+            cfg = segmenter.tracking.config  # the propagator holds this same object
+            for key, value in {**op.propagator_overrides(), **runtime.propagator}.items():
+                if key in _LIVE_PROPAGATOR_KEYS:
+                    setattr(cfg, key, float(value))
+
     # ------------------------------------------------------------------ diagnostics
     def publish_diagnostics(self) -> None:
         """Publish one DiagnosticArray (one status per camera)."""
         if self._diag_pub is None:
             return
         statuses = []
+        health = self.params.health if self.params is not None else HealthThresholds()
         for cam in self.cameras:
-            values = cam.counters.snapshot()
-            if cam.stream is not None:
-                values["buffered_frames"] = float(cam.stream.segmenter.buffered)
-                values["pending_results"] = float(cam.stream.pending)
-                if cam.stream.unmatched:
-                    values["errors.unmatched_header"] = float(cam.stream.unmatched)
-            name = f"{self.get_fully_qualified_name()}: {cam.cfg.name or cam.cfg.image_topic}"
-            statuses.append(camera_status(name, self.get_name(), values, self._active))
+            extra: dict[str, float] = {}
+            stream = cam.stream
+            if stream is not None:
+                extra["buffered_frames"] = float(stream.segmenter.buffered)
+                extra["pending_results"] = float(stream.pending)
+                if stream.unmatched:
+                    extra["errors.unmatched_header"] = float(stream.unmatched)
+            # diagnostic_updater's naming: "<node name>: <task>", hardware_id = the device.
+            name = f"{self.get_name()}: {cam.cfg.name or cam.cfg.image_topic}"
+            hardware_id = cam.frame_id or cam.cfg.image_topic
+            statuses.append(
+                camera_status(name, hardware_id, cam.counters, health, self._active, extra)
+            )
         msg = build_diagnostics(self.get_clock().now().to_msg(), statuses)
         try:
             self._diag_pub.publish(msg)

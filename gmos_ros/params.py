@@ -8,9 +8,11 @@ turns the declared values into a validated `NodeParams`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy,
@@ -21,6 +23,7 @@ from rclpy.qos import (
 )
 
 from gmos_core.runtime import RuntimeSettings
+from gmos_ros.health import HealthThresholds, Level
 
 __all__ = [
     "PARAMS",
@@ -48,11 +51,44 @@ class ParamSpec:
         default: default value; a `Parameter.Type` declares a typed parameter with no
             default (an empty list cannot be typed in ROS 2: it reads back as []).
         description: what it does (shown by `ros2 param describe`).
+        live: applied to a running node by `set_parameters` (else read-only; see
+            `read_only`).
+        range: inclusive (min, max) for numbers, enforced by ROS with a reason.
+        choices: allowed strings (checked by `params_from_values`, hence by the node's
+            set-parameters callback too).
     """
 
     name: str
     default: Any
     description: str
+    live: bool = False
+    range: tuple[float, float] | None = None
+    choices: tuple[str, ...] = ()
+
+    @property
+    def read_only(self) -> bool:
+        """Whether `set_parameters` refuses it at runtime: every parameter that is not
+        applied live needs the model or the subscriptions rebuilt, so it is set at launch."""
+        return not self.live
+
+    def descriptor(self) -> ParameterDescriptor:
+        """The ROS descriptor: description (+ choices, + "live" note), range, read-only."""
+        text = self.description
+        if self.choices:
+            text += f" One of: {', '.join(self.choices)}."
+        text += " Applied live." if self.live else " Read-only: set at launch."
+        d = ParameterDescriptor(description=text, read_only=self.read_only)
+        if self.range is not None:
+            lo, hi = self.range
+            if isinstance(self.default, bool) or not isinstance(self.default, (int, float)):
+                raise TypeError(f"{self.name}: a range needs a numeric default")
+            if isinstance(self.default, int):
+                d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+            else:
+                d.floating_point_range = [
+                    FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)
+                ]
+        return d
 
 
 PARAMS: tuple[ParamSpec, ...] = (
@@ -93,41 +129,71 @@ PARAMS: tuple[ParamSpec, ...] = (
         0.5,
         "Time span of the 5-frame window, s; results are published "
         "half of it after their frame arrives.",
+        range=(0.0, 10.0),
     ),  # fmt: skip
-    ParamSpec("proposer_stride", 1, "Run the window decoder and head on every k-th frame."),
+    ParamSpec(
+        "proposer_stride",
+        1,
+        "Run the window decoder and head on every k-th frame.",
+        range=(1, 1000),
+    ),
     ParamSpec("tracker", "mask_iou", "Propagator tracker (mask_iou; sam2 needs video weights)."),
-    ParamSpec("max_objects", 10, "Maximum number of objects tracked and published at once."),
+    ParamSpec(
+        "max_objects",
+        10,
+        "Maximum number of objects tracked and published at once.",
+        range=(1, 65535),
+    ),
     ParamSpec(
         "operating_point",
         "bundle",
         "Decision thresholds: bundle (those calibrated on validation data and stored in the "
         "model bundle, else the paper's) or params (fg_threshold and "
         "propagator.motion_threshold / iou_threshold below).",
+        live=True,
     ),  # fmt: skip
     ParamSpec(
-        "fg_threshold", 0.5, "Gmos-S foreground probability threshold (operating_point: params)."
+        "fg_threshold",
+        0.5,
+        "Gmos-S foreground probability threshold (operating_point: params).",
+        live=True,
+        range=(0.0, 1.0),
     ),
     ParamSpec(
         "propagator.motion_threshold",
         0.5,
         "tau_m: a proposal moves above this (operating_point: params).",
+        live=True,
+        range=(0.0, 1.0),
     ),  # fmt: skip
     ParamSpec(
         "propagator.iou_threshold",
         0.7,
         "tau_u: a proposal's predicted IoU is trusted above this (operating_point: params).",
+        live=True,
+        range=(0.0, 1.0),
     ),  # fmt: skip
     ParamSpec(
         "propagator.match_iou_threshold",
         0.95,
         "Proposal/track IoU above which the proposal re-prompts the track.",
+        live=True,
+        range=(0.0, 1.0),
     ),  # fmt: skip
     ParamSpec(
         "propagator.new_object_max_precision",
         0.3,
         "A proposal overlapping every track less than this (precision) starts a new object.",
+        live=True,
+        range=(0.0, 1.0),
     ),  # fmt: skip
-    ParamSpec("propagator.motion_gate", 0.2, "Gate on the smoothed motion score (moving flag)."),
+    ParamSpec(
+        "propagator.motion_gate",
+        0.2,
+        "Gate on the smoothed motion score (moving flag).",
+        live=True,
+        range=(0.0, 1.0),
+    ),
     ParamSpec(
         "propagator.release_lost_after",
         0,
@@ -160,20 +226,93 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "qos.input", "sensor_data", "Input QoS: sensor_data, default, reliable, best_effort."
     ),
-    ParamSpec("qos.input_depth", 1, "Input queue depth (1 = latest frame only)."),
+    ParamSpec("qos.input_depth", 1, "Input queue depth (1 = latest frame only).", range=(1, 1000)),
     ParamSpec("qos.camera_info", "sensor_data", "CameraInfo subscription QoS profile."),
-    ParamSpec("qos.camera_info_depth", 5, "CameraInfo queue depth."),
+    ParamSpec("qos.camera_info_depth", 5, "CameraInfo queue depth.", range=(1, 1000)),
     ParamSpec("qos.output", "default", "QoS of the mask, objects and camera_info outputs."),
-    ParamSpec("qos.output_depth", 5, "Output queue depth."),
-    ParamSpec("publish_overlay", True, "Publish ~/overlay (drawn only while subscribed)."),
+    ParamSpec("qos.output_depth", 5, "Output queue depth.", range=(1, 1000)),
+    ParamSpec(
+        "publish_overlay",
+        True,
+        "Publish ~/overlay (drawn only while subscribed).",
+        live=True,
+    ),
     ParamSpec(
         "idle_flush_s",
-        0.0,
-        "Finish pending frames after this long without input, "
-        "wall-clock s (0 = only on deactivate).",
+        -1.0,
+        "End of stream: publish the results still in the window after this long without "
+        "input, wall-clock s (-1 = auto, 2 x window_s; 0 = only on deactivate).",
+        live=True,
+        range=(-1.0, 3600.0),
     ),  # fmt: skip
-    ParamSpec("diagnostics_period_s", 1.0, "Period of /diagnostics, s."),
-    ParamSpec("error_log_period_s", 5.0, "At most one log line per error kind per period, s."),
+    ParamSpec(
+        "max_input_pixels",
+        2_073_600,
+        "Frames with more pixels are downscaled (aspect kept) before the model; outputs "
+        "are scaled back to the input resolution (0 = no limit; default 1920 x 1080).",
+        range=(0, 1_000_000_000),
+    ),  # fmt: skip
+    ParamSpec(
+        "diagnostics_period_s", 1.0, "Period of /diagnostics, s.", live=True, range=(0.05, 3600.0)
+    ),
+    ParamSpec(
+        "diagnostics_window_s",
+        5.0,
+        "Sliding window the diagnostics rates, drops, errors and latency percentiles cover, s.",
+        live=True,
+        range=(0.1, 3600.0),
+    ),  # fmt: skip
+    ParamSpec(
+        "diagnostics_stale_s",
+        3.0,
+        "A camera with no input for this long (or since activation) is reported at "
+        "diagnostics_no_input_level, s.",
+        live=True,
+        range=(0.1, 3600.0),
+    ),  # fmt: skip
+    ParamSpec(
+        "diagnostics_no_input_level",
+        "stale",
+        "Level of a camera without input while the node is active.",
+        live=True,
+        choices=("stale", "error"),
+    ),  # fmt: skip
+    ParamSpec(
+        "diagnostics_drop_warn_pct",
+        10.0,
+        "WARN when more than this % of the window's frames were dropped (inference slower "
+        "than input).",
+        live=True,
+        range=(0.0, 100.0),
+    ),  # fmt: skip
+    ParamSpec(
+        "diagnostics_error_warn_pct",
+        0.0,
+        "WARN when more than this % of the window's messages failed (0 = any error).",
+        live=True,
+        range=(0.0, 100.0),
+    ),  # fmt: skip
+    ParamSpec(
+        "diagnostics_error_error_pct",
+        50.0,
+        "ERROR when more than this % of the window's messages failed.",
+        live=True,
+        range=(0.0, 100.0),
+    ),  # fmt: skip
+    ParamSpec(
+        "diagnostics_latency_warn_ms",
+        0.0,
+        "WARN when the window's latency p95 (input stamp -> publish) exceeds this, ms (0 = off).",
+        live=True,
+        range=(0.0, 1e6),
+    ),  # fmt: skip
+    ParamSpec(
+        "error_log_period_s",
+        5.0,
+        "At most one log line per error kind per period, s.",
+        live=True,
+        range=(0.0, 3600.0),
+    ),  # fmt: skip
 )
 
 _BY_NAME = {p.name: p for p in PARAMS}
@@ -225,6 +364,8 @@ class NodeParams:
     idle_flush_s: float
     diagnostics_period_s: float
     error_log_period_s: float
+    health: HealthThresholds = field(default_factory=HealthThresholds)
+    max_input_pixels: int = 0
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -236,8 +377,18 @@ def _camera_name(topic: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", "_".join(parts))
 
 
-def params_from_values(values: dict[str, Any]) -> NodeParams:
+def params_from_values(
+    values: dict[str, Any], resolve: Callable[[str], str] | None = None
+) -> NodeParams:
     """Validate the declared values (name -> value) into `NodeParams`.
+
+    Args:
+        values: parameter name -> value (None = the default).
+        resolve: expands and remaps a topic name (the node's `resolve_topic_name`): input
+            and camera_info topics are resolved once, here, and for the compressed transport
+            `/compressed` is appended to the resolved name, as image_transport does (so
+            `-r image:=/cam/image_raw` gives `/cam/image_raw/compressed`). None leaves
+            names as given (offline tools).
 
     Raises:
         ValueError: an invalid value, naming the parameter and the allowed values.
@@ -254,6 +405,18 @@ def params_from_values(values: dict[str, Any]) -> NodeParams:
         v = str(get(name))
         if v not in allowed:
             raise ValueError(f"parameter {name}={v!r}: must be one of {', '.join(allowed)}")
+        return v
+
+    def positive(name: str) -> float:
+        v = float(get(name))
+        if not v > 0:
+            raise ValueError(f"parameter {name}={v}: must be > 0")
+        return v
+
+    def pct(name: str) -> float:
+        v = float(get(name))
+        if not 0.0 <= v <= 100.0:
+            raise ValueError(f"parameter {name}={v}: must lie in [0, 100]")
         return v
 
     def qos(name: str) -> QosSpec:
@@ -287,6 +450,9 @@ def params_from_values(values: dict[str, Any]) -> NodeParams:
         raise ValueError(f"parameter camera_names: duplicate names {names}")
     cameras = []
     for name, topic, info in zip(names, topics, infos):
+        if resolve is not None:
+            topic = resolve(topic)
+            info = resolve(info) if info else ""
         if transport == "compressed" and not topic.endswith("/compressed"):
             topic = topic.rstrip("/") + "/compressed"
         cameras.append(CameraConfig(name, topic, info))
@@ -323,6 +489,15 @@ def params_from_values(values: dict[str, Any]) -> NodeParams:
             raise ValueError(f"parameter fg_threshold={fg_threshold}: must lie in [0, 1)")
     else:
         raise ValueError(f"parameter operating_point={op_mode!r}: must be one of bundle, params")
+    idle_flush = float(get("idle_flush_s"))
+    if idle_flush < 0:  # auto: long enough that a camera running at any usual rate never
+        # triggers it between two frames, short enough that a stopped camera's last results
+        # come out within a second or two.
+        idle_flush = 2.0 * window
+    no_input = choice("diagnostics_no_input_level", ("stale", "error"))
+    max_pixels = int(get("max_input_pixels"))
+    if max_pixels < 0:
+        raise ValueError(f"parameter max_input_pixels={max_pixels}: must be >= 0 (0 = no limit)")
     precision = str(get("precision"))
     if precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"parameter precision={precision!r}: must be one of fp32, bf16, fp16")
@@ -354,9 +529,19 @@ def params_from_values(values: dict[str, Any]) -> NodeParams:
         qos_output=qos("qos.output"),
         publish_overlay=bool(get("publish_overlay")),
         max_objects=max_objects,
-        idle_flush_s=float(get("idle_flush_s")),
-        diagnostics_period_s=max(0.05, float(get("diagnostics_period_s"))),
+        idle_flush_s=idle_flush,
+        diagnostics_period_s=positive("diagnostics_period_s"),
         error_log_period_s=float(get("error_log_period_s")),
+        health=HealthThresholds(
+            window_s=positive("diagnostics_window_s"),
+            stale_s=positive("diagnostics_stale_s"),
+            no_input_level=Level.ERROR if no_input == "error" else Level.STALE,
+            drop_warn_pct=pct("diagnostics_drop_warn_pct"),
+            error_warn_pct=pct("diagnostics_error_warn_pct"),
+            error_error_pct=pct("diagnostics_error_error_pct"),
+            latency_warn_ms=max(0.0, float(get("diagnostics_latency_warn_ms"))),
+        ),
+        max_input_pixels=max_pixels,
         raw=dict(values),
     )
 

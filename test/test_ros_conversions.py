@@ -80,7 +80,7 @@ def test_last_row_without_padding_is_accepted():
 @pytest.mark.parametrize(
     ("mutate", "kind", "words"),
     [
-        (lambda m: setattr(m, "encoding", "yuv422"), "encoding", "unsupported encoding"),
+        (lambda m: setattr(m, "encoding", "yuv420"), "encoding", "unsupported encoding"),
         (lambda m: setattr(m, "encoding", "32FC1"), "encoding", "32FC1"),
         (lambda m: setattr(m, "step", 7 * 3 - 1), "step", "step 20 < width 7"),
         (lambda m: setattr(m, "height", 0), "size", "zero-sized"),

@@ -110,7 +110,9 @@ def test_node_over_dds_matches_offline_eval(tmp_path: Path) -> None:
            "-p", "diagnostics_period_s:=0.05",
            # Lock-step replay waits for every frame: a best-effort (sensor_data) input could
            # lose one and stall the replay, so evaluation replays subscribe reliably.
-           "-p", "qos.input:=reliable", "-p", "qos.camera_info:=reliable"]  # fmt: skip
+           "-p", "qos.input:=reliable", "-p", "qos.camera_info:=reliable",
+           # No end-of-stream flush mid-replay (a slow step would finish the window early).
+           "-p", "idle_flush_s:=0.0"]  # fmt: skip
     for p in MODEL_PARAMS:
         cmd += ["-p", p]
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)

@@ -1,0 +1,89 @@
+"""`max_input_pixels`: big frames go to the model downscaled, results come back at input size.
+
+A 4000x3000 frame costs seconds and gigabytes through the model and the propagator at full
+resolution, for no gain (the encoders work at about 0.5 MP). `model_size` picks the largest
+size with at most `max_pixels` pixels and the input's aspect ratio; `downscale` resizes with
+pixel-area averaging (OpenCV INTER_AREA, no aliasing); `upscale_result` maps a result back
+to the input resolution by nearest-neighbour on the id map, so the objects' boxes and areas
+are computed exactly on the map that is published (without scanning the big map once per
+object: every output row/column maps to one model row/column, so counts multiply).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import cv2
+import numpy as np
+
+from gmos_core.streaming import FrameResult, ObjectState
+
+__all__ = ["downscale", "model_size", "upscale_result"]
+
+
+def model_size(height: int, width: int, max_pixels: int) -> tuple[int, int]:
+    """(h, w) the model sees: the input size if within `max_pixels` (0 = no limit), else
+    the largest size of the same aspect ratio with h * w <= max_pixels."""
+    if max_pixels <= 0 or height * width <= max_pixels:
+        return height, width
+    s = math.sqrt(max_pixels / (height * width))
+    h, w = max(1, int(height * s)), max(1, int(width * s))
+    while h * w > max_pixels:  # float rounding at the boundary
+        h, w = (h - 1, w) if h >= w else (h, w - 1)
+    return h, w
+
+
+def downscale(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 -> (h, w, 3) uint8 by area averaging; the frame itself if same size."""
+    if frame.shape[:2] == size:
+        return frame
+    return cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def _source_index(n_out: int, n_in: int) -> np.ndarray:
+    """Nearest source index of every output index (pixel centres), nondecreasing."""
+    idx = ((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.int64)
+    return np.minimum(idx, n_in - 1)
+
+
+def upscale_result(result: FrameResult, size: tuple[int, int]) -> FrameResult:
+    """The result at (H, W) = `size` (>= the result's size): instance ids by nearest
+    neighbour, objects' boxes and areas of the upscaled map, fg_prob bilinear."""
+    ids = result.instance_ids
+    h, w = ids.shape
+    big_h, big_w = size
+    if (h, w) == (big_h, big_w):
+        return result
+    if big_h < h or big_w < w:
+        raise ValueError(f"upscale_result: target {size} smaller than the result {(h, w)}")
+    rows, cols = _source_index(big_h, h), _source_index(big_w, w)
+    big_ids = ids[np.ix_(rows, cols)]
+    row_n = np.bincount(rows, minlength=h)  # output rows per model row (>= 1)
+    col_n = np.bincount(cols, minlength=w)
+    objects = []
+    for o in result.objects:
+        ys, xs = np.nonzero(ids == o.obj_id)
+        if len(ys) == 0:
+            continue
+        y0, y1 = int(ys.min()), int(ys.max())
+        x0, x1 = int(xs.min()), int(xs.max())
+        top = int(np.searchsorted(rows, y0, side="left"))
+        bottom = int(np.searchsorted(rows, y1, side="right"))
+        left = int(np.searchsorted(cols, x0, side="left"))
+        right = int(np.searchsorted(cols, x1, side="right"))
+        area = int((row_n[ys] * col_n[xs]).sum())
+        objects.append(
+            ObjectState(
+                obj_id=o.obj_id,
+                moving=o.moving,
+                motion_prob=o.motion_prob,
+                iou=o.iou,
+                bbox=(left, top, right - left, bottom - top),
+                area=area,
+            )
+        )
+    fg = result.fg_prob
+    if fg is not None:
+        fg = cv2.resize(fg, (big_w, big_h), interpolation=cv2.INTER_LINEAR)
+    return replace(result, instance_ids=big_ids, objects=tuple(objects), fg_prob=fg)
