@@ -484,6 +484,11 @@ class GmosNode(LifecycleNode):
         and read-only flags are enforced by rclpy from the descriptors before this)."""
         values = self._param_values()
         known = set(values)
+        if not any(param.name in known for param in changed):
+            # Not one of the table's (e.g. geometry.*, declared after this callback and
+            # validated at configure by its owner): an invalid override already in the table
+            # is refused at configure, not by every later declaration.
+            return SetParametersResult(successful=True)
         for param in changed:
             if param.name in known:
                 values[param.name] = None if param.type_ == Parameter.Type.NOT_SET else param.value
