@@ -32,6 +32,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from gmos_core.compute import (
+    DeviceUnavailableError,
+    add_threads_argument,
+    apply_threads,
+    check_device,
+)
 from gmos_core.data.palette import write_indexed_png
 from gmos_core.data.video import DataFormatError, read_frames, video_fps, write_mp4
 from gmos_core.models.preprocess import stride_from_fps
@@ -187,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pi3-ckpt", default=None, help="official pi3 model.safetensors")
     p.add_argument("--sam2-ckpt", default=None, help="official SAM2.1 .pt")
     p.add_argument("--gmos-ckpt", default=None, help="official Gmos / Gmos-S checkpoint")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
+    add_threads_argument(p)
     p.add_argument(
         "--precision",
         default="fp32",
@@ -225,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         for p in args.input:
             if not p.exists():
                 raise InferInputError(f"input {p} does not exist")
+        check_device(args.device)
+        apply_threads(args.threads)
         model = load_frame_model(settings)
         if args.allow_random_weights and not (args.bundle or args.gmos_ckpt):
             print(
@@ -241,7 +250,13 @@ def main(argv: list[str] | None = None) -> int:
                 factory, p, args.out, args.model, args.fps, args.stride, not args.no_mp4
             )
             summary.append(res.__dict__)
-    except (InferInputError, RuntimeError_, FileNotFoundError, DataFormatError) as exc:
+    except (
+        InferInputError,
+        RuntimeError_,
+        FileNotFoundError,
+        DataFormatError,
+        DeviceUnavailableError,
+    ) as exc:
         print(f"gmos-infer: error: {exc}", file=sys.stderr)
         return 2
     (args.out / "infer_summary.json").write_text(json.dumps(summary, indent=1))
