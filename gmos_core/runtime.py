@@ -27,7 +27,7 @@ DEFAULT_BUNDLES = {
     "gmos_online": ASSETS / "micro_gmos.safetensors",
 }
 
-Variant = Literal["gmos_s", "gmos_online"]
+Variant = Literal["gmos_s", "gmos_online", "ego_residual", "frame_diff"]
 
 # Frames a live track may stay empty before its id and tracker slot are released.
 LIVE_RELEASE_LOST_AFTER = 30
@@ -39,7 +39,9 @@ class RuntimeSettings:
 
     Attributes:
         variant: "gmos_s" (one foreground mask per frame) or "gmos_online" (proposer + online
-            propagator, tracked instances with per-frame motion states).
+            propagator, tracked instances with per-frame motion states); "ego_residual" or
+            "frame_diff": a weight-free baseline in place of the proposer
+            (`gmos_core.baseline_model`), same propagator and outputs as gmos_online.
         model_config: named model configuration ("micro", "paper") or a YAML path; ignored
             when a bundle is given (the bundle names its configuration).
         bundle: one-file trained model (`gmos_core.bundle`); None and no official checkpoints
@@ -97,11 +99,22 @@ def load_frame_model(settings: RuntimeSettings) -> FrameModel:
 
 
 def _load_frame_model(settings: RuntimeSettings) -> FrameModel:
+    from gmos_core.baseline_model import BASELINE_VARIANTS, BaselineFrameModel
     from gmos_core.pipeline import build_frame_model, build_frame_model_from_bundle
+
+    if settings.variant in BASELINE_VARIANTS:
+        if settings.tracker != "mask_iou":
+            raise RuntimeError_(
+                f"variant {settings.variant} has no SAM2 features: use tracker mask_iou"
+            )
+        return BaselineFrameModel(settings.variant)  # type: ignore[return-value]
 
     head_variant = "gmos_s" if settings.variant == "gmos_s" else "gmos"
     if settings.variant not in ("gmos_s", "gmos_online"):
-        raise RuntimeError_(f"variant must be 'gmos_s' or 'gmos_online', got {settings.variant!r}")
+        raise RuntimeError_(
+            "variant must be gmos_s, gmos_online, ego_residual or frame_diff, got "
+            f"{settings.variant!r}"
+        )
     official = (settings.pi3_checkpoint, settings.sam2_checkpoint, settings.head_checkpoint)
     if settings.bundle:
         model = build_frame_model_from_bundle(settings.bundle, device=settings.device)
