@@ -186,3 +186,19 @@ def test_prepare_gt_labels_units():
     pal = _object(T, 4)
     pal[:, 0, :3] = 255
     np.testing.assert_array_equal(prepare_gt_labels(pal, "davis17-unsup", "s"), pal)
+
+
+def test_evaluator_classes_refuse_out_of_range():
+    """The gmos_core evaluator protocol refuses the same impossible numbers as gmos-eval."""
+    from gmos_core.metrics import MosIEvaluator
+    from gmos_core.metrics.ranges import MetricRangeError, check_metric_ranges
+
+    gt = _object(10, 4)
+    gt[5:] = 0
+    ev = MosIEvaluator()
+    ev.process("clip", gt_labels=gt, res_labels=gt, intervals={1: [(0, 9)]})
+    with pytest.raises(MetricRangeError, match=r"mtIoU = 2 is outside \[0, 1\]"):
+        ev.evaluate()
+    check_metric_ranges({"J-Decay": -0.5, "FP": 3.0, "J_mov": float("nan")}, "ok")
+    with pytest.raises(MetricRangeError, match="J-Mean"):
+        check_metric_ranges({"x": {"J-Mean": 1.5}}, "DAVIS")

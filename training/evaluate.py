@@ -55,6 +55,8 @@ from gmos_core.data import (
     read_time_anno,
 )
 from gmos_core.data.gt_check import GT_CONVENTIONS, check_interval_ids, prepare_gt_labels
+from gmos_core.metrics.ranges import MetricRangeError
+from gmos_core.metrics.ranges import check_metric_ranges as check_metric_ranges_in
 
 PROTOCOLS = ("mos-i", "mos", "davis17-unsup", "davis17-semi", "davis16", "moca")
 
@@ -78,10 +80,6 @@ DAVIS_KEYS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall",
 
 class EvalInputError(Exception):
     """A user error not covered by the data readers (bad flag combination, bad motion file)."""
-
-
-class MetricRangeError(EvalInputError):
-    """A metric left its range: the inputs break an assumption of the official formula."""
 
 
 @dataclass
@@ -739,6 +737,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         DataFormatError,
         TimeAnnoError,
         EvalInputError,
+        MetricRangeError,
         FileNotFoundError,
         NotADirectoryError,
     ]
@@ -796,56 +795,17 @@ def default_out_dir(results: Path, protocol: str) -> Path:
     return res.parent / f"{res.name}_eval" / protocol
 
 
-#: Row/summary keys that are labels or flags, not metrics.
-_NOT_METRICS = frozenset(
-    {"motion_gated", "static_gt_ids", "sequence", "Sequence", "seq", "object_id"}
-)
-
-
-def _metric_range(key: str) -> tuple[float, float] | None:
-    """The range of a reported number by its name, None for labels and flags."""
-    if key in _NOT_METRICS:
-        return None
-    if key.startswith(("num_", "frames")) or key.split("_flhm")[0] == "FP":
-        return (0.0, math.inf)
-    if "Decay" in key:
-        return (-1.0, 1.0)
-    return (0.0, 1.0)
-
-
 def check_metric_ranges(report: EvalReport) -> None:
-    """Refuse to report a metric outside its range (fractions in [0, 1], decays in [-1, 1]).
-
-    The official MOS-I rule counts a moving label with an empty ground-truth mask and an
-    empty prediction as a true positive, so degenerate ground truth can push mtIoU above 1;
-    the ground-truth checks catch the known causes, this catches the rest.
+    """Refuse to report a metric outside its range (`gmos_core.metrics.ranges`): the global
+    numbers and every per-sequence / per-object row.
 
     Raises:
         MetricRangeError: naming the number, its value and where it came from.
     """
-
-    def walk(d: dict[str, Any], where: str) -> None:
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{where} {k}")
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
-                continue
-            rng = _metric_range(str(k))
-            if rng is None or math.isnan(float(v)):
-                continue
-            if not rng[0] - 1e-9 <= float(v) <= rng[1] + 1e-9:
-                raise MetricRangeError(
-                    f"{report.protocol}: {where} {k} = {float(v):.6g} is outside "
-                    f"[{rng[0]:g}, {rng[1]:g}]; the ground truth breaks an assumption of the "
-                    "official formula (e.g. moving objects whose masks are empty): check the "
-                    "ground-truth values and motion intervals"
-                )
-
-    walk(report.summary, "global")
+    check_metric_ranges_in(report.summary, f"{report.protocol} global")
     for row in report.rows:
         name = row.get("sequence", row.get("Sequence", row.get("seq", "?")))
-        walk(row, f"sequence {name}")
+        check_metric_ranges_in(row, f"{report.protocol} sequence {name}")
 
 
 def main(argv: list[str] | None = None) -> int:
