@@ -444,8 +444,8 @@ def iter_offline_propagate(
     backward pass), the id maps go to `map_folder`, and the frames are yielded one by one.
     Only (T, N) scalars (IoUs, motion signals) are held for the whole clip.
 
-    Yields one `PropagationFrame` per frame, in order: `full_instance_map` is the MOS output (every
-    kept object on every frame), `instance_map` the MOS-I output (moving objects only).
+    Yields one `PropagationFrame` per frame, in order: `full_instance_map` is the MOS output
+    (every kept object on every frame), `instance_map` the MOS-I output (moving objects only).
     """
     cfg = config or PropagatorConfig()
     n_frames = len(frames_proposals)
@@ -481,8 +481,9 @@ def iter_offline_propagate(
     anchor_fwd: list[np.ndarray] = []
 
     def settle(t: int, frame_masks: list[np.ndarray]) -> None:
-        ex, full_maps[t] = resolve_overlaps(ids, frame_masks, prio, shape)
-        glob[t], alter[t] = _motion_signals(ex, frames_proposals[t], cfg, full_maps[t], ids)
+        ex, id_map = resolve_overlaps(ids, frame_masks, prio, shape)
+        full_maps[t] = id_map
+        glob[t], alter[t] = _motion_signals(ex, frames_proposals[t], cfg, id_map, ids)
 
     for direction in (+1, -1):
         tracker = tracker_factory()
