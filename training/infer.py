@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="gmos: where the offline pass keeps each frame's proposals until the clip ends "
         "(a private temporary folder inside it, deleted afterwards; default $TMPDIR). Needs "
-        "about 0.1 MB per frame at 854x480",
+        "roughly 50 kB per frame at 854x480",
     )
     p.add_argument(
         "--allow-random-weights",

@@ -3,8 +3,9 @@
 Why: the offline pass (`offline_propagate`) needs every frame's proposals and online result
 again after the clip ends. Kept in RAM they cost ~24 MB per frame at 854x480 (5.4-5.7 GB
 peak for 200 frames, issue 19). These stores write each frame to its own `.npz` file in a
-private temporary folder as it arrives (masks bit-packed: 1 bit per pixel) and read it back
-only when the second pass asks for it; RAM holds only the per-frame scalars.
+private temporary folder as it arrives (masks bit-packed, 1 bit per pixel, and
+zlib-compressed like the id maps: they are mostly background) and read it back only when
+the second pass asks for it; RAM holds only the per-frame scalars.
 
 Files are written and read with `allow_pickle=False` (plain arrays only).
 """
@@ -69,7 +70,7 @@ class SpilledProposals(Sequence[FrameProposals]):
 
     def append(self, props: FrameProposals) -> None:
         """Write one frame's proposals (K masks of (H, W), K motion and IoU values)."""
-        np.savez(
+        np.savez_compressed(
             self.folder / f"{len(self._shapes):07d}.npz",
             masks=_pack(props.masks),
             motion_prob=props.motion_prob,
@@ -119,7 +120,7 @@ class SpilledHistory(Sequence[PropagationFrame]):
             if frame.objects
             else np.zeros((0, *shape), bool)
         )
-        np.savez(
+        np.savez_compressed(
             self.folder / f"{len(self._meta):07d}.npz",
             masks=_pack(masks),
             instance_map=frame.instance_map,
@@ -172,7 +173,7 @@ class IdMapStore:
         if self.folder is None:
             self._mem[t] = id_map
         else:
-            np.save(self.folder / f"{t:07d}.npy", id_map, allow_pickle=False)
+            np.savez_compressed(self.folder / f"{t:07d}.npz", id_map=id_map)
 
     def __getitem__(self, t: int) -> np.ndarray:
         if self.folder is None:
@@ -180,4 +181,5 @@ class IdMapStore:
             if m is None:
                 raise KeyError(f"id map of frame {t} was never stored")
             return m
-        return np.load(self.folder / f"{t:07d}.npy", allow_pickle=False)
+        with np.load(self.folder / f"{t:07d}.npz", allow_pickle=False) as z:
+            return z["id_map"]
