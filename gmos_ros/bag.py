@@ -332,8 +332,12 @@ def score_mos_i(
         for k in moving:
             if 1 <= k <= num_channels:
                 motion[i, k - 1] = 1.0
+    from gmos_core.metrics.ranges import check_metric_ranges
+
     res = evaluate_mos_i_sequence(gt.labels, pred, gt.intervals, pred_motion=motion, seq=seq)
-    return {"frames": t, "missing_predictions": missing, **aggregate_mos_i([res])}
+    out = {"frames": t, "missing_predictions": missing, **aggregate_mos_i([res])}
+    check_metric_ranges(out, f"{seq} MOS-I")  # never report an impossible score
+    return out
 
 
 # ---------------------------------------------------------------------------------- eval
@@ -829,7 +833,13 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     threads = [f"torch_threads:={a.threads}"] if a.threads > 0 else []
     params = _settings(a.params_file, threads + a.param)
     metrics = a.metrics or (Path(a.out).with_suffix(".json") if a.out else None)
-    rep = run_eval(a.bag, a.out, params, a.image_topic, a.ns, a.storage, metrics)
+    from gmos_core.metrics.ranges import MetricRangeError
+
+    try:
+        rep = run_eval(a.bag, a.out, params, a.image_topic, a.ns, a.storage, metrics)
+    except MetricRangeError as err:
+        print(f"gmos-bag eval: error: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(rep.to_json(), indent=1))
     return 0
 

@@ -202,3 +202,19 @@ def test_evaluator_classes_refuse_out_of_range():
     check_metric_ranges({"J-Decay": -0.5, "FP": 3.0, "J_mov": float("nan")}, "ok")
     with pytest.raises(MetricRangeError, match="J-Mean"):
         check_metric_ranges({"x": {"J-Mean": 1.5}}, "DAVIS")
+
+
+def test_bag_eval_score_refuses_out_of_range():
+    """`gmos-bag eval` scores with the same rule: no mtIoU above 1 is returned."""
+    pytest.importorskip("rclpy")
+    from gmos_core.metrics.ranges import MetricRangeError
+    from gmos_ros.bag import GroundTruth, score_mos_i
+
+    gt = _object(10, 4).astype(np.uint16)
+    gt[5:] = 0
+    stamps = [int(t * 1e8) for t in range(10)]
+    preds = {s: (gt[t], {1} if gt[t].any() else set()) for t, s in enumerate(stamps)}
+    with pytest.raises(MetricRangeError, match="mtIoU"):
+        score_mos_i(GroundTruth(stamps, gt, {1: [(0, 9)]}), preds)
+    ok = {1: [(0, 4)]}  # the intervals that match the masks: scored, in range
+    assert 0.0 <= score_mos_i(GroundTruth(stamps, gt, ok), preds)["mtIoU"] <= 1.0
