@@ -96,24 +96,24 @@ def check_device(device: str) -> str:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise DeviceUnavailableError(f"--device {device!r} is not a torch device ({exc})") from None
+        raise DeviceUnavailableError(f"device {device!r} is not a torch device ({exc})") from None
     if dev.type == "cuda":
         if not torch.backends.cuda.is_built():
             raise DeviceUnavailableError(
-                f"--device {device}: this torch ({torch.__version__}) is a CPU-only build; use "
-                "--device cpu or install a CUDA build of torch"
+                f"device {device!r}: this torch ({torch.__version__}) is a CPU-only build; use "
+                "device cpu or install a CUDA build of torch"
             )
         if not torch.cuda.is_available():
             raise DeviceUnavailableError(
-                f"--device {device}: torch sees no CUDA GPU (driver missing or "
-                "CUDA_VISIBLE_DEVICES empty); use --device cpu"
+                f"device {device!r}: torch sees no CUDA GPU (driver missing or "
+                "CUDA_VISIBLE_DEVICES empty); use device cpu"
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise DeviceUnavailableError(
-                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here"
+                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here"
             )
     elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceUnavailableError(f"--device {device}: MPS is not available here")
+        raise DeviceUnavailableError(f"device {device!r}: MPS is not available here")
     elif dev.type not in ("cpu", "cuda", "mps"):
-        raise DeviceUnavailableError(f"--device {device}: use cpu or cuda")
+        raise DeviceUnavailableError(f"device {device!r}: use cpu or cuda")
     return device

@@ -83,7 +83,18 @@ class RuntimeError_(RuntimeError):
 
 
 def load_frame_model(settings: RuntimeSettings) -> FrameModel:
-    """Build and load the model the settings describe (torch backend)."""
+    """Build and load the model the settings describe (torch backend).
+
+    Raises:
+        RuntimeError_: missing weights, a bad variant, or a device this torch cannot use
+            (checked first, so the message says so instead of a CUDA assertion).
+    """
+    from gmos_core.compute import DeviceUnavailableError, check_device
+
+    try:
+        check_device(settings.device)
+    except DeviceUnavailableError as exc:
+        raise RuntimeError_(str(exc)) from None
     model = _load_frame_model(settings)
     if settings.precision != "fp32":
         if settings.tracker == "sam2":

@@ -834,10 +834,11 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     params = _settings(a.params_file, threads + a.param)
     metrics = a.metrics or (Path(a.out).with_suffix(".json") if a.out else None)
     from gmos_core.metrics.ranges import MetricRangeError
+    from gmos_core.runtime import RuntimeError_
 
     try:
         rep = run_eval(a.bag, a.out, params, a.image_topic, a.ns, a.storage, metrics)
-    except MetricRangeError as err:
+    except (MetricRangeError, RuntimeError_) as err:  # e.g. device:=cuda without CUDA
         print(f"gmos-bag eval: error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(rep.to_json(), indent=1))

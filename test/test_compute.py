@@ -56,7 +56,7 @@ def test_unavailable_device_is_a_clean_error(tmp_path, capsys):
     assert check_device("cpu") == "cpu"
     if torch.cuda.is_available():
         pytest.skip("a CUDA device exists here: nothing unavailable to ask for")
-    with pytest.raises(DeviceUnavailableError, match="--device cuda"):
+    with pytest.raises(DeviceUnavailableError, match="device 'cuda'"):
         check_device("cuda")
     from training.infer import main
 
@@ -64,4 +64,9 @@ def test_unavailable_device_is_a_clean_error(tmp_path, capsys):
     rc = main(["--model", "gmos", "--input", str(tmp_path / "frames"), "--out", str(tmp_path)]
               + ["--device", "cuda", "--no-mp4"])  # fmt: skip
     err = capsys.readouterr().err
-    assert rc == 2 and "--device cuda" in err and "Traceback" not in err
+    assert rc == 2 and "device 'cuda'" in err and "Traceback" not in err
+    # The runtime checks too: the node's activate and gmos-bag eval get the same message.
+    from gmos_core.runtime import RuntimeError_, RuntimeSettings, load_frame_model
+
+    with pytest.raises(RuntimeError_, match="device 'cuda'"):
+        load_frame_model(RuntimeSettings(device="cuda"))
