@@ -56,6 +56,7 @@ setup(
         "console_scripts": [
             "gmos-eval = training.evaluate:main",
             "gmos-infer = training.infer:main",
+            "gmos-baseline = training.baseline:main",
             "gmos-synth = gmos_core.data.synthetic:main",
             "gmos_node = gmos_ros.node:main",
             "gmos-bag = gmos_ros.bag:main",

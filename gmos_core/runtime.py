@@ -8,6 +8,7 @@ its own propagator state.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,7 @@ DEFAULT_BUNDLES = {
     "gmos_online": ASSETS / "micro_gmos.safetensors",
 }
 
-Variant = Literal["gmos_s", "gmos_online"]
+Variant = Literal["gmos_s", "gmos_online", "ego_residual", "frame_diff"]
 
 # Frames a live track may stay empty before its id and tracker slot are released.
 LIVE_RELEASE_LOST_AFTER = 30
@@ -38,7 +39,9 @@ class RuntimeSettings:
 
     Attributes:
         variant: "gmos_s" (one foreground mask per frame) or "gmos_online" (proposer + online
-            propagator, tracked instances with per-frame motion states).
+            propagator, tracked instances with per-frame motion states); "ego_residual" or
+            "frame_diff": a weight-free baseline in place of the proposer
+            (`gmos_core.baseline_model`), same propagator and outputs as gmos_online.
         model_config: named model configuration ("micro", "paper") or a YAML path; ignored
             when a bundle is given (the bundle names its configuration).
         bundle: one-file trained model (`gmos_core.bundle`); None and no official checkpoints
@@ -80,7 +83,18 @@ class RuntimeError_(RuntimeError):
 
 
 def load_frame_model(settings: RuntimeSettings) -> FrameModel:
-    """Build and load the model the settings describe (torch backend)."""
+    """Build and load the model the settings describe (torch backend).
+
+    Raises:
+        RuntimeError_: missing weights, a bad variant, or a device this torch cannot use
+            (checked first, so the message says so instead of a CUDA assertion).
+    """
+    from gmos_core.compute import DeviceUnavailableError, check_device
+
+    try:
+        check_device(settings.device)
+    except DeviceUnavailableError as exc:
+        raise RuntimeError_(str(exc)) from None
     model = _load_frame_model(settings)
     if settings.precision != "fp32":
         if settings.tracker == "sam2":
@@ -96,11 +110,22 @@ def load_frame_model(settings: RuntimeSettings) -> FrameModel:
 
 
 def _load_frame_model(settings: RuntimeSettings) -> FrameModel:
+    from gmos_core.baseline_model import BASELINE_VARIANTS, BaselineFrameModel
     from gmos_core.pipeline import build_frame_model, build_frame_model_from_bundle
+
+    if settings.variant in BASELINE_VARIANTS:
+        if settings.tracker != "mask_iou":
+            raise RuntimeError_(
+                f"variant {settings.variant} has no SAM2 features: use tracker mask_iou"
+            )
+        return BaselineFrameModel(settings.variant)  # type: ignore[return-value]
 
     head_variant = "gmos_s" if settings.variant == "gmos_s" else "gmos"
     if settings.variant not in ("gmos_s", "gmos_online"):
-        raise RuntimeError_(f"variant must be 'gmos_s' or 'gmos_online', got {settings.variant!r}")
+        raise RuntimeError_(
+            "variant must be gmos_s, gmos_online, ego_residual or frame_diff, got "
+            f"{settings.variant!r}"
+        )
     official = (settings.pi3_checkpoint, settings.sam2_checkpoint, settings.head_checkpoint)
     if settings.bundle:
         model = build_frame_model_from_bundle(settings.bundle, device=settings.device)
@@ -137,11 +162,19 @@ class PropagatorTracking:
     The weight-free `MaskIoUTracker` consumes the frame's proposals as its per-frame input.
     For a live stream (`offline=False`) nothing grows with the stream; with `offline=True`
     (offline inference) every frame's proposals and online result are kept so that
-    `offline_results()` can run the anchored bidirectional second pass (MOS output).
+    `offline_results()` can run the anchored bidirectional second pass (MOS output). They
+    are kept on disk (`gmos_core.propagation.spill`, a private temporary folder under
+    `spill_dir`), so memory does not grow with the video; `second_pass=False` keeps nothing
+    (online output only, the same online pass as with it).
     """
 
     def __init__(
-        self, settings: RuntimeSettings, offline: bool = False, sam_model: Any = None
+        self,
+        settings: RuntimeSettings,
+        offline: bool = False,
+        sam_model: Any = None,
+        second_pass: bool = True,
+        spill_dir: str | None = None,
     ) -> None:
         from gmos_core.propagation import PropagatorConfig
 
@@ -163,7 +196,11 @@ class PropagatorTracking:
         self.tracker_kind = settings.tracker
         self.sam_model = sam_model
         self._propagator: Any = None
-        self._proposals: list[Any] = []
+        self.second_pass = offline and second_pass
+        self._spill_dir = spill_dir
+        self._spill: Any = None
+        self._proposals: Any = None
+        self._history: Any = None
         self._last_moving: dict[int, bool] = {}
         self._last_prob: dict[int, float] = {}
         self._last_iou: dict[int, float] = {}
@@ -182,10 +219,28 @@ class PropagatorTracking:
         from gmos_core.propagation import OnlinePropagator
 
         if self._propagator is None:
+            # The propagator never keeps its history in RAM: the offline pass reads the
+            # spilled copy (`_keep`).
             self._propagator = OnlinePropagator(
-                self._make_tracker(out_hw), self.config, keep_history=self.offline
+                self._make_tracker(out_hw), self.config, keep_history=False
             )
         return self._propagator
+
+    def _stores(self) -> tuple[Any, Any]:
+        """The on-disk proposal and online-frame stores of the second pass."""
+        from gmos_core.propagation.spill import SpilledHistory, SpilledProposals, SpillFolder
+
+        if self._spill is None:
+            self._spill = SpillFolder(self._spill_dir)
+            self._proposals = SpilledProposals(self._spill.path / "proposals")
+            self._history = SpilledHistory(self._spill.path / "online")
+        return self._proposals, self._history
+
+    def close(self) -> None:
+        """Delete the second pass's files (also done by `reset` and at garbage collection)."""
+        if self._spill is not None:
+            self._spill.close()
+        self._spill = self._proposals = self._history = None
 
     @property
     def propagator(self) -> Any:
@@ -200,7 +255,7 @@ class PropagatorTracking:
     def reset(self) -> None:
         # Rebuilt on the next frame: the video size may have changed (SAM2 needs it).
         self._propagator = None
-        self._proposals.clear()
+        self.close()
         self._last_moving.clear()
         self._last_prob.clear()
         self._last_iou.clear()
@@ -218,10 +273,13 @@ class PropagatorTracking:
         from gmos_core.propagation import FrameProposals
 
         props = FrameProposals(proposals.masks, proposals.motion_prob, proposals.iou)
-        if self.offline:
-            self._proposals.append(props)
         p = self._get(props.shape)
-        return self._remember(p.step(frame_index, props, self._tracker_input(props, tracker_input)))
+        frame = p.step(frame_index, props, self._tracker_input(props, tracker_input))
+        if self.second_pass:
+            store, history = self._stores()
+            store.append(props)
+            history.append(frame)
+        return self._remember(frame)
 
     def carry(
         self, frame_index: int, tracker_input: Any, out_hw: tuple[int, int]
@@ -240,33 +298,66 @@ class PropagatorTracking:
         iou = {i: float(tracked[p.registry.slot_of(i)].iou) for i in ids}
         moving = {i: self._last_moving.get(i, False) for i in ids}
         prob = {i: self._last_prob.get(i, 0.0) for i in ids}
-        if self.offline:
-            self._proposals.append(FrameProposals.empty(*shape))
+        if self.second_pass:
+            from gmos_core.propagation import PropagationFrame, TrackedObject, mask_bbox
+
+            # The online pass's frame (what `OnlinePropagator.history` held before), so the
+            # offline pass sees the carried masks as prompts candidates, as before.
+            objs = [
+                TrackedObject(i, id_map == i, moving[i], prob[i], iou[i], mask_bbox(id_map == i))
+                for i in ids
+            ]
+            store, history = self._stores()
+            store.append(FrameProposals.empty(*shape))
+            history.append(PropagationFrame(frame_index, None, objs, id_map, id_map))
         return id_map, moving, prob, iou
 
-    def offline_results(self) -> list[np.ndarray]:
-        """Second pass over the whole clip: (H, W) uint16 full id maps, one per frame (MOS)."""
-        from gmos_core.propagation import MaskIoUTracker, offline_propagate
+    def iter_offline_results(self) -> Iterator[np.ndarray]:
+        """Second pass over the whole clip, frame by frame: (H, W) uint16 full id maps (MOS).
 
-        if not self.offline:
-            raise RuntimeError_("offline_results needs PropagatorTracking(offline=True)")
-        if self._propagator is None:
-            return []
+        Reads the spilled proposals and online frames from disk; memory stays flat in the
+        clip length. The files are deleted when the iteration ends.
+        """
+        from gmos_core.propagation import MaskIoUTracker, iter_offline_propagate
+
+        if not self.second_pass:
+            raise RuntimeError_(
+                "offline_results needs PropagatorTracking(offline=True, second_pass=True)"
+            )
+        if self._propagator is None or self._spill is None:
+            return
         if self.tracker_kind != "mask_iou":
             raise RuntimeError_("the offline pass is wired for the 'mask_iou' tracker only")
-        frames = offline_propagate(
-            self._proposals, MaskIoUTracker, self.config, self._propagator.history
-        )
-        return [f.full_instance_map for f in frames]
+        try:
+            for f in iter_offline_propagate(
+                self._proposals,
+                MaskIoUTracker,
+                self.config,
+                self._history,
+                map_folder=self._spill.path / "offline_maps",
+            ):
+                yield f.full_instance_map
+        finally:
+            self.close()
+
+    def offline_results(self) -> list[np.ndarray]:
+        """`iter_offline_results` as a list (every frame's map in RAM: short clips only)."""
+        return list(self.iter_offline_results())
 
 
 def build_segmenter(
-    settings: RuntimeSettings, model: FrameModel | None = None, offline: bool = False
+    settings: RuntimeSettings,
+    model: FrameModel | None = None,
+    offline: bool = False,
+    second_pass: bool = True,
+    spill_dir: str | None = None,
 ) -> StreamingSegmenter:
     """A stream's segmenter; pass `model` to share one loaded model between streams.
 
-    `offline=True` keeps the per-frame proposals so that the anchored second pass can run at
-    the end of a clip (`segmenter.tracking.offline_results()`); never for live streams.
+    `offline=True` keeps the per-frame proposals (on disk, under `spill_dir` or `$TMPDIR`)
+    so that the anchored second pass can run at the end of a clip
+    (`segmenter.tracking.iter_offline_results()`); never for live streams.
+    `second_pass=False` runs the same online pass as `offline=True` but keeps nothing.
     """
     from gmos_core.operating_point import OperatingPoint
 
@@ -294,6 +385,8 @@ def build_segmenter(
             settings,
             offline=offline,
             sam_model=getattr(getattr(model, "sam2", None), "sam_model", None),
+            second_pass=second_pass,
+            spill_dir=spill_dir,
         ),
         span_s=settings.span_s,
         proposer_stride=settings.proposer_stride,

@@ -42,6 +42,7 @@ from rosbags.rosbag2 import CompressionFormat, CompressionMode, Reader, StorageP
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from gmos_core.compute import add_threads_argument
 from gmos_ros.conversions import ConversionError, compressed_to_rgb, image_to_rgb
 from gmos_ros.messages import HeaderedStream, copy_header, result_messages, stamp_to_ns
 from gmos_ros.params import PARAMS, NodeParams, apply_threads, params_from_values
@@ -355,8 +356,12 @@ def score_mos_i(
         for k in moving:
             if 1 <= k <= num_channels:
                 motion[i, k - 1] = 1.0
+    from gmos_core.metrics.ranges import check_metric_ranges
+
     res = evaluate_mos_i_sequence(gt.labels, pred, gt.intervals, pred_motion=motion, seq=seq)
-    return {"frames": t, "missing_predictions": missing, **aggregate_mos_i([res])}
+    out = {"frames": t, "missing_predictions": missing, **aggregate_mos_i([res])}
+    check_metric_ranges(out, f"{seq} MOS-I")  # never report an impossible score
+    return out
 
 
 # ---------------------------------------------------------------------------------- eval
@@ -855,9 +860,18 @@ def _cmd_synth(a: argparse.Namespace) -> int:
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    params = _settings(a.params_file, a.param)
+    # --threads is the node's torch_threads; a later `-p torch_threads:=N` still wins.
+    threads = [f"torch_threads:={a.threads}"] if a.threads > 0 else []
+    params = _settings(a.params_file, threads + a.param)
     metrics = a.metrics or (Path(a.out).with_suffix(".json") if a.out else None)
-    rep = run_eval(a.bag, a.out, params, a.image_topic, a.ns, a.storage, metrics)
+    from gmos_core.metrics.ranges import MetricRangeError
+    from gmos_core.runtime import RuntimeError_
+
+    try:
+        rep = run_eval(a.bag, a.out, params, a.image_topic, a.ns, a.storage, metrics)
+    except (MetricRangeError, RuntimeError_) as err:  # e.g. device:=cuda without CUDA
+        print(f"gmos-bag eval: error: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(rep.to_json(), indent=1))
     return 0
 
@@ -973,6 +987,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--storage", choices=sorted(STORAGES), default="mcap")
     e.add_argument("--params-file", help="node params YAML (default config/gmos.yaml)")
     e.add_argument("-p", "--param", action="append", default=[], help="name:=value override")
+    add_threads_argument(e)
     e.set_defaults(func=_cmd_eval)
     p = sub.add_parser("play", help="publish a bag's messages")
     p.add_argument("bag")

@@ -645,6 +645,7 @@ class GmosNode(LifecycleNode):
             s.allow_random_weights
             and not s.bundle
             and not official
+            and s.variant in DEFAULT_BUNDLES  # the baselines have no weights
             and not DEFAULT_BUNDLES[s.variant].is_file()
         )
 

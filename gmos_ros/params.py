@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 QOS_PROFILES = ("sensor_data", "default", "reliable", "best_effort")
-VARIANTS = ("gmos_s", "gmos_online")
+VARIANTS = ("gmos_s", "gmos_online", "ego_residual", "frame_diff")
 TRANSPORTS = ("raw", "compressed")
 BACKENDS = ("torch",)
 
@@ -97,7 +97,8 @@ PARAMS: tuple[ParamSpec, ...] = (
         "variant",
         "gmos_online",
         "Model: gmos_s (one foreground mask) or gmos_online "
-        "(tracked instances with per-frame motion states).",
+        "(tracked instances with per-frame motion states); ego_residual / frame_diff: "
+        "weight-free CPU baselines with gmos_online's outputs (robots without weights).",
     ),  # fmt: skip
     ParamSpec("model_config", "micro", "Named model configuration (micro, paper) or a YAML path."),
     ParamSpec("bundle", "", "One-file trained model (.safetensors); empty = shipped default."),

@@ -110,14 +110,32 @@ def test_davis_protocols_equal_direct_metric_calls(davis, tmp_path, capsys, prot
     assert (out / "per_sequence.png").stat().st_size > 1000
 
 
-def test_default_out_is_results_dir_and_direct_folder(davis, capsys):
+def test_default_out_is_a_folder_of_its_own(davis, capsys):
     root, _, _, save = davis
     rc, _, err = _run(
         ["--protocol", "davis17-unsup", "--results", str(save / "mos_frame"), "--gt", str(root)],
         capsys,
     )
     assert rc == 0, err
-    assert (save / "mos_frame" / "results.json").is_file()
+    # Nothing is written into the results folder: only the sequence folders stay there.
+    assert sorted(p.name for p in (save / "mos_frame").iterdir()) == ["bear", "car"]
+    assert (save / "mos_frame_eval" / "davis17-unsup" / "results.json").is_file()
+
+
+def test_sequences_without_image_set(davis, tmp_path, capsys):
+    root, _, _, save = davis
+    for year in ("2016", "2017"):
+        (root / "ImageSets" / year / "val.txt").unlink()
+    out = tmp_path / "o"
+    argv = ["--protocol", "davis16", "--results", str(save), "--gt", str(root), "--out", str(out)]
+    rc, _, err = _run(argv, capsys)
+    assert rc == 2 and "val.txt" in err  # no image set and no --sequences: said plainly
+    rc, stdout, err = _run([*argv, "--sequences", "car"], capsys)
+    assert rc == 0, err
+    got = json.loads((out / "results.json").read_text())
+    assert got["sequences"] == ["car"] and got["num_sequences"] == 1
+    rc, _, err = _run([*argv, "--sequences", "car,dog"], capsys)
+    assert rc == 2 and "dog" in err and "no ground-truth folder" in err
 
 
 # ------------------------------------------------------------------------- bad input

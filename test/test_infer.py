@@ -67,6 +67,27 @@ def test_gmos_online_and_offline_layout_scores_with_gmos_eval(scene_dir, tmp_pat
     assert 0.0 <= report["global"]["sequence_level"]["mtIoU"] <= 1.0
 
 
+def test_online_only_same_online_output_no_spill_left(scene_dir, tmp_path) -> None:
+    """--online-only: the same mos-i_frame as a full run, mos_frame from the online pass; the
+    full run's offline-pass files are removed when it ends."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    outs = {}
+    for name, extra in (("full", ["--spill-dir", str(spill)]), ("online", ["--online-only"])):
+        outs[name] = tmp_path / name
+        rc = gmos_infer(
+            ["--model", "gmos", "--input", str(scene_dir / "clip.mp4"), "--out",
+             str(outs[name]), "--allow-random-weights", "--no-mp4", *extra]
+        )  # fmt: skip
+        assert rc == 0
+    assert list(spill.iterdir()) == []
+    for t in range(8):
+        a = read_label_png(outs["full"] / "mos-i_frame" / "clip" / f"{t:05d}.png")
+        b = read_label_png(outs["online"] / "mos-i_frame" / "clip" / f"{t:05d}.png")
+        np.testing.assert_array_equal(a, b)
+    assert len(list((outs["online"] / "mos_frame" / "clip").glob("*.png"))) == 8
+
+
 def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys) -> None:
     assert gmos_infer(["--model", "gmos-s", "--input", str(tmp_path / "nope"),
                        "--out", str(tmp_path / "o"), "--allow-random-weights"]) == 2  # fmt: skip
@@ -83,3 +104,19 @@ def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys) -> None:
     assert gmos_infer(["--model", "gmos-s", "--input", str(folder), "--out",
                        str(tmp_path / "o"), "--allow-random-weights"]) == 2  # fmt: skip
     assert "--fps" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_peak_rss_flat_in_video_length(tmp_path) -> None:
+    """1000 frames through gmos-infer --model gmos peak within 10 % of 100 frames (~6 min)."""
+    from training.bench_infer_memory import run_infer, write_long_video
+
+    peaks = {}
+    for n in (100, 1000):
+        video = tmp_path / f"clip_{n}.mp4"
+        write_long_video(video, n, 96, 128, 10.0)
+        peak, _, rc = run_infer(video, tmp_path / f"out_{n}", [])
+        assert rc == 0
+        assert len(list((tmp_path / f"out_{n}" / "mos_frame" / f"clip_{n}").glob("*.png"))) == n
+        peaks[n] = peak
+    assert peaks[1000] <= 1.10 * peaks[100], peaks

@@ -61,6 +61,8 @@ MODEL_PARAMS = [
     "proposer_stride:=4",
     "torch_threads:=1",
 ]
+# The weight-free CPU mode: same topics, diagnostics and offline/live equality.
+BASELINE_PARAMS = ["variant:=ego_residual", "torch_threads:=1"]
 OUTPUTS = {
     "/gmos/instance_mask": "sensor_msgs/msg/Image",
     "/gmos/dynamic_mask": "sensor_msgs/msg/Image",
@@ -98,7 +100,8 @@ def _change_state(node, transition: int, timeout_s: float = 120.0) -> bool:
     return bool(fut.result().success)
 
 
-def test_node_over_dds_matches_offline_eval(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model_params", [MODEL_PARAMS, BASELINE_PARAMS], ids=["gmos_s", "ego"])
+def test_node_over_dds_matches_offline_eval(tmp_path: Path, model_params: list[str]) -> None:
     bag = tmp_path / "synth"
     info = write_synthetic_bag(bag, storage="mcap", seed=7, num_frames=8, scene_kind="dynamic")
     input_stamps = info["stamps_ns"]
@@ -113,7 +116,7 @@ def test_node_over_dds_matches_offline_eval(tmp_path: Path) -> None:
            "-p", "qos.input:=reliable", "-p", "qos.camera_info:=reliable",
            # No end-of-stream flush mid-replay (a slow step would finish the window early).
            "-p", "idle_flush_s:=0.0"]  # fmt: skip
-    for p in MODEL_PARAMS:
+    for p in model_params:
         cmd += ["-p", p]
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     ctx = Context()
@@ -218,7 +221,8 @@ def test_node_over_dds_matches_offline_eval(tmp_path: Path) -> None:
         assert np.array_equal(labels_from_image(dm) > 0, expect)
         assert set(np.unique(labels_from_image(dm))) <= {0, 255}
         preds[stamp] = (ids, moving)
-    # The random-weight model does segment something, so the checks above had content.
+    # The model (random weights, or the baseline) does segment something, so the checks
+    # above had content.
     assert any(len(m.objects) for m in objs.values())
 
     # MOS-I of the live outputs == gmos-bag eval of the same bag (same code path).
@@ -228,7 +232,7 @@ def test_node_over_dds_matches_offline_eval(tmp_path: Path) -> None:
     out = tmp_path / "eval"
     cmd = [sys.executable, "-m", "gmos_ros.bag", "eval", str(bag), "--out", str(out),
            "--metrics", str(tmp_path / "eval.json")]  # fmt: skip
-    for p in MODEL_PARAMS:
+    for p in model_params:
         cmd += ["-p", p]
     subprocess.run(cmd, env=env, cwd=REPO, check=True, capture_output=True, timeout=300)
     offline = json.loads((tmp_path / "eval.json").read_text())["mos_i"]

@@ -115,7 +115,28 @@ def test_live_stream_state_does_not_grow() -> None:
     seg = build_segmenter(settings(), model=ScriptedModel())  # type: ignore[arg-type]
     run(seg, 40)
     assert isinstance(seg.tracking, PropagatorTracking)
-    assert seg.tracking.propagator.history == [] and seg.tracking._proposals == []
+    assert seg.tracking.propagator.history == [] and seg.tracking._proposals is None
+
+
+def test_offline_pass_keeps_its_frames_on_disk_not_in_ram() -> None:
+    """The second pass's inputs are spilled to files and give the in-RAM pass's output."""
+    from gmos_core.propagation import MaskIoUTracker, offline_propagate
+
+    seg = build_segmenter(settings(), model=ScriptedModel(), offline=True)  # type: ignore[arg-type]
+    run(seg, 20)
+    tr = seg.tracking
+    assert isinstance(tr, PropagatorTracking)
+    assert tr.propagator.history == []  # nothing per frame held by the propagator
+    folder = tr._spill.path
+    assert len(list((folder / "proposals").glob("*.npz"))) == 20
+    props = [tr._proposals[t] for t in range(20)]
+    online = [tr._history[t] for t in range(20)]
+    ref = offline_propagate(props, MaskIoUTracker, tr.config, online)
+    got = list(tr.iter_offline_results())
+    assert len(got) == 20 and any((m > 0).any() for m in got)
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(a, b.full_instance_map)
+    assert not folder.exists()  # files deleted when the pass ends
 
 
 def test_missing_weights_is_a_clear_error(tmp_path, monkeypatch) -> None:

@@ -48,6 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from gmos_core.backends import BackendFrameModel, ModelShapes, available_backends, make_backend
 from gmos_core.backends.base import Backend
 from gmos_core.backends.torch_backend import TorchBackend
+from gmos_core.compute import DeviceUnavailableError, add_threads_argument, check_device
 from gmos_core.pipeline import GmosModelConfig, TorchFrameModel, build_frame_model
 from gmos_core.streaming import FrameResult, StreamingSegmenter, objects_from_ids
 
@@ -940,9 +941,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--e2e-frames", type=int, default=30, help="frames streamed end to end (0: skip)"
     )
     ap.add_argument("--cache-windows", type=int, default=8, help="windows for the cache speed-up")
-    ap.add_argument(
-        "--threads", type=int, default=None, help="torch / onnxruntime intra-op threads"
-    )
+    add_threads_argument(ap)  # also the onnxruntime intra-op threads
     ap.add_argument(
         "--stride-curve", action="store_true", help="proposer stride curve (trained micro)"
     )
@@ -957,8 +956,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``gmos-bench``; prints the JSON summary, returns the exit code."""
     args = build_parser().parse_args(argv)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("gmos-bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
+    try:
+        check_device(args.device)
+    except DeviceUnavailableError as exc:
+        print(f"gmos-bench: error: {exc}", file=sys.stderr)
         return 2
     if args.precision == "fp16" and not args.device.startswith("cuda"):
         print(

@@ -43,6 +43,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from gmos_core.compute import add_threads_argument, apply_threads
 from gmos_core.data.synthetic import SceneSample
 from gmos_core.operating_point import OperatingPoint
 from gmos_core.streaming.segmenter import head_outputs_to_prediction
@@ -448,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=VALIDATION_SEED, help="first validation seed")
     p.add_argument("--fp-budget", type=float, default=1.0, help="Gmos: max FP per frame")
     p.add_argument("--report-dir", type=Path, default=None, help="default: next to --out")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    add_threads_argument(p)
     p.add_argument(
         "--baselines",
         action="store_true",
@@ -459,13 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `gmos-calibrate`; returns a process exit code."""
-    import torch
 
     from gmos_core.bundle import BundleError
 
     args = build_parser().parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     report_dir = args.report_dir or args.out.parent / (args.out.stem + "_calibration")
     try:
         if args.num_seqs < 1:

@@ -17,7 +17,12 @@ moca            MoCA box success rate (motiongrouping `MoCA_eval.py`)           
 `--results` may be the Gmos `--save_dir` (then `mos-i_frame/` is used for mos-i, `mos_frame/`
 for the mask protocols, or Gmos-S `frame/` for the binary ones) or the folder of sequences.
 
-Outputs, in `--out` (default: the resolved results folder): `results.csv` (one row per object
+Ground truth is checked per protocol before scoring (`gmos_core.data.gt_check`): 0/255
+single-object masks are read natively by davis16 and mos, and refused by mos-i,
+davis17-unsup and davis17-semi unless `--binary-gt` says to read 255 as object 1; MOS-I ids
+with motion intervals must appear in the masks. No number outside its range is reported.
+
+Outputs, in `--out` (default: `<results>_eval/<protocol>` next to `--results`): `results.csv` (one row per object
 for the DAVIS protocols, per sequence for mos-i and moca), `results.json` (the global numbers,
 unscaled), `per_sequence.png` (bar plot). User errors (missing frames, wrong sequence names,
 unreadable PNGs, bad CSV rows) print one message naming the sequence and frame on stderr and
@@ -49,6 +54,9 @@ from gmos_core.data import (
     read_result_labels,
     read_time_anno,
 )
+from gmos_core.data.gt_check import GT_CONVENTIONS, check_interval_ids, prepare_gt_labels
+from gmos_core.metrics.ranges import MetricRangeError
+from gmos_core.metrics.ranges import check_metric_ranges as check_metric_ranges_in
 
 PROTOCOLS = ("mos-i", "mos", "davis17-unsup", "davis17-semi", "davis16", "moca")
 
@@ -184,12 +192,15 @@ def evaluate_mos_i(
     dataset: str = "davis17-im",
     frame_level_match: bool = False,
     progress: bool = True,
+    binary_gt: bool = False,
 ) -> EvalReport:
     """MOS-I over the rows of `time_anno_csv` selected for `dataset` (PARITY.md §6.3).
 
     Frames are the sorted PNG listings of `<gt_dir>/<seq>` and `<results_dir>/<seq>`; the
     first T = min(#GT, #pred) are scored. `<results_dir>/<seq>___motion.npy` gates the
-    predicted channels when present.
+    predicted channels when present. The ground truth is checked first
+    (`gmos_core.data.gt_check`): 0/255 masks are refused unless `binary_gt`, and the ids
+    with motion intervals must appear in the masks.
 
     Returns:
         EvalReport; `summary["sequence_level"]` (and `["frame_level"]` with
@@ -244,6 +255,8 @@ def evaluate_mos_i(
             )
         t = min(len(gt_names), len(pred_names))  # the official evaluator's rule
         gt = _read_label_stack(gt_dir / seq, gt_names[:t], seq, "ground truth")
+        gt = prepare_gt_labels(gt, "mos-i", seq, binary_gt)
+        static_ids = check_interval_ids(gt, row.intervals, seq, t)
         pred = _read_label_stack(results_dir / seq, pred_names[:t], seq, "result")
         motion_file = results_dir / f"{seq}___motion.npy"
         pred_motion = _load_pred_motion(motion_file, seq, t) if motion_file.is_file() else None
@@ -253,6 +266,7 @@ def evaluate_mos_i(
             "frames_pred": len(pred_names),
             "frames_evaluated": t,
             "motion_gated": pred_motion is not None,
+            "static_gt_ids": " ".join(map(str, static_ids)),
         }
         for mode, flm in modes:
             res = evaluate_mos_i_sequence(
@@ -290,6 +304,8 @@ def evaluate_mos_i(
             "dataset": dataset,
             "time_anno": str(time_anno_csv),
             "gt": str(gt_dir),
+            "binary_gt": binary_gt,
+            "void_handling": GT_CONVENTIONS["mos-i"].void_handling,
             "objects": list(objects.values()),
         },
     )
@@ -323,22 +339,30 @@ def _mos_i_seq_numbers(res: Any) -> dict[str, float]:
 
 
 def _select_sequences(ds: DavisDataset, only: str | None) -> list[str]:
-    seqs = ds.sequences()
+    """The image set's sequences, or exactly the `--sequences` ones.
+
+    With `--sequences` no image-set file is read: each name must have a ground-truth folder
+    (`Annotations*/<resolution>/<seq>`), which is what scoring needs.
+    """
     if not only:
-        return seqs
+        return ds.sequences()
     p = Path(only)
     wanted = (
         [s.strip() for s in p.read_text().splitlines() if s.strip()]
         if p.is_file()
         else [s.strip() for s in only.split(",") if s.strip()]
     )
-    unknown = [s for s in wanted if s not in seqs]
+    if not wanted:
+        raise EvalInputError(f"--sequences {only!r} names no sequence")
+    unknown = [s for s in wanted if not (ds.anno_dir / s).is_dir()]
     if unknown:
+        have = sorted(d.name for d in ds.anno_dir.iterdir() if d.is_dir())
         raise EvalInputError(
-            f"--sequences names {len(unknown)} sequence(s) not in the {ds.year} {ds.split} "
-            f"image set: {', '.join(unknown)}"
+            f"--sequences names {len(unknown)} sequence(s) with no ground-truth folder in "
+            f"{ds.anno_dir}: {', '.join(unknown)} (it has: {', '.join(have[:10])}"
+            f"{' ...' if len(have) > 10 else ''})"
         )
-    return wanted
+    return list(dict.fromkeys(wanted))
 
 
 def _read_mos_results(ds: DavisDataset, results_dir: Path, seq: str) -> tuple[np.ndarray, int]:
@@ -366,6 +390,7 @@ def evaluate_davis_protocol(
     resolution: str = "480p",
     sequences: str | None = None,
     progress: bool = True,
+    binary_gt: bool = False,
 ) -> EvalReport:
     """The DAVIS-family protocols: mos, davis17-unsup, davis17-semi, davis16.
 
@@ -376,7 +401,10 @@ def evaluate_davis_protocol(
         split: image-set name.
         year: image-set year; default 2016 for davis16 and mos, 2017 otherwise.
         resolution: `480p` (the F tolerance depends on it: evaluate at 480p).
-        sequences: optional comma list or file of sequence names (e.g. DAVIS16-Moving).
+        sequences: optional comma list or file of sequence names (e.g. DAVIS16-Moving);
+            with it no image-set file is needed.
+        binary_gt: the ground truth is 0/255 single-object masks: read 255 as object 1
+            (see `gmos_core.data.gt_check` for each protocol's void handling).
 
     Returns:
         EvalReport with the DAVIS global table and one CSV row per object.
@@ -391,7 +419,7 @@ def evaluate_davis_protocol(
 
     results = []
     for seq in tqdm(seqs, desc=protocol, unit="seq", disable=not progress):
-        gt = ds.gt_labels(seq)
+        gt = prepare_gt_labels(ds.gt_labels(seq), protocol, seq, binary_gt)
         if protocol == "mos":
             res, t = _read_mos_results(ds, results_dir, seq)
             results.append(dm.evaluate_mos_binary(seq, gt[:t], res))
@@ -429,7 +457,15 @@ def evaluate_davis_protocol(
         per_sequence=per_seq,
         plot_label="J&F-Mean",
         table=table,
-        meta={"gt": str(davis_root), "split": split, "year": year, "resolution": resolution},
+        meta={
+            "gt": str(davis_root),
+            "split": split if sequences is None else None,
+            "sequences": seqs,
+            "year": year,
+            "resolution": resolution,
+            "binary_gt": binary_gt,
+            "void_handling": GT_CONVENTIONS[protocol].void_handling,
+        },
     )
 
 
@@ -666,14 +702,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="DAVIS image-set year (default 2016 for davis16/mos, 2017 otherwise)",
     )
     p.add_argument("--resolution", default="480p")
-    p.add_argument("--sequences", default=None, help="comma list or file of sequence names")
+    p.add_argument(
+        "--sequences",
+        default=None,
+        help="DAVIS protocols: comma list or file of sequence names to score; with it no "
+        "ImageSets/<year>/<split>.txt is needed",
+    )
+    p.add_argument(
+        "--binary-gt",
+        action="store_true",
+        help="the ground truth is 0/255 single-object masks (DAVIS-2016 as published): read "
+        "255 as object 1. Without it such masks are refused by mos-i, davis17-unsup and "
+        "davis17-semi (where 255 is void or no id); davis16 and mos read them natively",
+    )
     p.add_argument(
         "--image-root",
         type=Path,
         default=None,
         help="moca: MoCA root with JPEGImages/ to rescale boxes from mask size to image size",
     )
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: results)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: <results>_eval/<protocol>, next to --results, so the "
+        "results folder itself is never written into)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -683,6 +737,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         DataFormatError,
         TimeAnnoError,
         EvalInputError,
+        MetricRangeError,
         FileNotFoundError,
         NotADirectoryError,
     ]
@@ -702,12 +757,24 @@ def run(args: argparse.Namespace) -> EvalReport:
     if args.protocol == "mos-i":
         if args.time_anno is None:
             raise EvalInputError("--protocol mos-i needs --time-anno <time_annotation.csv>")
-        return evaluate_mos_i(
-            results, args.gt, args.time_anno, args.dataset, args.frame_level_match, progress
+        report = evaluate_mos_i(
+            results,
+            args.gt,
+            args.time_anno,
+            args.dataset,
+            args.frame_level_match,
+            progress,
+            binary_gt=args.binary_gt,
         )
+        check_metric_ranges(report)
+        return report
     if args.protocol == "moca":
-        return evaluate_moca_protocol(results, args.gt, args.image_root, progress)
-    return evaluate_davis_protocol(
+        if args.binary_gt:
+            raise EvalInputError("--binary-gt does not apply to moca (its ground truth is boxes)")
+        report = evaluate_moca_protocol(results, args.gt, args.image_root, progress)
+        check_metric_ranges(report)
+        return report
+    report = evaluate_davis_protocol(
         args.protocol,
         results,
         args.gt,
@@ -716,7 +783,29 @@ def run(args: argparse.Namespace) -> EvalReport:
         resolution=args.resolution,
         sequences=args.sequences,
         progress=progress,
+        binary_gt=args.binary_gt,
     )
+    check_metric_ranges(report)
+    return report
+
+
+def default_out_dir(results: Path, protocol: str) -> Path:
+    """`<results>_eval/<protocol>`: a folder of its own next to `--results`."""
+    res = results.resolve()
+    return res.parent / f"{res.name}_eval" / protocol
+
+
+def check_metric_ranges(report: EvalReport) -> None:
+    """Refuse to report a metric outside its range (`gmos_core.metrics.ranges`): the global
+    numbers and every per-sequence / per-object row.
+
+    Raises:
+        MetricRangeError: naming the number, its value and where it came from.
+    """
+    check_metric_ranges_in(report.summary, f"{report.protocol} global")
+    for row in report.rows:
+        name = row.get("sequence", row.get("Sequence", row.get("seq", "?")))
+        check_metric_ranges_in(row, f"{report.protocol} sequence {name}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -728,7 +817,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     try:
         report = run(args)
-        out_dir = args.out or report.results_dir
+        out_dir = args.out or default_out_dir(args.results, args.protocol)
         paths = write_outputs(report, out_dir)
     except _user_errors() as e:
         print(f"gmos-eval: error: {e}", file=sys.stderr)

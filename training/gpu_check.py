@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from gmos_core.backends.torch_backend import TorchBackend
+from gmos_core.compute import add_threads_argument
 
 ASSETS = Path(__file__).resolve().parents[1] / "gmos_core" / "assets"
 DEFAULT_BUNDLES = (ASSETS / "micro_gmos_s.safetensors", ASSETS / "micro_gmos.safetensors")
@@ -284,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--clips", type=int, default=2, help="held-out clips per bundle")
     ap.add_argument("--skip-parity", action="store_true")
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads for the reference")
+    add_threads_argument(ap)  # CPU threads of the fp32 reference
     ap.add_argument("--out", type=Path, default=Path("out/gpu_check"))
     return ap
 

@@ -8,6 +8,7 @@ them and they compare file-for-file with the official code's outputs):
 
     gmos:   <out>/mos-i_frame/<seq>/00000.png   online pass: objects moving at that frame
             <out>/mos_frame/<seq>/00000.png     offline pass: every object at every frame
+                                                (`--online-only`: the online pass's)
     gmos-s: <out>/prob/<seq>/00000.png          8-bit sigmoid x 255
             <out>/frame/<seq>/00000.png         foreground mask (palette 0/1)
     both:   <out>/mp4/<seq>.mp4                 overlay video
@@ -26,12 +27,20 @@ import json
 import logging
 import sys
 import time
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from gmos_core.compute import (
+    DeviceUnavailableError,
+    add_threads_argument,
+    apply_threads,
+    check_device,
+)
 from gmos_core.data.palette import write_indexed_png
 from gmos_core.data.video import DataFormatError, read_frames, video_fps, write_mp4
 from gmos_core.models.preprocess import stride_from_fps
@@ -108,36 +117,50 @@ def run_sequence(
     fps: float | None,
     stride: int | None,
     save_mp4: bool = True,
+    online_only: bool = False,
 ) -> SequenceOutput:
-    """Run one video / folder through a fresh segmenter and write its outputs."""
-    from gmos_core.streaming import StreamingSegmenter
+    """Run one video / folder through a fresh segmenter and write its outputs.
 
+    Memory does not grow with the video: each result is written as soon as the segmenter
+    emits it (frames wait only for the window's lag), the overlay video is encoded frame by
+    frame, and the Gmos offline pass reads its inputs back from disk. With `online_only`
+    (Gmos) the offline pass is skipped and `mos_frame/` holds the online pass's full id maps.
+    """
     seq = _sequence_name(path)
     rate, s = _resolve_rate(path, fps, stride)
     span_s = 4 * s / rate
-    segmenter: StreamingSegmenter = segmenter_factory(span_s)  # type: ignore[operator]
+    segmenter = segmenter_factory(span_s)  # type: ignore[operator]
     t0 = time.perf_counter()
-    frames: list[np.ndarray] = []
-    results: list[FrameResult] = []
-    try:
-        for i, frame in enumerate(tqdm(read_frames(path), desc=seq, unit="frame")):
-            if frames and frame.shape != frames[0].shape:
-                raise InferInputError(
-                    f"{seq}: frame {i} is {frame.shape[1]}x{frame.shape[0]} but frame 0 is "
-                    f"{frames[0].shape[1]}x{frames[0].shape[0]}"
-                )
-            frames.append(frame)
-            results.extend(segmenter.step(frame, int(round(i * 1e9 / rate))))
-        results.extend(segmenter.flush())
-    except DataFormatError as exc:
-        raise InferInputError(f"{seq}: {exc}") from exc
-    if not frames:
-        raise InferInputError(f"{seq}: no frames")
-    if len(results) != len(frames):
-        raise RuntimeError(f"{seq}: {len(results)} results for {len(frames)} frames")
     compact = IdCompactor()
-    overlays = []
-    for t, r in enumerate(results):
+    compact_full = IdCompactor()
+    counts = {"frames": 0, "results": 0}
+
+    def pairs() -> Iterator[tuple[int, np.ndarray, FrameResult]]:
+        """(frame index, frame, result) as results become ready; frames wait in a deque."""
+        pending: deque[np.ndarray] = deque()
+        shape: tuple[int, ...] | None = None
+        try:
+            for i, frame in enumerate(tqdm(read_frames(path), desc=seq, unit="frame")):
+                if shape is not None and frame.shape != shape:
+                    raise InferInputError(
+                        f"{seq}: frame {i} is {frame.shape[1]}x{frame.shape[0]} but frame 0 is "
+                        f"{shape[1]}x{shape[0]}"
+                    )
+                shape = frame.shape
+                pending.append(frame)
+                counts["frames"] += 1
+                for r in segmenter.step(frame, int(round(i * 1e9 / rate))):
+                    yield counts["results"], pending.popleft(), r
+                    counts["results"] += 1
+            for r in segmenter.flush():
+                if pending:  # else: more results than frames, reported below
+                    yield counts["results"], pending.popleft(), r
+                counts["results"] += 1
+        except DataFormatError as exc:
+            raise InferInputError(f"{seq}: {exc}") from exc
+
+    def write(t: int, frame: np.ndarray, r: FrameResult) -> np.ndarray:
+        """Write frame t's PNGs; returns its overlay."""
         name = f"{t:05d}.png"
         if model_kind == "gmos-s":
             assert r.fg_prob is not None
@@ -149,13 +172,27 @@ def run_sequence(
             # MOS-I: only the objects moving at this frame (the official stage-1 gating).
             labels = compact(np.where(r.dynamic_mask, r.instance_ids, 0))
             write_indexed_png(out / "mos-i_frame" / seq / name, labels)
-        if save_mp4:
-            overlays.append(_overlay(frames[t], labels))
-    if model_kind == "gmos":
-        _write_mos_frames(segmenter, results, out / "mos_frame" / seq)
+            if online_only:
+                write_indexed_png(out / "mos_frame" / seq / name, compact_full(r.instance_ids))
+        return _overlay(frame, labels) if save_mp4 else labels
+
+    overlays = (write(t, frame, r) for t, frame, r in pairs())
     if save_mp4:
-        write_mp4(out / "mp4" / f"{seq}.mp4", overlays, fps=rate)
-    return SequenceOutput(seq, len(frames), time.perf_counter() - t0, len(compact.map))
+        try:
+            write_mp4(out / "mp4" / f"{seq}.mp4", overlays, fps=rate)
+        except ValueError:
+            if counts["frames"]:
+                raise
+    else:
+        for _ in overlays:
+            pass
+    if not counts["frames"]:
+        raise InferInputError(f"{seq}: no frames")
+    if counts["results"] != counts["frames"]:
+        raise RuntimeError(f"{seq}: {counts['results']} results for {counts['frames']} frames")
+    if model_kind == "gmos" and not online_only:
+        _write_mos_frames(segmenter, out / "mos_frame" / seq)
+    return SequenceOutput(seq, counts["frames"], time.perf_counter() - t0, len(compact.map))
 
 
 def _write_gray(path: Path, img: np.ndarray) -> None:
@@ -165,13 +202,11 @@ def _write_gray(path: Path, img: np.ndarray) -> None:
     Image.fromarray(img, mode="L").save(path)
 
 
-def _write_mos_frames(segmenter: object, results: list[FrameResult], folder: Path) -> None:
-    """MOS output: every tracked object at every frame (offline pass when available)."""
-    offline = getattr(getattr(segmenter, "tracking", None), "offline_results", None)
+def _write_mos_frames(segmenter: object, folder: Path) -> None:
+    """MOS output: every object at every frame, from the offline pass (read from disk)."""
+    tracking = getattr(segmenter, "tracking", None)
     compact = IdCompactor()
-    tracks = offline() if callable(offline) else None
-    for t, r in enumerate(results):
-        ids = tracks[t] if tracks is not None else r.instance_ids
+    for t, ids in enumerate(tracking.iter_offline_results()):  # type: ignore[union-attr]
         write_indexed_png(folder / f"{t:05d}.png", compact(ids))
 
 
@@ -187,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pi3-ckpt", default=None, help="official pi3 model.safetensors")
     p.add_argument("--sam2-ckpt", default=None, help="official SAM2.1 .pt")
     p.add_argument("--gmos-ckpt", default=None, help="official Gmos / Gmos-S checkpoint")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
+    add_threads_argument(p)
     p.add_argument(
         "--precision",
         default="fp32",
@@ -196,6 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--proposer-stride", type=int, default=1)
     p.add_argument("--no-mp4", action="store_true", help="skip the overlay videos")
+    p.add_argument(
+        "--online-only",
+        action="store_true",
+        help="gmos: skip the offline second pass (mos_frame/ then holds the online pass's "
+        "full id maps); its inputs are otherwise kept on disk, see --spill-dir",
+    )
+    p.add_argument(
+        "--spill-dir",
+        default=None,
+        help="gmos: where the offline pass keeps each frame's proposals until the clip ends "
+        "(a private temporary folder inside it, deleted afterwards; default $TMPDIR). Needs "
+        "roughly 50 kB per frame at 854x480",
+    )
     p.add_argument(
         "--allow-random-weights",
         action="store_true",
@@ -225,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         for p in args.input:
             if not p.exists():
                 raise InferInputError(f"input {p} does not exist")
+        check_device(args.device)
+        apply_threads(args.threads)
         model = load_frame_model(settings)
         if args.allow_random_weights and not (args.bundle or args.gmos_ckpt):
             print(
@@ -233,15 +284,34 @@ def main(argv: list[str] | None = None) -> int:
 
         def factory(span_s: float) -> object:
             settings.span_s = span_s
-            return build_segmenter(settings, model=model, offline=args.model == "gmos")
+            return build_segmenter(
+                settings,
+                model=model,
+                offline=args.model == "gmos",
+                second_pass=not args.online_only,
+                spill_dir=args.spill_dir,
+            )
 
         summary = []
         for p in args.input:
             res = run_sequence(
-                factory, p, args.out, args.model, args.fps, args.stride, not args.no_mp4
+                factory,
+                p,
+                args.out,
+                args.model,
+                args.fps,
+                args.stride,
+                not args.no_mp4,
+                online_only=args.online_only,
             )
             summary.append(res.__dict__)
-    except (InferInputError, RuntimeError_, FileNotFoundError, DataFormatError) as exc:
+    except (
+        InferInputError,
+        RuntimeError_,
+        FileNotFoundError,
+        DataFormatError,
+        DeviceUnavailableError,
+    ) as exc:
         print(f"gmos-infer: error: {exc}", file=sys.stderr)
         return 2
     (args.out / "infer_summary.json").write_text(json.dumps(summary, indent=1))

@@ -34,6 +34,7 @@ from gmos_core.metrics.mos_i import (
     aggregate_mos_i,
     evaluate_mos_i_sequence,
 )
+from gmos_core.metrics.ranges import check_metric_ranges
 
 __all__ = [
     "DavisEvaluator",
@@ -104,10 +105,17 @@ class DavisEvaluator:
         self.results.append(res)
 
     def evaluate(self) -> dict[str, float]:
-        """Global table: object-weighted, except sequence-weighted for ``davis16``."""
+        """Global table: object-weighted, except sequence-weighted for ``davis16``.
+
+        Raises:
+            MetricRangeError: a number outside its range (never reported).
+        """
         if self.task == "davis16":
-            return global_table_davis16(self.results, compat_uint8=self.compat_uint8)
-        return global_table(self.results, compat_uint8=self.compat_uint8)
+            out = global_table_davis16(self.results, compat_uint8=self.compat_uint8)
+        else:
+            out = global_table(self.results, compat_uint8=self.compat_uint8)
+        check_metric_ranges(out, f"DAVIS {self.task}")
+        return out
 
     def per_object(self) -> list[dict[str, float | str]]:
         """Per-object rows (see :func:`~gmos_core.metrics.davis.per_object_table`)."""
@@ -154,5 +162,12 @@ class MosIEvaluator:
         )
 
     def evaluate(self) -> dict[str, float]:
-        """Overall numbers (see :func:`~gmos_core.metrics.mos_i.aggregate_mos_i`)."""
-        return aggregate_mos_i(self.results)
+        """Overall numbers (see :func:`~gmos_core.metrics.mos_i.aggregate_mos_i`).
+
+        Raises:
+            MetricRangeError: mtIoU or J_mov above 1 (ground truth whose motion intervals do
+                not match its masks), never reported.
+        """
+        out = aggregate_mos_i(self.results)
+        check_metric_ranges(out, "MOS-I")
+        return out

@@ -9,6 +9,7 @@ Paper Sec. 2.2 / Appendix A.2 (Algorithm 1). `OnlinePropagator` is the causal st
 from .config import PropagatorConfig
 from .propagator import (
     OnlinePropagator,
+    iter_offline_propagate,
     mask_precision,
     max_precision,
     official_seed_frame,
@@ -35,6 +36,7 @@ __all__ = [
     "mask_bbox",
     "mask_precision",
     "max_precision",
+    "iter_offline_propagate",
     "offline_propagate",
     "official_seed_frame",
     "pairwise_iou",

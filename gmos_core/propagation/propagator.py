@@ -15,8 +15,9 @@ the official stage-1 per-pixel logit argmax is replaced by this rule (documented
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from scipy.optimize import linear_sum_assignment
 
 from .config import PropagatorConfig
 from .registry import ObjectRegistry
+from .spill import IdMapStore
 from .trackers import Tracker, pairwise_iou
 from .types import FrameProposals, PropagationFrame, TrackedObject, TrackOutput, mask_bbox
 
@@ -413,13 +415,14 @@ def _select_prompts(
     return ids, prompts, ious
 
 
-def offline_propagate(
+def iter_offline_propagate(
     frames_proposals: Sequence[FrameProposals],
     tracker_factory: Callable[[], Tracker],
     config: PropagatorConfig | None,
     online_results: Sequence[PropagationFrame],
     tracker_inputs: Sequence[Any] | None = None,
-) -> list[PropagationFrame]:
+    map_folder: Path | None = None,
+) -> Iterator[PropagationFrame]:
     """Stage 2 (Algorithm 1, Offline): re-propagate from a fixed prompt set, both directions.
 
     1. Prompts per object from the online tracks (`_select_prompts`); the prompt masks are
@@ -435,31 +438,52 @@ def offline_propagate(
        the proposals with the symmetric offline smoothing; objects moving in fewer than
        `min_moving_frame_proportion` of the frames are dropped from both outputs.
 
-    Returns one `PropagationFrame` per frame: `full_instance_map` is the MOS output (every
-    kept object on every frame), `instance_map` the MOS-I output (moving objects only).
+    Memory is flat in the clip length when the inputs are lazy (`gmos_core.propagation.spill`)
+    and `map_folder` is given: each frame's masks are resolved to an id map as soon as its
+    pass reaches it (only the anchor frame, which both passes visit, waits in RAM for the
+    backward pass), the id maps go to `map_folder`, and the frames are yielded one by one.
+    Only (T, N) scalars (IoUs, motion signals) are held for the whole clip.
+
+    Yields one `PropagationFrame` per frame, in order: `full_instance_map` is the MOS output
+    (every kept object on every frame), `instance_map` the MOS-I output (moving objects only).
     """
     cfg = config or PropagatorConfig()
     n_frames = len(frames_proposals)
     inputs = tracker_inputs if tracker_inputs is not None else frames_proposals
-    stamps = {f.frame_idx: f.stamp_ns for f in online_results}
-    _, prompts, ious = _select_prompts(online_results, cfg)
+    light = getattr(online_results, "light", None)  # a spilled history: no mask reads
+    summaries = list(light()) if callable(light) else online_results
+    stamps = {f.frame_idx: f.stamp_ns for f in summaries}
+    _, prompts, ious = _select_prompts(summaries, cfg)
     shape = frames_proposals[0].shape if n_frames else (0, 0)
     if not prompts:
-        return [
-            PropagationFrame(
+        for t in range(n_frames):
+            yield PropagationFrame(
                 t, stamps.get(t), [], np.zeros(shape, np.uint16), np.zeros(shape, np.uint16)
             )
-            for t in range(n_frames)
-        ]
+        return
     if cfg.official_compat:
         anchor = int(np.argmax(ious.sum(1)))
     else:
         anchor = int(np.argmax((ious * (ious > cfg.iou_threshold)).sum(1)))
-    online_mask = {(f.frame_idx, o.obj_id): o.mask for f in online_results for o in f.objects}
+    prompt_frames = sorted({t for ts in prompts.values() for t in ts})
+    online_mask: dict[tuple[int, int], np.ndarray] = {}
+    for t in prompt_frames:  # only the prompt frames' online masks are read back
+        f = online_results[t]
+        online_mask.update({(t, o.obj_id): o.mask for o in f.objects})
     ids = sorted(prompts)
     slot_of = {oid: s for s, oid in enumerate(ids)}
-    masks = np.zeros((n_frames, len(ids)) + tuple(shape), dtype=bool)
+    prio = [len(prompts[oid]) for oid in ids]
     track_iou = np.zeros((n_frames, len(ids)))
+    glob = np.zeros((n_frames, len(ids)), dtype=bool)
+    alter = np.zeros((n_frames, len(ids)))
+    full_maps = IdMapStore(n_frames, map_folder)
+    empty = np.zeros(shape, dtype=bool)
+    anchor_fwd: list[np.ndarray] = []
+
+    def settle(t: int, frame_masks: list[np.ndarray]) -> None:
+        ex, id_map = resolve_overlaps(ids, frame_masks, prio, shape)
+        full_maps[t] = id_map
+        glob[t], alter[t] = _motion_signals(ex, frames_proposals[t], cfg, id_map, ids)
 
     for direction in (+1, -1):
         tracker = tracker_factory()
@@ -470,34 +494,35 @@ def offline_propagate(
         frames = range(anchor, n_frames) if direction > 0 else range(anchor, -1, -1)
         for t in frames:
             outs = tracker.track(t, inputs[t], reverse=direction < 0)
+            # The anchor is visited by both passes: the backward output wins per object where
+            # it has one, as the official code (which writes the backward pass second).
+            frame_masks = list(anchor_fwd) if t == anchor and direction < 0 else []
+            if not frame_masks:
+                frame_masks = [empty] * len(ids)
             for oid in ids:
                 out = outs.get(slot_of[oid])
                 if out is not None:
-                    masks[t, slot_of[oid]] = out.mask
+                    frame_masks[slot_of[oid]] = np.asarray(out.mask, dtype=bool)
                     track_iou[t, slot_of[oid]] = out.iou
+            if t == anchor and direction > 0:
+                anchor_fwd = frame_masks
+                continue
+            settle(t, frame_masks)
+    del online_mask, anchor_fwd
 
-    prio = [len(prompts[oid]) for oid in ids]
-    excl = np.zeros_like(masks)
-    full_maps = np.zeros((n_frames,) + tuple(shape), dtype=np.uint16)
-    glob = np.zeros((n_frames, len(ids)), dtype=bool)
-    alter = np.zeros((n_frames, len(ids)))
-    for t in range(n_frames):
-        ex, full_maps[t] = resolve_overlaps(ids, list(masks[t]), prio, shape)
-        excl[t] = np.stack(ex)
-        glob[t], alter[t] = _motion_signals(ex, frames_proposals[t], cfg, full_maps[t], ids)
     smoothed = smooth_scores(alter, cfg.offline_smoothing_weights)
     moving = glob if cfg.official_compat else smoothed > cfg.motion_gate
     keep = moving.mean(0) >= cfg.min_moving_frame_proportion
 
-    results: list[PropagationFrame] = []
     for t in range(n_frames):
+        full = full_maps[t]
         objects: list[TrackedObject] = []
         mos = np.zeros(shape, np.uint16)
         mos_i = np.zeros(shape, np.uint16)
         for i, oid in enumerate(ids):
             if not keep[i]:
                 continue
-            m = excl[t, i]
+            m = full == oid  # the exclusive mask `resolve_overlaps` made
             mos[m] = oid
             if moving[t, i]:
                 mos_i[m] = oid
@@ -515,5 +540,19 @@ def offline_propagate(
                     num_prompts=prio[i],
                 )
             )
-        results.append(PropagationFrame(t, stamps.get(t), objects, mos_i, mos))
-    return results
+        yield PropagationFrame(t, stamps.get(t), objects, mos_i, mos)
+
+
+def offline_propagate(
+    frames_proposals: Sequence[FrameProposals],
+    tracker_factory: Callable[[], Tracker],
+    config: PropagatorConfig | None,
+    online_results: Sequence[PropagationFrame],
+    tracker_inputs: Sequence[Any] | None = None,
+) -> list[PropagationFrame]:
+    """Stage 2 as a list (in RAM): see `iter_offline_propagate`."""
+    return list(
+        iter_offline_propagate(
+            frames_proposals, tracker_factory, config, online_results, tracker_inputs
+        )
+    )
