@@ -44,8 +44,8 @@ import numpy as np
 from tqdm import tqdm
 
 from gmos_core.data.synthetic import SceneSample
+from gmos_core.models.prediction import head_outputs_to_prediction
 from gmos_core.operating_point import OperatingPoint
-from gmos_core.streaming.segmenter import head_outputs_to_prediction
 
 VALIDATION_SEED = 800_000
 DEFAULT_FG_GRID = tuple(round(float(x), 3) for x in np.arange(0.05, 0.5001, 0.025))
