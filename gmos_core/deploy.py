@@ -34,6 +34,7 @@ __all__ = [
     "ORT_PROVIDER_NAMES",
     "BackendPlan",
     "BackendRefused",
+    "add_backend_arguments",
     "load_backend_frame_model",
     "plan_backend",
 ]
@@ -321,4 +322,28 @@ def load_backend_frame_model(plan: BackendPlan, threads: int | None = None) -> B
         plan.pixel_limit,
         plan.top_k,
         operating_point=plan.operating_point,
+    )
+
+
+def add_backend_arguments(parser: Any, defaults: bool = True) -> None:
+    """The backend options every CLI shares (gmos-infer, gmos-bag eval): --backend,
+    --onnx-dir, --engine-dir, --ort-provider. `defaults=False` leaves them None when not
+    given (gmos-bag eval: then the params file decides)."""
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_NAMES,
+        default="torch" if defaults else None,
+        help="what runs the network (checked before loading; never a fallback)",
+    )
+    parser.add_argument(
+        "--onnx-dir", default=None, help="gmos-export folder (onnxruntime, tensorrt)"
+    )
+    parser.add_argument(
+        "--engine-dir", default=None, help="engine cache built by gmos-build-engines (tensorrt)"
+    )
+    parser.add_argument(
+        "--ort-provider",
+        choices=ORT_PROVIDER_NAMES,
+        default="cpu" if defaults else None,
+        help="onnxruntime execution provider",
     )

@@ -42,6 +42,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from gmos_core.deploy import add_backend_arguments, plan_backend
 from gmos_ros.conversions import ConversionError, compressed_to_rgb, image_to_rgb
 from gmos_ros.messages import HeaderedStream, copy_header, result_messages, stamp_to_ns
 from gmos_ros.params import PARAMS, NodeParams, apply_threads, params_from_values
@@ -824,7 +825,24 @@ def _cmd_synth(a: argparse.Namespace) -> int:
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    params = _settings(a.params_file, a.param)
+    from gmos_core.runtime import RuntimeError_
+
+    # The backend options are node parameters; given flags win over the params file.
+    flags = {
+        "backend": a.backend,
+        "onnx_dir": a.onnx_dir,
+        "engine_dir": a.engine_dir,
+        "ort_provider": a.ort_provider,
+        "device": a.device,
+        "precision": a.precision,
+    }
+    overrides = [f"{k}:={v}" for k, v in flags.items() if v is not None]
+    try:
+        params = _settings(a.params_file, [*a.param, *overrides])
+        plan_backend(params.runtime)  # refused before the bag is read
+    except (ValueError, RuntimeError_) as exc:
+        print(f"gmos-bag eval: error: {exc}", file=sys.stderr)
+        return 2
     metrics = a.metrics or (Path(a.out).with_suffix(".json") if a.out else None)
     rep = run_eval(a.bag, a.out, params, a.image_topic, a.ns, a.storage, metrics)
     print(json.dumps(rep.to_json(), indent=1))
@@ -942,6 +960,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--storage", choices=sorted(STORAGES), default="mcap")
     e.add_argument("--params-file", help="node params YAML (default config/gmos.yaml)")
     e.add_argument("-p", "--param", action="append", default=[], help="name:=value override")
+    e.add_argument("--device", default=None, help="torch device / GPU of the engines")
+    e.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"])
+    add_backend_arguments(e, defaults=False)
     e.set_defaults(func=_cmd_eval)
     p = sub.add_parser("play", help="publish a bag's messages")
     p.add_argument("bag")

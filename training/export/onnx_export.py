@@ -226,6 +226,7 @@ def export_model_parts(
     rtol: float = 1e-3,
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
     log: Any = None,
+    extra_meta: dict[str, Any] | None = None,
 ) -> list[ExportResult]:
     """Export the requested parts (default: all buildable from the given components).
 
@@ -237,6 +238,8 @@ def export_model_parts(
         config: the `GmosModelConfig` (recorded in the metadata).
         check: compare with torch in onnxruntime (raises `ExportParityError` over the bound).
         log: callable taking one line of progress text (e.g. print); None for silence.
+        extra_meta: more metadata fields (gmos-export records the bundle and its sha256, which
+            the runtime checks: an ONNX folder runs only with the bundle it was exported from).
 
     Returns:
         One `ExportResult` per exported part, in `PARTS` order.
@@ -290,6 +293,7 @@ def export_model_parts(
             "onnx_version": onnx.__version__,
             "export_s": round(export_s, 3),
             "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            **(extra_meta or {}),
         }
         meta_path = out_dir / f"{part}.json"
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
@@ -304,6 +308,13 @@ def export_model_parts(
                 f"max |ort - torch| = {worst:.2e}, TensorRT ops: {report.summary()}"
             )
     return results
+
+
+def bundle_meta(bundle: str | Path) -> dict[str, Any]:
+    """Export metadata naming the bundle the weights come from (checked by `gmos_core.deploy`)."""
+    from gmos_core.bundle import bundle_sha256
+
+    return {"bundle": str(bundle), "bundle_sha256": bundle_sha256(bundle)}
 
 
 def read_metadata(onnx_path: str | Path) -> dict[str, Any]:
@@ -368,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             opset=args.opset,
             check=not args.no_check,
             log=print,
+            extra_meta=bundle_meta(args.bundle) if args.bundle is not None else None,
         )
     except ExportParityError as exc:
         print(f"gmos-export: parity check failed: {exc}", file=sys.stderr)
