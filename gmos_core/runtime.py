@@ -109,7 +109,10 @@ def load_frame_model(settings: RuntimeSettings) -> FrameModel:
     try:
         plan = plan_backend(settings)
         if plan.backend != "torch":
-            return load_backend_frame_model(plan)
+            import torch
+
+            # onnxruntime's CPU threads follow torch's (the node's torch_threads sets both).
+            return load_backend_frame_model(plan, threads=torch.get_num_threads())
     except BackendRefused as exc:
         raise RuntimeError_(str(exc)) from exc
     modules = _load_torch_model(settings)

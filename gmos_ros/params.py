@@ -100,7 +100,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "torch_threads",
         0,
-        "torch CPU threads for inference (0 = torch's default). On a "
+        "torch (and onnxruntime) CPU threads for inference (0 = torch's default). On a "
         "small shared CPU, 1 avoids thread oversubscription.",
     ),  # fmt: skip
     ParamSpec(

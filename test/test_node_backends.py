@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +18,14 @@ pytest.importorskip("gmos_msgs.msg")
 pytest.importorskip("onnxruntime")
 
 from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from gmos_core.backends import ModelShapes  # noqa: E402
 from gmos_core.deploy import BackendRefused, plan_backend  # noqa: E402
 from gmos_core.runtime import DEFAULT_BUNDLES, RuntimeSettings  # noqa: E402
-from gmos_ros.node import GmosNode, autostart  # noqa: E402
+from gmos_ros.node import GmosNode  # noqa: E402
+from gmos_ros.node_bench import InProcessNode, bag_images  # noqa: E402
+from training.export.onnx_export import export_bundle_parts  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -34,28 +33,6 @@ pytestmark = pytest.mark.ros
 # decision threshold: at most this fraction of a frame's pixels (measured: 0 on the demo bag).
 MASK_PIXEL_TOLERANCE = 0.002
 PARTS_GMOS = ["pi3_encoder", "pi3_decoder", "sam2_encoder", "gmos_head"]
-
-
-def export_bundle(bundle: Path, out: Path, frame_hw: tuple[int, int], parts: list[str]) -> Path:
-    """`gmos-export --bundle` of the parts a variant needs (no parity run: the test is one)."""
-    from gmos_core.models.gmos import GmosProposer, GmosS
-    from gmos_core.pipeline import build_frame_model_from_bundle
-    from training.export.onnx_export import bundle_meta, export_model_parts
-
-    m = build_frame_model_from_bundle(bundle)
-    export_model_parts(
-        ModelShapes.from_config(m.config, frame_hw),
-        out,
-        pi3=m.pi3,
-        sam2=m.sam2,
-        gmos_s_head=m.head if isinstance(m.head, GmosS) else None,
-        gmos_head=m.head if isinstance(m.head, GmosProposer) else None,
-        parts=parts,
-        config=m.config,
-        check=False,
-        extra_meta=bundle_meta(bundle),
-    )
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -68,74 +45,14 @@ def demo(tmp_path_factory) -> dict:
     bundle = DEFAULT_BUNDLES["gmos_online"]
     assert bundle.is_file(), f"shipped bundle {bundle} missing"
     write_synthetic_bag(root / "bag", "mcap", seed=0)
-    onnx = export_bundle(bundle, root / "onnx", (128, 128), PARTS_GMOS)
+    onnx = root / "onnx"
+    export_bundle_parts(bundle, onnx, (128, 128), PARTS_GMOS, check=False)
     return {"bag": root / "bag", "onnx": onnx, "root": root}
 
 
-def bag_images(bag: Path) -> list:
-    from rclpy.serialization import deserialize_message
-    from rosbags.rosbag2 import Reader
-    from sensor_msgs.msg import Image
-
-    with Reader(bag) as reader:
-        conns = [c for c in reader.connections if c.topic == "/camera/image_raw"]
-        return [deserialize_message(raw, Image) for _, _, raw in reader.messages(conns)]
-
-
-class NodeRun:
-    """One in-process `GmosNode` (real model loader) on a private ROS context."""
-
-    def __init__(self, params: dict, name: str = "gmos") -> None:
-        self.ctx = Context()
-        rclpy.init(context=self.ctx, domain_id=int(os.environ.get("ROS_DOMAIN_ID", "87")))
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        base = {"variant": "gmos_online", "torch_threads": 1, "diagnostics_period_s": 1.0}
-        self.node = GmosNode(
-            name,
-            context=self.ctx,
-            parameter_overrides=[Parameter(k, value=v) for k, v in {**base, **params}.items()],
-        )
-        self.executor.add_node(self.node)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-        self.results: list = []
-        orig = self.node._publish
-
-        def record(cam, items):  # what the node publishes, before it becomes messages
-            self.results.extend(i.result for i in items)
-            orig(cam, items)
-
-        self.node._publish = record  # type: ignore[method-assign]
-        autostart(self.node)  # configure + activate, as `gmos_node` does on start
-
-    def _spin(self) -> None:
-        while not self.stop.is_set():
-            self.executor.spin_once(timeout_sec=0.02)
-
-    def feed_all(self, msgs: list, timeout_s: float = 120.0) -> None:
-        """Lock step (nothing dropped), then deactivate: the last frames are finished."""
-        cam = self.node.cameras[0]
-        for msg in msgs:
-            assert self.node.enqueue(cam, msg)
-            deadline = time.monotonic() + timeout_s
-            while cam.slot is not None and time.monotonic() < deadline:
-                time.sleep(0.005)
-            assert cam.slot is None, "the inference thread did not take the frame"
-        self.node.trigger_deactivate()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.node._shutdown_inference(flush=False)
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
-
-
 def run_node(params: dict, msgs: list) -> tuple[list, GmosNode]:
-    run = NodeRun(params)
+    run = InProcessNode(params)
     try:
-        assert run.node.active, "the node did not activate"
         run.feed_all(msgs)
         return run.results, run.node
     finally:

@@ -44,6 +44,7 @@ __all__ = [
     "ExportParityError",
     "ExportResult",
     "export_model_parts",
+    "export_bundle_parts",
     "export_part",
     "main",
     "ort_parity",
@@ -315,6 +316,37 @@ def bundle_meta(bundle: str | Path) -> dict[str, Any]:
     from gmos_core.bundle import bundle_sha256
 
     return {"bundle": str(bundle), "bundle_sha256": bundle_sha256(bundle)}
+
+
+def export_bundle_parts(
+    bundle: str | Path,
+    out: str | Path,
+    frame_hw: tuple[int, int] | None = None,
+    parts: Sequence[str] | None = None,
+    check: bool = True,
+    log: Any = None,
+) -> list[ExportResult]:
+    """`gmos-export --bundle`: the bundle's parts (default: those its variant runs), with the
+    bundle's sha256 in the metadata (the runtime runs them only with that bundle)."""
+    from gmos_core.backends.base import head_part
+    from gmos_core.models.gmos import GmosProposer, GmosS
+    from gmos_core.pipeline import build_frame_model_from_bundle
+
+    m = build_frame_model_from_bundle(bundle)
+    wanted = parts or ["pi3_encoder", "pi3_decoder", "sam2_encoder", head_part(m.mode)]
+    return export_model_parts(
+        ModelShapes.from_config(m.config, frame_hw),
+        out,
+        pi3=m.pi3,
+        sam2=m.sam2,
+        gmos_s_head=m.head if isinstance(m.head, GmosS) else None,
+        gmos_head=m.head if isinstance(m.head, GmosProposer) else None,
+        parts=wanted,
+        config=m.config,
+        check=check,
+        log=log,
+        extra_meta=bundle_meta(bundle),
+    )
 
 
 def read_metadata(onnx_path: str | Path) -> dict[str, Any]:
