@@ -92,6 +92,7 @@ class EngineManifest:
     build_s: float = 0.0
     built_utc: str = ""
     fp32_layers: int = 0
+    fp16_layers: int = 0
     shapes: dict[str, Any] = field(default_factory=dict)
 
     def key(self) -> dict[str, Any]:
