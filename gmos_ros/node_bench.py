@@ -130,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=48, help="demo bag length")
     ap.add_argument("--repeats", type=int, default=15, help="gmos-bench repeats per stage")
     ap.add_argument("--out", type=Path, default=Path("out/bench_node"))
+    ap.add_argument("--device", default="cpu", help="torch device of the torch backend (cuda)")
+    ap.add_argument(
+        "--ort-provider", default="cpu", help="onnxruntime provider (cpu | cuda | tensorrt)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # one thread everywhere: the node (torch_threads 1) and the bench
     args.out.mkdir(parents=True, exist_ok=True)
@@ -141,9 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     export_bundle_parts(bundle, onnx_dir, (128, 128), check=False)
     msgs = bag_images(bag)
     backends = {
-        "torch": {"backend": "torch"},
-        "onnxruntime": {"backend": "onnxruntime", "onnx_dir": str(onnx_dir)},
+        "torch": {"backend": "torch", "device": args.device},
+        "onnxruntime": {
+            "backend": "onnxruntime",
+            "onnx_dir": str(onnx_dir),
+            "ort_provider": args.ort_provider,
+        },
     }
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        print("TensorRT is not installed here: the tensorrt backend is not run", flush=True)
     node: dict[str, Any] = {}
     results = {}
     for name, params in backends.items():
@@ -169,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = bench_config(
         "micro",
         list(backends),
-        "cpu",
+        args.device,
         warmup=2,
         repeats=args.repeats,
         e2e_frames=0,
@@ -184,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         node[name]["node_over_stage_sum"] = round(node[name]["ms_per_frame"] / stage_ms, 3)
     report = {
         "what": "demo bag (gmos-bag synth, 128x128, 10 fps) through an in-process GmosNode, "
-        "micro Gmos online (shipped bundle), CPU, 1 thread, lock step",
+        f"micro Gmos online (shipped bundle), torch on {args.device}, onnxruntime provider "
+        f"{args.ort_provider}, 1 CPU thread, lock step",
         "node": node,
         "onnxruntime_vs_torch": {
             "same_motion_states_every_frame": same_states,
