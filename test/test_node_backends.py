@@ -248,3 +248,21 @@ def test_without_tensorrt_the_tensorrt_backend_is_refused_by_name(demo, tmp_path
                 backend="tensorrt", onnx_dir=str(demo["onnx"]), engine_dir=str(tmp_path)
             )
         )
+
+
+def test_the_clis_take_the_same_backend_options_and_refuse_the_same_way(demo, capsys) -> None:
+    from gmos_ros.bag import main as bag_main
+    from training.infer import main as infer_main
+
+    missing = str(demo["root"] / "nope")
+    assert (
+        bag_main(["eval", str(demo["bag"]), "--backend", "onnxruntime", "--onnx-dir", missing]) == 2
+    )
+    assert "does not exist; export it: gmos-export" in capsys.readouterr().err
+    frames = demo["root"] / "frames"
+    frames.mkdir(exist_ok=True)
+    args = ["--model", "gmos", "--input", str(frames), "--out", str(demo["root"] / "inf")]
+    assert infer_main([*args, "--backend", "tensorrt", "--onnx-dir", str(demo["onnx"])]) == 2
+    assert "engine_dir" in capsys.readouterr().err
+    assert infer_main([*args, "--backend", "onnxruntime", "--onnx-dir", missing]) == 2
+    assert "gmos-export" in capsys.readouterr().err
