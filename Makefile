@@ -19,6 +19,10 @@ ROS_WHEELS := ros-kilted-rclpy ros-kilted-rmw-fastrtps-cpp ros-kilted-std-msgs \
   ros-kilted-ament-cmake-ros-core ros-kilted-rosidl-default-generators \
   ros-kilted-rosidl-core-generators colcon-common-extensions
 SAM2_SPEC ?= sam2==1.1.0
+# The real TensorRT Python bindings (no libraries, ~1.3 MB each) that the API check in `make test`
+# imports over stand-in libraries: JetPack 6's 10.3, the last 10.x and 11.4 (setup.py's
+# `tensorrt` extra pins this range).
+TRT_BINDINGS_VERSIONS := 10.3.0 10.16.1.11 11.4.0.106
 STAMP := $(V)/.gmos-setup-stamp
 MSG_SRC := $(wildcard msg/msg/*.msg) msg/CMakeLists.txt msg/package.xml
 
@@ -50,6 +54,11 @@ $(STAMP): Makefile setup.py $(MSG_SRC)
 	import shutil; (sp / 'training').is_dir() and 'training/__init__.py' in rec and shutil.rmtree(sp / 'training')"
 	$(PIP) install -q hydra-core iopath tqdm pillow onnx onnxruntime
 	$(PIP) install -q -e ".[dev,onnx]"
+	@for v in $(TRT_BINDINGS_VERSIONS); do \
+	  test -d $(V)/trt-bindings/$$v/tensorrt_bindings || \
+	  $(PIP) install -q --no-deps --target $(V)/trt-bindings/$$v tensorrt-cu12-bindings==$$v \
+	  || exit 1; \
+	done
 	$(MAKE) --no-print-directory msgs
 	@touch $(STAMP)
 	@echo "gmos: setup complete ($(V))"

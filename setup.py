@@ -48,7 +48,7 @@ setup(
     extras_require={
         "dev": ["pytest>=7", "pytest-timeout>=2", "ruff>=0.6"],
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
-        "tensorrt": ["tensorrt>=10"],
+        "tensorrt": ["tensorrt>=10.3,<11.5"],  # the lines test_tensorrt_api.py checks
     },
     tests_require=["pytest"],
     zip_safe=True,

@@ -92,13 +92,12 @@ def save_bundle(
     return path
 
 
-def read_bundle(path: str | Path) -> tuple[BundleInfo, dict[str, dict[str, torch.Tensor]]]:
-    """Read a bundle: (info, {"pi3": sd, "sam2": sd, "head": sd})."""
+def read_bundle_info(path: str | Path) -> BundleInfo:
+    """A bundle's metadata only (configuration, variant, operating point); no tensor is read."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"bundle {path} does not exist")
     try:
-        tensors = load_file(str(path))
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
@@ -114,12 +113,6 @@ def read_bundle(path: str | Path) -> tuple[BundleInfo, dict[str, dict[str, torch
     variant = meta.get("variant")
     if variant not in ("gmos_s", "gmos"):
         raise BundleError(f"{path}: unknown variant {variant!r}")
-    parts: dict[str, dict[str, torch.Tensor]] = {"pi3": {}, "sam2": {}, "head": {}}
-    for k, v in tensors.items():
-        prefix, _, rest = k.partition(".")
-        if prefix not in parts:
-            raise BundleError(f"{path}: unexpected key {k!r}")
-        parts[prefix][rest] = v
     extra = {k[6:]: v for k, v in meta.items() if k.startswith("extra.")}
     try:
         op = (
@@ -127,14 +120,40 @@ def read_bundle(path: str | Path) -> tuple[BundleInfo, dict[str, dict[str, torch
         )
     except ValueError as exc:
         raise BundleError(f"{path}: bad operating_point metadata: {exc}") from exc
-    info = BundleInfo(
+    return BundleInfo(
         meta.get("config", ""),
         variant,
         meta.get("config_yaml", ""),
         extra,
         op if op is not None else OperatingPoint(),
     )
+
+
+def read_bundle(path: str | Path) -> tuple[BundleInfo, dict[str, dict[str, torch.Tensor]]]:
+    """Read a bundle: (info, {"pi3": sd, "sam2": sd, "head": sd})."""
+    info = read_bundle_info(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise BundleError(f"{path} is not a readable safetensors bundle: {exc}") from exc
+    parts: dict[str, dict[str, torch.Tensor]] = {"pi3": {}, "sam2": {}, "head": {}}
+    for k, v in tensors.items():
+        prefix, _, rest = k.partition(".")
+        if prefix not in parts:
+            raise BundleError(f"{path}: unexpected key {k!r}")
+        parts[prefix][rest] = v
     return info, parts
+
+
+def bundle_sha256(path: str | Path) -> str:
+    """sha256 of a bundle file: what an ONNX export records as the weights it holds."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_operating_point(src: str | Path, dst: str | Path, op: OperatingPoint) -> Path:

@@ -1,33 +1,24 @@
-"""The torch model bundle: π³ + SAM2 features + a Gmos head, as the streaming runtime uses it.
+"""The torch modules of one Gmos model: π³ + SAM2 features + a Gmos head.
 
 `GmosModelConfig` mirrors `config/paper.yaml` / `config/micro.yaml`; `build_frame_model`
-turns one into a `TorchFrameModel` (implements `gmos_core.streaming.FrameModel`) and loads
-official checkpoints when paths are given.
+turns one into a `GmosTorchModel` (the modules, trained or loaded from official checkpoints)
+and `GmosTorchModel.frame_model()` puts them behind the torch backend: frames always run
+through `gmos_core.backends.BackendFrameModel`, whatever the backend.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import yaml
 
 from gmos_core.models.gmos import GmosProposer, GmosS
 from gmos_core.models.pi3 import Pi3Encoder, load_safetensors_file
-from gmos_core.models.preprocess import pi3_preprocess, sam2_preprocess
-from gmos_core.models.sam2_features import Sam2FeatureExtractor, Sam2Features
+from gmos_core.models.sam2_features import Sam2FeatureExtractor
 from gmos_core.operating_point import OperatingPoint
-from gmos_core.precision import autocast, check_precision
-from gmos_core.streaming.segmenter import (
-    ForegroundPrediction,
-    ProposalPrediction,
-    head_outputs_to_prediction,
-)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
@@ -101,122 +92,72 @@ class GmosModelConfig:
             raise ValueError(f"{path}: {exc}") from exc
 
 
-@dataclass
-class Pi3FrameFeatures:
-    """Per-frame π³ tokens: (h·w, D) `x_norm_patchtokens` of one frame and its grid."""
+class GmosTorchModel:
+    """The torch modules of one model (π³ encoder, SAM2 image features, Gmos-S or proposer
+    head) with what running them needs (configuration, pixel budget, top-k, operating point).
 
-    tokens: torch.Tensor
-    grid_hw: tuple[int, int]
-
-
-class TorchFrameModel:
-    """π³ encoder + SAM2 image features + Gmos-S or Gmos proposer, on one torch device.
-
-    Args:
-        pi3: the π³ encoder (per-frame `encode_frames`, per-window `decode_window`).
-        sam2: SAM2 image feature extractor.
-        head: `GmosS` (one foreground mask) or `GmosProposer` (proposals).
-        pixel_limit: π³ input pixel budget (official 255 000).
-        top_k: proposals kept per frame (official 20).
-        device: torch device for all three.
-        operating_point: decision thresholds (a bundle's calibrated ones, else the paper's);
-            `predict` applies the proposal mask threshold, the runtime the others.
-        precision: "fp32", or "bf16" / "fp16" to run π³, SAM2 and the head under
-            `torch.autocast` (weights stay fp32; features and head outputs are handed on in
-            float32). On an H200 bf16/fp16 cut the paper-size network time ~3.3x at a relative
-            error of 1e-2 / 2e-3 (docs/deployment.md). fp16 needs CUDA.
+    Not a frame model itself: training uses the modules, every frame path goes through
+    `frame_model()` (the torch backend behind `BackendFrameModel`), like onnxruntime and
+    TensorRT do.
     """
 
     def __init__(
         self,
+        config: GmosModelConfig,
         pi3: Pi3Encoder,
         sam2: Sam2FeatureExtractor,
         head: GmosS | GmosProposer,
-        pixel_limit: int = 255_000,
-        top_k: int = 20,
         device: str | torch.device = "cpu",
         operating_point: OperatingPoint | None = None,
-        precision: str = "fp32",
     ) -> None:
+        self.config = config
         self.device = torch.device(device)
-        self.precision = "fp32"
-        self.set_precision(precision)
         self.operating_point = operating_point or OperatingPoint()
         self.pi3 = pi3.to(self.device).eval()
         self.sam2 = sam2.to(self.device).eval()
         self.head = head.to(self.device).eval()
-        self.pixel_limit = pixel_limit
-        self.top_k = top_k
-
-    def set_precision(self, precision: str) -> None:
-        """Switch the autocast precision ("fp32", "bf16", "fp16"); raises ValueError."""
-        check_precision(precision, self.device)
-        self.precision = precision
-
-    def _autocast(self) -> Any:
-        return autocast(self.device, self.precision)
+        self.pixel_limit = config.pi3.pixel_limit
+        self.top_k = config.top_k
 
     @property
     def mode(self) -> Literal["gmos_s", "gmos"]:
         return "gmos_s" if isinstance(self.head, GmosS) else "gmos"
 
-    @torch.inference_mode()
-    def geometry_features(self, frame_rgb: np.ndarray) -> Pi3FrameFeatures:
-        """(H, W, 3) uint8 -> the frame's DINOv2 tokens (computed once per frame)."""
-        img = pi3_preprocess([frame_rgb], pixel_limit=self.pixel_limit).to(self.device)
-        grid = self.pi3.grid_size(int(img.shape[-2]), int(img.shape[-1]))
-        with self._autocast():
-            tokens = self.pi3.encode_frames(img)[0]
-        return Pi3FrameFeatures(tokens.float(), grid)
-
-    @torch.inference_mode()
-    def segmentation_features(self, frame_rgb: np.ndarray) -> Sam2Features:
-        """(H, W, 3) uint8 -> SAM2 bottleneck (+no_mem_embed), high-res maps, backbone_out."""
-        img = sam2_preprocess(frame_rgb, resolution=self.sam2.image_size)[None].to(self.device)
-        if self.precision == "fp32":
-            return self.sam2(img)
-        with self._autocast():
-            feats = self.sam2(img)
-        # Downstream (head, SAM2 tracker memories) sees float32, as in the fp32 model.
-        return dataclasses.replace(
-            feats,
-            bottleneck=feats.bottleneck.float(),
-            high_res=[f.float() for f in feats.high_res],
-        )
-
-    @torch.inference_mode()
-    def head_outputs(
-        self, geometry: Sequence[Pi3FrameFeatures], segmentation: Sam2Features
-    ) -> dict[str, torch.Tensor]:
-        """Raw head outputs for the middle frame of a window of per-frame π³ features."""
-        grids = {g.grid_hw for g in geometry}
-        if len(grids) != 1:
-            raise ValueError(f"window frames have different π³ grids {sorted(grids)}")
-        h, w = grids.pop()
-        tokens = torch.stack([g.tokens for g in geometry])[None]  # (1, N, hw, D)
-        with self._autocast():
-            feats = self.pi3.decode_window(tokens, h, w)  # (1, N, h, w, D)
-            token = feats[:, len(geometry) // 2].float()
-            out = self.head(
-                token,
-                segmentation.bottleneck.float(),
-                high_res_features=[f.float() for f in segmentation.high_res],
-            )
-        if self.precision == "fp32":
-            return out
-        return {k: v.float() if torch.is_tensor(v) else v for k, v in out.items()}
-
-    def predict(
+    def frame_model(
         self,
-        geometry: Sequence[Any],
-        segmentation: Any,
-        out_hw: tuple[int, int],
-    ) -> ForegroundPrediction | ProposalPrediction:
-        return head_outputs_to_prediction(
-            self.head_outputs(geometry, segmentation),
-            out_hw,
-            top_k=self.top_k,
-            mask_logit_threshold=self.operating_point.mask_logit_threshold,
+        device: str | None = None,
+        precision: str = "fp32",
+        frame_hw: tuple[int, int] | None = None,
+        keep_sam2_backbone: bool = False,
+    ) -> Any:
+        """These modules behind the torch backend, as the runtime's `BackendFrameModel`.
+
+        Args:
+            device: torch device (default: the modules' device).
+            precision: "fp32", or "bf16" / "fp16" (autocast; fp16 needs CUDA). On an H200
+                bf16/fp16 cut the paper-size network time ~3.3x at a relative error of
+                1e-2 / 2e-3 (docs/deployment.md).
+            frame_hw: the expected camera frame (H, W); the torch backend follows whatever
+                size arrives, this only sets the initial shapes.
+            keep_sam2_backbone: keep SAM2's raw features for a SAM2 tracker.
+
+        Raises:
+            ValueError: a precision the device cannot run.
+        """
+        from gmos_core.backends import BackendFrameModel, ModelShapes
+        from gmos_core.backends.torch_backend import TorchBackend
+
+        shapes = ModelShapes.from_config(self.config, frame_hw)
+        backend = TorchBackend.from_model(
+            self, shapes, device=device or str(self.device), precision=precision
+        )
+        return BackendFrameModel(
+            backend,
+            self.mode,
+            self.pixel_limit,
+            self.top_k,
+            operating_point=self.operating_point,
+            keep_sam2_backbone=keep_sam2_backbone,
         )
 
 
@@ -239,8 +180,8 @@ def build_frame_model(
     sam2_checkpoint: str | Path | None = None,
     head_checkpoint: str | Path | None = None,
     seed: int | None = 0,
-) -> TorchFrameModel:
-    """Build a `TorchFrameModel` from a named configuration and optional checkpoints.
+) -> GmosTorchModel:
+    """Build a `GmosTorchModel` from a named configuration and optional checkpoints.
 
     Without checkpoints the weights are random (seeded): fine for timing and plumbing, never
     for results.
@@ -279,12 +220,10 @@ def build_frame_model(
         raise ValueError(f"variant must be 'gmos_s' or 'gmos', got {variant!r}")
     if head_checkpoint is not None:
         load_gmos_checkpoint(head, head_checkpoint)
-    return TorchFrameModel(
-        pi3, sam2, head, pixel_limit=cfg.pi3.pixel_limit, top_k=cfg.top_k, device=device
-    )
+    return GmosTorchModel(cfg, pi3, sam2, head, device=device)
 
 
-def build_frame_model_from_bundle(path: str | Path, device: str = "cpu") -> TorchFrameModel:
+def build_frame_model_from_bundle(path: str | Path, device: str = "cpu") -> GmosTorchModel:
     """Build the model a one-file bundle (`gmos_core.bundle`) describes and load its weights."""
     from gmos_core.bundle import BundleError, load_into, read_bundle
 

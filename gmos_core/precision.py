@@ -1,6 +1,6 @@
 """Inference precision of the torch paths: names, checks and the autocast context.
 
-One place for what `TorchBackend` (parts, benchmark) and `TorchFrameModel` (runtime, node)
+One place for what `TorchBackend` (parts, benchmark) and the runtime (node, CLIs)
 both do: "fp32" runs plain float32; "bf16" / "fp16" run under `torch.autocast` (weights stay
 float32; matmuls and convolutions in the low precision). fp16 is CUDA-only: autocast has few
 CPU fp16 kernels, so it would time and test something no deployment runs.

@@ -48,10 +48,15 @@ class RuntimeSettings:
             → the shipped micro bundle of the variant (`gmos_core/assets/`), if present.
         pi3_checkpoint / sam2_checkpoint / head_checkpoint: official checkpoint files
             (π³ safetensors, SAM2 .pt, Gmos .pth) for the paper configuration.
-        device: torch device ("cpu", "cuda").
-        precision: "fp32", or "bf16" / "fp16" autocast for π³, SAM2 and the head (fp16 needs
-            CUDA; reduced precision is refused with the SAM2 tracker, whose memories expect
-            fp32 features).
+        device: torch device ("cpu", "cuda"); the GPU of the engines ("cuda:1").
+        precision: torch: "fp32", or "bf16" / "fp16" autocast for π³, SAM2 and the head (fp16
+            needs CUDA; reduced precision is refused with the SAM2 tracker, whose memories
+            expect fp32 features); onnxruntime: the exported graphs' precision; tensorrt: the
+            engines' ("fp16" / "fp32").
+        backend: "torch", "onnxruntime" or "tensorrt" (`gmos_core.deploy`).
+        onnx_dir: onnxruntime / tensorrt: the ``gmos-export`` folder (written from `bundle`).
+        engine_dir: tensorrt: the ``gmos-build-engines`` cache.
+        provider: onnxruntime execution provider: "cpu", "cuda" or "tensorrt".
         span_s: window span in seconds (official ≈ 0.5).
         proposer_stride: run π³ + proposer on every k-th frame only.
         tracker: "mask_iou" (weight-free, CPU) or "sam2".
@@ -76,6 +81,10 @@ class RuntimeSettings:
     propagator: dict[str, Any] = field(default_factory=dict)
     fg_threshold: float | None = None
     allow_random_weights: bool = False
+    backend: str = "torch"
+    onnx_dir: str | None = None
+    engine_dir: str | None = None
+    provider: str = "cpu"
 
 
 class RuntimeError_(RuntimeError):
@@ -83,49 +92,71 @@ class RuntimeError_(RuntimeError):
 
 
 def load_frame_model(settings: RuntimeSettings) -> FrameModel:
-    """Build and load the model the settings describe (torch backend).
+    """Build and load the model the settings describe, on the settings' backend.
+
+    Every network variant gives a `gmos_core.backends.BackendFrameModel`; the backend is
+    checked first (`gmos_core.deploy.plan_backend`) and never swapped for another. The
+    weight-free baseline variants (`gmos_core.baseline_model`) run no network.
 
     Raises:
-        RuntimeError_: missing weights, a bad variant, or a device this torch cannot use
-            (checked first, so the message says so instead of a CUDA assertion).
+        RuntimeError_: no weights, wrong variant, a device this torch cannot use (checked
+            first, so the message says so instead of a CUDA assertion), or the backend
+            refused (message says why).
     """
+    from gmos_core.baseline_model import BASELINE_VARIANTS, BaselineFrameModel
     from gmos_core.compute import DeviceUnavailableError, check_device
+    from gmos_core.deploy import BackendRefused, load_backend_frame_model, plan_backend
 
     try:
         check_device(settings.device)
     except DeviceUnavailableError as exc:
         raise RuntimeError_(str(exc)) from None
-    model = _load_frame_model(settings)
-    if settings.precision != "fp32":
-        if settings.tracker == "sam2":
-            raise RuntimeError_(
-                f"precision {settings.precision!r} with tracker 'sam2': the SAM2 tracker needs "
-                "fp32 features; use tracker mask_iou or precision fp32"
-            )
-        try:
-            model.set_precision(settings.precision)  # type: ignore[attr-defined]
-        except ValueError as exc:
-            raise RuntimeError_(str(exc)) from exc
-    return model
-
-
-def _load_frame_model(settings: RuntimeSettings) -> FrameModel:
-    from gmos_core.baseline_model import BASELINE_VARIANTS, BaselineFrameModel
-    from gmos_core.pipeline import build_frame_model, build_frame_model_from_bundle
-
     if settings.variant in BASELINE_VARIANTS:
         if settings.tracker != "mask_iou":
             raise RuntimeError_(
                 f"variant {settings.variant} has no SAM2 features: use tracker mask_iou"
             )
+        if settings.backend != "torch":
+            raise RuntimeError_(
+                f"variant {settings.variant} runs no network (numpy/OpenCV): backend "
+                f"{settings.backend!r} does not apply, leave backend at 'torch'"
+            )
         return BaselineFrameModel(settings.variant)  # type: ignore[return-value]
-
-    head_variant = "gmos_s" if settings.variant == "gmos_s" else "gmos"
     if settings.variant not in ("gmos_s", "gmos_online"):
         raise RuntimeError_(
             "variant must be gmos_s, gmos_online, ego_residual or frame_diff, got "
             f"{settings.variant!r}"
         )
+    if settings.precision != "fp32" and settings.tracker == "sam2":
+        raise RuntimeError_(
+            f"precision {settings.precision!r} with tracker 'sam2': the SAM2 tracker needs "
+            "fp32 features; use tracker mask_iou or precision fp32"
+        )
+    try:
+        plan = plan_backend(settings)
+        if plan.backend != "torch":
+            import torch
+
+            # onnxruntime's CPU threads follow torch's (the node's torch_threads sets both).
+            return load_backend_frame_model(plan, threads=torch.get_num_threads())
+    except BackendRefused as exc:
+        raise RuntimeError_(str(exc)) from exc
+    modules = _load_torch_model(settings)
+    try:
+        return modules.frame_model(
+            device=settings.device,
+            precision=settings.precision,
+            keep_sam2_backbone=settings.tracker == "sam2",
+        )
+    except ValueError as exc:
+        raise RuntimeError_(str(exc)) from exc
+
+
+def _load_torch_model(settings: RuntimeSettings) -> Any:
+    """The `GmosTorchModel` (torch modules) the settings name."""
+    from gmos_core.pipeline import build_frame_model, build_frame_model_from_bundle
+
+    head_variant = "gmos_s" if settings.variant == "gmos_s" else "gmos"
     official = (settings.pi3_checkpoint, settings.sam2_checkpoint, settings.head_checkpoint)
     if settings.bundle:
         model = build_frame_model_from_bundle(settings.bundle, device=settings.device)
@@ -384,7 +415,7 @@ def build_segmenter(
         tracking=PropagatorTracking(
             settings,
             offline=offline,
-            sam_model=getattr(getattr(model, "sam2", None), "sam_model", None),
+            sam_model=getattr(model, "sam_model", None),
             second_pass=second_pass,
             spill_dir=spill_dir,
         ),

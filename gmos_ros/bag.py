@@ -43,6 +43,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from gmos_core.compute import add_threads_argument
+from gmos_core.deploy import add_backend_arguments, plan_backend
 from gmos_ros.conversions import ConversionError, compressed_to_rgb, image_to_rgb
 from gmos_ros.messages import HeaderedStream, copy_header, result_messages, stamp_to_ns
 from gmos_ros.params import PARAMS, NodeParams, apply_threads, params_from_values
@@ -860,13 +861,28 @@ def _cmd_synth(a: argparse.Namespace) -> int:
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    # --threads is the node's torch_threads; a later `-p torch_threads:=N` still wins.
-    threads = [f"torch_threads:={a.threads}"] if a.threads > 0 else []
-    params = _settings(a.params_file, threads + a.param)
-    metrics = a.metrics or (Path(a.out).with_suffix(".json") if a.out else None)
     from gmos_core.metrics.ranges import MetricRangeError
     from gmos_core.runtime import RuntimeError_
 
+    # --threads is the node's torch_threads; a later `-p torch_threads:=N` still wins.
+    threads = [f"torch_threads:={a.threads}"] if a.threads > 0 else []
+    # The backend options are node parameters; given flags win over the params file.
+    flags = {
+        "backend": a.backend,
+        "onnx_dir": a.onnx_dir,
+        "engine_dir": a.engine_dir,
+        "ort_provider": a.ort_provider,
+        "device": a.device,
+        "precision": a.precision,
+    }
+    overrides = [f"{k}:={v}" for k, v in flags.items() if v is not None]
+    try:
+        params = _settings(a.params_file, [*threads, *a.param, *overrides])
+        plan_backend(params.runtime)  # refused before the bag is read
+    except (ValueError, RuntimeError_) as exc:
+        print(f"gmos-bag eval: error: {exc}", file=sys.stderr)
+        return 2
+    metrics = a.metrics or (Path(a.out).with_suffix(".json") if a.out else None)
     try:
         rep = run_eval(a.bag, a.out, params, a.image_topic, a.ns, a.storage, metrics)
     except (MetricRangeError, RuntimeError_) as err:  # e.g. device:=cuda without CUDA
@@ -988,6 +1004,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--params-file", help="node params YAML (default config/gmos.yaml)")
     e.add_argument("-p", "--param", action="append", default=[], help="name:=value override")
     add_threads_argument(e)
+    e.add_argument("--device", default=None, help="torch device / GPU of the engines")
+    e.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"])
+    add_backend_arguments(e, defaults=False)
     e.set_defaults(func=_cmd_eval)
     p = sub.add_parser("play", help="publish a bag's messages")
     p.add_argument("bag")

@@ -45,6 +45,7 @@ from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from gmos_core.deploy import BackendPlan, plan_backend
 from gmos_core.runtime import DEFAULT_BUNDLES, RuntimeSettings, build_segmenter, load_frame_model
 from gmos_core.streaming import FrameModel, StreamError
 from gmos_ros.conversions import ConversionError, compressed_to_rgb, image_to_rgb
@@ -153,6 +154,7 @@ class GmosNode(LifecycleNode):
         self.params: NodeParams | None = None
         # 3-D object states, ego-motion, markers, SLAM mask options (gmos_ros.geometry_outputs).
         self.geometry = GeometryOutputs(self)
+        self.plan: BackendPlan | None = None
         self.cameras: list[_Camera] = []
         self.model: FrameModel | None = None
         self._active = False
@@ -174,6 +176,9 @@ class GmosNode(LifecycleNode):
             # Topic names are expanded and remapped once, here (`-r image:=...` applies to
             # the compressed transport's <image>/compressed too).
             self.params = params_from_values(self._param_values(), resolve=self._resolve)
+            # The backend's files and this machine, checked now: a missing or stale ONNX
+            # folder / engine or an unknown provider is refused here (node stays unconfigured).
+            self.plan = plan_backend(self.params.runtime)
         except ValueError as err:
             self.params = None
             self.get_logger().error(f"configure failed: {err}")
@@ -245,6 +250,9 @@ class GmosNode(LifecycleNode):
             f"model loaded in {time.perf_counter() - t0:.1f} s"
             + (f"; operating point: {op.to_json()}" if op is not None else "")
         )
+        if self.plan is not None:  # what runs: backend, precision, engine manifests
+            for line in [f"running {self.plan.summary()}", *self.plan.manifest_lines()]:
+                self.get_logger().info(line)
         self._stop.clear()
         self._worker = threading.Thread(target=self._inference_loop, name="gmos_infer", daemon=True)
         self._worker.start()

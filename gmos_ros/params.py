@@ -39,7 +39,8 @@ __all__ = [
 QOS_PROFILES = ("sensor_data", "default", "reliable", "best_effort")
 VARIANTS = ("gmos_s", "gmos_online", "ego_residual", "frame_diff")
 TRANSPORTS = ("raw", "compressed")
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+ORT_PROVIDERS = ("cpu", "cuda", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -105,18 +106,38 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("pi3_checkpoint", "", "Official pi3 checkpoint (paper configuration)."),
     ParamSpec("sam2_checkpoint", "", "Official SAM2 checkpoint (.pt)."),
     ParamSpec("head_checkpoint", "", "Official Gmos head checkpoint (.pth)."),
-    ParamSpec("backend", "torch", "Inference backend (torch)."),
-    ParamSpec("device", "cpu", "torch device (cpu, cuda, cuda:1)."),
+    # --- backend: what runs the network (checked at configure by gmos_core.deploy) ---
+    ParamSpec(
+        "backend",
+        "torch",
+        "Inference backend: torch, onnxruntime (onnx_dir) or tensorrt (engine_dir + "
+        "onnx_dir). Refused at configure if its files do not match; never a fallback.",
+    ),  # fmt: skip
+    ParamSpec("device", "cpu", "torch device / GPU of the engines (cpu, cuda, cuda:1)."),
+    ParamSpec(
+        "onnx_dir",
+        "",
+        "onnxruntime / tensorrt: the gmos-export folder, exported from the bundle "
+        "(gmos-export --bundle B --out DIR).",
+    ),  # fmt: skip
+    ParamSpec(
+        "engine_dir",
+        "",
+        "tensorrt: the engine cache built ahead of time (gmos-build-engines --onnx DIR "
+        "--cache CACHE); a missing or stale engine is refused, never rebuilt.",
+    ),  # fmt: skip
+    ParamSpec("ort_provider", "cpu", "onnxruntime execution provider: cpu, cuda, tensorrt."),
     ParamSpec(
         "precision",
         "fp32",
-        "Network precision: fp32, or bf16 / fp16 autocast (fp16 needs CUDA; on a GPU ~3x "
-        "faster at a relative error of 1e-2 / 2e-3).",
+        "Network precision. torch: fp32, or bf16 / fp16 autocast (fp16 needs CUDA; on a GPU "
+        "~3x faster at a relative error of 1e-2 / 2e-3); onnxruntime: that of the exported "
+        "graphs; tensorrt: that of the engines (fp16 / fp32).",
     ),  # fmt: skip
     ParamSpec(
         "torch_threads",
         0,
-        "torch CPU threads for inference (0 = torch's default). On a "
+        "torch (and onnxruntime) CPU threads for inference (0 = torch's default). On a "
         "small shared CPU, 1 avoids thread oversubscription.",
     ),  # fmt: skip
     ParamSpec(
@@ -428,6 +449,7 @@ def params_from_values(
 
     variant = choice("variant", VARIANTS)
     backend = choice("backend", BACKENDS)
+    provider = choice("ort_provider", ORT_PROVIDERS)
     transport = choice("input_transport", TRANSPORTS)
     topics = [str(t) for t in get("input_topics") if str(t)]
     if not topics:
@@ -517,6 +539,10 @@ def params_from_values(
         propagator=propagator,
         fg_threshold=fg_threshold,
         allow_random_weights=bool(get("allow_random_weights")),
+        backend=backend,
+        onnx_dir=str(get("onnx_dir")) or None,
+        engine_dir=str(get("engine_dir")) or None,
+        provider=provider,
     )
     return NodeParams(
         autostart=bool(get("autostart")),

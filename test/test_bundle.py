@@ -32,7 +32,7 @@ def test_bundle_round_trip_reproduces_outputs(micro_s, tmp_path) -> None:
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (64, 80, 3), dtype=np.uint8) for _ in range(5)]
     outs = []
-    for m in (micro_s, loaded):
+    for m in (micro_s.frame_model(), loaded.frame_model()):
         geo = [m.geometry_features(f) for f in frames]
         seg = m.segmentation_features(frames[2])
         outs.append(m.predict(geo, seg, (64, 80)).fg_prob)

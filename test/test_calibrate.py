@@ -178,7 +178,7 @@ class ScriptedProposer:
 
 
 def test_recording_replays_the_same_predictions_at_any_operating_point() -> None:
-    from gmos_core.streaming.segmenter import head_outputs_to_prediction
+    from gmos_core.models.prediction import head_outputs_to_prediction
 
     model = ScriptedProposer()
     rec = RecordingModel(model)

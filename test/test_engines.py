@@ -55,7 +55,9 @@ class FakeBuilder:
         return BuildStats(fp32_layers=3 if precision == "fp16" else 0, num_layers=7)
 
 
-def _export(onnx_dir: Path, part: str = "gmos_s_head", scale: float = 1.0) -> str:
+def _export(
+    onnx_dir: Path, part: str = "gmos_s_head", scale: float = 1.0, precision: str = "fp16"
+) -> str:
     """A tiny real ONNX file + metadata in the gmos-export format; returns its sha256."""
     onnx_dir.mkdir(parents=True, exist_ok=True)
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)
@@ -70,6 +72,7 @@ def _export(onnx_dir: Path, part: str = "gmos_s_head", scale: float = 1.0) -> st
         "sha256": sha,
         "input_shapes": {"x": SHAPE},
         "shapes": {},
+        "precision": precision,  # what gmos-export --precision records
     }
     (onnx_dir / f"{part}.json").write_text(json.dumps(meta))
     return sha
@@ -154,11 +157,12 @@ def test_other_input_shape_is_refused(setup):
         build_engines(onnx_dir, cache, FakeBuilder())
 
 
-def test_precisions_have_separate_cache_entries(setup):
+def test_precisions_have_separate_cache_entries(setup, tmp_path):
     onnx_dir, cache, _ = setup
     b = FakeBuilder()
     build_engines(onnx_dir, cache, b, "fp16")
-    (rec,) = build_engines(onnx_dir, cache, b, "fp32")
+    _export(tmp_path / "onnx32", precision="fp32")
+    (rec,) = build_engines(tmp_path / "onnx32", cache, b, "fp32")
     assert rec.action == "built" and "fp32" in str(rec.engine_path)
     assert [x[1] for x in b.builds] == ["fp16", "fp32"]
 
@@ -274,3 +278,21 @@ def test_real_tensorrt_build_and_backend_parity(tmp_path):  # pragma: no cover -
         a, b = trt_b.run(part, inputs), torch_b.run(part, inputs)
         for k in a:
             assert np.abs(a[k] - b[k]).max() < 1e-2 * (1 + np.abs(b[k]).max()), (part, k)
+
+
+def test_engine_precision_is_the_graphs_own(setup, tmp_path):
+    """Strongly typed builds (TensorRT 10.x flag, 11.x always): an engine has the precision of
+    its ONNX graph, so fp16 engines from an fp32 export (and the reverse) are refused with the
+    export command, before anything is built."""
+    onnx_dir, cache, _ = setup
+    b = FakeBuilder()
+    with pytest.raises(
+        ValueError, match="fp16 graph but fp32 engines.*gmos-export --precision fp32"
+    ):
+        build_engines(onnx_dir, cache, b, "fp32")
+    _export(tmp_path / "onnx32", precision="fp32")
+    with pytest.raises(
+        ValueError, match="fp32 graph but fp16 engines.*gmos-export --precision fp16"
+    ):
+        build_engines(tmp_path / "onnx32", cache, b, "fp16")
+    assert b.builds == []

@@ -39,6 +39,23 @@ def _kind(name: str) -> type:
     return type(name, (Recorded,), {})
 
 
+def _perform(self, context: dict[str, str]) -> str:
+    """LaunchConfiguration.perform: the argument's value in the (stand-in) context."""
+    return context[self.args[0]]
+
+
+def _node_of(launch_description, given: dict[str, str] | None = None):
+    """Run the OpaqueFunction as launch would, with these launch arguments given ("" = not)."""
+    from importlib import import_module
+
+    entities = launch_description.args[0]
+    (opaque,) = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
+    mod = import_module(opaque.kwargs["function"].__module__)
+    context = {name: "" for name in mod.BACKEND_ARGS} | (given or {})
+    (node,) = opaque.kwargs["function"](context)
+    return node
+
+
 @pytest.fixture
 def launch_description(monkeypatch):
     classes = {
@@ -46,6 +63,7 @@ def launch_description(monkeypatch):
         for n in (
             "LaunchDescription",
             "DeclareLaunchArgument",
+            "OpaqueFunction",
             "LaunchConfiguration",
             "PathJoinSubstitution",
             "Node",
@@ -56,7 +74,9 @@ def launch_description(monkeypatch):
     mods = {
         "launch": _stub("launch", LaunchDescription=classes["LaunchDescription"]),
         "launch.actions": _stub(
-            "launch.actions", DeclareLaunchArgument=classes["DeclareLaunchArgument"]
+            "launch.actions",
+            DeclareLaunchArgument=classes["DeclareLaunchArgument"],
+            OpaqueFunction=classes["OpaqueFunction"],
         ),
         "launch.substitutions": _stub(
             "launch.substitutions",
@@ -72,10 +92,12 @@ def launch_description(monkeypatch):
             "launch_ros.substitutions", FindPackageShare=classes["FindPackageShare"]
         ),
     }
+    classes["LaunchConfiguration"].perform = _perform
     for name, mod in mods.items():
         monkeypatch.setitem(sys.modules, name, mod)
     spec = importlib.util.spec_from_file_location("gmos_launch", REPO / "launch" / "gmos.launch.py")
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gmos_launch", module)
     spec.loader.exec_module(module)
     return module.generate_launch_description()
 
@@ -96,9 +118,16 @@ def _resolve(sub, args: dict[str, object]) -> object:
 def test_launch_starts_gmos_node_with_arguments(launch_description):
     entities = launch_description.args[0]
     decls = {e.args[0]: e for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
-    assert set(decls) == {"namespace", "params_file", "image", "camera_info", "use_sim_time"}
+    assert set(decls) == {
+        "namespace",
+        "params_file",
+        "image",
+        "camera_info",
+        "use_sim_time",
+        *("backend", "onnx_dir", "engine_dir", "ort_provider", "device", "precision"),
+    }
     assert all(d.kwargs.get("description") for d in decls.values())
-    (node,) = [e for e in entities if type(e).__name__ == "Node"]
+    node = _node_of(launch_description)
     assert node.kwargs["package"] == "gmos_ros" and node.kwargs["executable"] == "gmos_node"
     assert type(node.kwargs["namespace"]).__name__ == "LaunchConfiguration"
     remaps = {src: dst.args[0] for src, dst in node.kwargs["remappings"]}
@@ -122,7 +151,7 @@ def test_launch_params_file_parses_and_declares_known_parameters(launch_descript
         for e in entities
         if type(e).__name__ == "DeclareLaunchArgument"
     }
-    (node,) = [e for e in entities if type(e).__name__ == "Node"]
+    node = _node_of(launch_description)
     params_file = Path(_resolve(node.kwargs["parameters"][0], defaults))
     assert params_file == REPO / "config" / "gmos.yaml" and params_file.is_file()
     values = load_params_file(params_file)
@@ -132,3 +161,20 @@ def test_launch_params_file_parses_and_declares_known_parameters(launch_descript
     settings = params_from_values({**values, **overrides})
     assert settings.cameras[0].image_topic == "image"
     assert settings.cameras[0].camera_info_topic == "camera_info"
+
+
+def test_backend_launch_arguments_override_the_params_file_only_when_given(launch_description):
+    """Not given: the params file's backend stands (an empty value is not passed on); given:
+    they reach the node as parameters it validates."""
+    plain = _node_of(launch_description).kwargs["parameters"][1]
+    assert not {"backend", "onnx_dir", "engine_dir", "ort_provider"} & set(plain)
+    given = {"backend": "onnxruntime", "onnx_dir": "/x/onnx", "ort_provider": "cpu"}
+    over = _node_of(launch_description, given).kwargs["parameters"][1]
+    assert {k: over[k] for k in given} == given
+    values = load_params_file(REPO / "config" / "gmos.yaml")
+    settings = params_from_values(
+        {**values, **{k: v for k, v in over.items() if k != "use_sim_time"}}
+    )
+    assert settings.runtime.backend == "onnxruntime" and settings.runtime.onnx_dir == "/x/onnx"
+    with pytest.raises(ValueError, match="ort_provider"):
+        params_from_values({**values, "ort_provider": "rocm"})

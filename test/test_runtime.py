@@ -155,16 +155,18 @@ def test_sam2_tracker_runs_on_the_proposers_cached_sam2_features() -> None:
     Micro SAM2 with untrained weights: this checks the wiring, not the masks' quality."""
     from gmos_core.pipeline import build_frame_model
 
-    micro = build_frame_model("micro", "gmos", seed=0)
+    micro = build_frame_model("micro", "gmos", seed=0).frame_model(keep_sam2_backbone=True)
 
     class Sam2Scripted(ScriptedModel):
-        sam2 = micro.sam2  # what build_segmenter hands to the SAM2 tracker
+        sam_model = micro.sam_model  # what build_segmenter hands to the SAM2 tracker
 
         def segmentation_features(self, frame_rgb: np.ndarray) -> Any:
+            from types import SimpleNamespace
+
             self.encodes = getattr(self, "encodes", 0) + 1
             feats = micro.segmentation_features(frame_rgb)
-            feats.frame_t = int(frame_rgb[0, 0, 0])
-            return feats
+            assert feats.backbone_out is not None
+            return SimpleNamespace(backbone_out=feats.backbone_out, frame_t=int(frame_rgb[0, 0, 0]))
 
         def predict(self, geometry, segmentation, out_hw):
             return super().predict(geometry, segmentation.frame_t, out_hw)
@@ -217,18 +219,18 @@ def test_precision_runs_the_network_under_autocast_and_refuses_what_cannot_work(
                 precision=precision,
             )
         )
-        assert model.precision == precision
+        assert model.backend.precision == precision
         geo = [model.geometry_features(f) for f in frames]
         seg = model.segmentation_features(frames[2])
-        assert geo[0].tokens.dtype == torch.float32 and seg.bottleneck.dtype == torch.float32
+        assert geo[0].tokens.dtype == np.float32 and seg.bottleneck.dtype == np.float32
         out[precision] = model.head_outputs(geo, seg)["fg_mask"]
-        assert out[precision].dtype == torch.float32
-    diff = (out["bf16"] - out["fp32"]).abs().max().item()
-    assert 0.0 < diff < 0.1 * (1.0 + out["fp32"].abs().max().item())
+        assert out[precision].dtype == np.float32
+    diff = float(np.abs(out["bf16"] - out["fp32"]).max())
+    assert 0.0 < diff < 0.1 * (1.0 + float(np.abs(out["fp32"]).max()))
     base = dict(variant="gmos_s", model_config=tiny_model, allow_random_weights=True)
     with pytest.raises(RuntimeError_, match="fp16.*CUDA"):
         load_frame_model(RuntimeSettings(**base, precision="fp16"))
-    with pytest.raises(RuntimeError_, match="precision must be one of"):
+    with pytest.raises(RuntimeError_, match="precision 'int4'"):
         load_frame_model(RuntimeSettings(**base, precision="int4"))
     with pytest.raises(RuntimeError_, match="SAM2 tracker needs fp32"):
         load_frame_model(

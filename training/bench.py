@@ -49,7 +49,7 @@ from gmos_core.backends import BackendFrameModel, ModelShapes, available_backend
 from gmos_core.backends.base import Backend
 from gmos_core.backends.torch_backend import TorchBackend
 from gmos_core.compute import DeviceUnavailableError, add_threads_argument, check_device
-from gmos_core.pipeline import GmosModelConfig, TorchFrameModel, build_frame_model
+from gmos_core.pipeline import GmosModelConfig, GmosTorchModel, build_frame_model
 from gmos_core.streaming import FrameResult, StreamingSegmenter, objects_from_ids
 
 STRIDES = (1, 2, 3, 5)
@@ -301,8 +301,8 @@ class ConfigModels:
 
     cfg: GmosModelConfig
     shapes: ModelShapes
-    gmos: TorchFrameModel
-    gmos_s: TorchFrameModel
+    gmos: GmosTorchModel
+    gmos_s: GmosTorchModel
     frame_hw: tuple[int, int]
 
 
@@ -599,7 +599,7 @@ def stride_curve(num_scenes: int, device: str, bundle: Path = MICRO_BUNDLE) -> d
     from training.benchmark_synthetic import SplitSpec, held_out_scenes
     from training.calibrate import as_sequence, score_gmos
 
-    model = build_frame_model_from_bundle(bundle, device=device)
+    model = build_frame_model_from_bundle(bundle, device=device).frame_model()
     if model.mode != "gmos":
         return {
             "ran": False,
@@ -838,11 +838,8 @@ def bench_config(
                 if variant == "gmos" and propagation_available() is not None:
                     e2e[variant] = {"fps": None, "reason": propagation_available()}
                     continue
-                model: Any = (
-                    (m.gmos_s if variant == "gmos_s" else m.gmos)
-                    if name == "torch" and precision == "fp32"
-                    else BackendFrameModel(backend, variant, m.cfg.pi3.pixel_limit, m.cfg.top_k)
-                )
+                # Every backend, torch included, runs frames through the one frame model.
+                model = BackendFrameModel(backend, variant, m.cfg.pi3.pixel_limit, m.cfg.top_k)
                 e2e[variant] = end_to_end_fps(
                     model, variant, frames[:e2e_frames], 15.0, m.cfg.span_s
                 )

@@ -45,8 +45,8 @@ from tqdm import tqdm
 
 from gmos_core.compute import add_threads_argument, apply_threads
 from gmos_core.data.synthetic import SceneSample
+from gmos_core.models.prediction import head_outputs_to_prediction
 from gmos_core.operating_point import OperatingPoint
-from gmos_core.streaming.segmenter import head_outputs_to_prediction
 
 VALIDATION_SEED = 800_000
 DEFAULT_FG_GRID = tuple(round(float(x), 3) for x in np.arange(0.05, 0.5001, 0.025))
@@ -98,7 +98,7 @@ def as_sequence(name: str, s: SceneSample) -> ValidationSequence:
 
 
 class RecordingModel:
-    """Wraps a torch `FrameModel`: records raw head outputs once, then replays them.
+    """Wraps a frame model (`BackendFrameModel`): records raw head outputs once, then replays them.
 
     In replay mode no network runs: the segmenter's feature calls return None and `predict`
     post-processes the next recorded output with the current `operating_point`, so a
@@ -131,7 +131,7 @@ class RecordingModel:
             self._next += 1
         else:
             out = {
-                k: v.detach().cpu()
+                k: v.detach().cpu() if hasattr(v, "detach") else np.asarray(v)
                 for k, v in self.model.head_outputs(geometry, segmentation).items()
             }
             self.outputs.append(out)
@@ -397,7 +397,7 @@ def calibrate_bundle(
     from gmos_core.pipeline import build_frame_model_from_bundle
 
     seqs = validation_split(num_seqs, seed)  # refuses held-out seeds before any work
-    model = build_frame_model_from_bundle(bundle)
+    model = build_frame_model_from_bundle(bundle).frame_model()
     if model.mode == "gmos_s":
         op, rows = calibrate_gmos_s(model, seqs)
     else:

@@ -6,14 +6,17 @@
 #      fraction of the matmul peak, cache speed-up, end-to-end fps, GPU memory);
 #   3. pytest -m gpu (the GPU-only tests);
 #   4. training smoke runs on CUDA (bf16 autocast): the micro recipe at batch 32 and the
-#      paper recipe (frozen random-weight encoders, synthetic data) for a few steps.
+#      paper recipe (frozen random-weight encoders, synthetic data) for a few steps;
+#   5. node_backends: the demo bag through the node on torch CUDA and onnxruntime's CUDA
+#      provider (needs rclpy + gmos_msgs on the machine and onnxruntime-gpu; TensorRT is not
+#      installed on the lent machines, so the tensorrt backend is not run: the log says so).
 # Results land flat in $OUT (default out/device): gpu_check.{json,png}, bench_{fp32,bf16}.json,
 # breakdown_{fp32,bf16}.png, log.txt and extras.tar.gz (micro bench, training logs, pytest).
 # Each step has its own time limit and a failure does not stop the next one.
 #   bash training/device_check.sh                # on a machine with a CUDA GPU
 #   STEPS="gpu_check bench_paper_fp16" bash training/device_check.sh    # some steps only
 # Steps: gpu_check bench_paper_fp32 bench_paper_bf16 bench_paper_fp16 (not by default)
-#        pytest_gpu train_micro train_paper bench_micro
+#        pytest_gpu train_micro train_paper bench_micro node_backends
 # Packages torch/onnx/onnxruntime/opencv/scipy come from the machine; sam2, hydra, omegaconf
 # and iopath may be put in .devsite/ (pure Python, copied from a set-up venv) when it lacks them.
 set -u
@@ -25,7 +28,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHONDON
 PY=${PY:-python3}
 LOG="$OUT/log.txt"
 X=/tmp/gmos_dev
-STEPS=${STEPS:-gpu_check bench_paper_fp32 bench_paper_bf16 pytest_gpu train_micro train_paper bench_micro}
+STEPS=${STEPS:-gpu_check bench_paper_fp32 bench_paper_bf16 pytest_gpu train_micro train_paper bench_micro node_backends}
 step() {  # step <name> <seconds> <command...>
   local name=$1 secs=$2; shift 2
   case " $STEPS " in *" $name "*) ;; *) return 0 ;; esac
@@ -58,6 +61,8 @@ step train_paper 100 $PY -m training.train --config-name gmos_paper pi3_checkpoi
   plot_every=100000 resume=never out_dir=$X/tp export_bundle=null
 step bench_micro 45 $PY -m training.bench --device cuda --backends torch --warmup 2 \
   --repeats 10 --e2e-frames 30 --cache-windows 8 --out $X/bm
+step node_backends 120 $PY -m gmos_ros.node_bench --device cuda --ort-provider cuda --out $X/nb
+cp $X/nb/node_bench.json "$OUT/node_bench_cuda.json" 2>/dev/null
 mkdir -p $X/extras
 cp $X/bm/bench.json $X/extras/bench_micro_cuda.json 2>/dev/null
 cp $X/tm/log.csv $X/extras/train_micro_cuda.csv 2>/dev/null

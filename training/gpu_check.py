@@ -186,7 +186,7 @@ def stream_parity(
         runs: dict[str, list[list[Any]]] = {}
         variant = ""
         for dev in ("cpu", device):
-            model = build_frame_model_from_bundle(bundle, device=dev)
+            model = build_frame_model_from_bundle(bundle, device=dev).frame_model()
             variant = "gmos_s" if model.mode == "gmos_s" else "gmos_online"
             runs[dev] = []
             for seq in seqs:

@@ -43,6 +43,7 @@ from gmos_core.compute import (
 )
 from gmos_core.data.palette import write_indexed_png
 from gmos_core.data.video import DataFormatError, read_frames, video_fps, write_mp4
+from gmos_core.deploy import add_backend_arguments
 from gmos_core.models.preprocess import stride_from_fps
 from gmos_core.streaming import FrameResult
 
@@ -228,8 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         default="fp32",
         choices=["fp32", "bf16", "fp16"],
-        help="network precision (autocast; fp16 needs CUDA)",
+        help="network precision (torch: autocast, fp16 needs CUDA; onnxruntime: the exported "
+        "graphs'; tensorrt: the engines')",
     )
+    add_backend_arguments(p)
     p.add_argument("--proposer-stride", type=int, default=1)
     p.add_argument("--no-mp4", action="store_true", help="skip the overlay videos")
     p.add_argument(
@@ -269,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         precision=args.precision,
         proposer_stride=args.proposer_stride,
         allow_random_weights=args.allow_random_weights,
+        backend=args.backend,
+        onnx_dir=args.onnx_dir,
+        engine_dir=args.engine_dir,
+        provider=args.ort_provider,
     )
     try:
         for p in args.input:

@@ -42,7 +42,7 @@ from tqdm import tqdm
 from gmos_core.bundle import sam2_feature_state, save_bundle
 from gmos_core.models.checkpoints import save_gmos_checkpoint
 from gmos_core.models.gmos import GmosProposer, GmosS
-from gmos_core.pipeline import CONFIG_DIR, GmosModelConfig, TorchFrameModel, build_frame_model
+from gmos_core.pipeline import CONFIG_DIR, GmosModelConfig, GmosTorchModel, build_frame_model
 from training.datasets import collate_windows
 from training.losses import (
     GmosLossWeights,
@@ -213,13 +213,13 @@ class GmosTrainModule(nn.Module):
     """π³ + SAM2 feature extractor + head as one module (one DDP wrapper, one state dict).
 
     Args:
-        frame_model: a `TorchFrameModel` built by `build_frame_model`.
+        frame_model: a `GmosTorchModel` built by `build_frame_model`.
         train_encoders: whether SAM2 (and π³, unless `train_pi3` says otherwise) get gradients.
         train_pi3: whether π³ gets gradients (None = `train_encoders`).
     """
 
     def __init__(
-        self, frame_model: TorchFrameModel, train_encoders: bool, train_pi3: bool | None = None
+        self, frame_model: GmosTorchModel, train_encoders: bool, train_pi3: bool | None = None
     ) -> None:
         super().__init__()
         self.pi3 = frame_model.pi3

@@ -71,7 +71,7 @@ def make_backend(
     Args:
         name: "torch", "onnxruntime" or "tensorrt".
         shapes: fixed shapes (torch: required; tensorrt: read from `onnx_dir` metadata if absent).
-        model: torch: the `TorchFrameModel` whose modules to run.
+        model: torch: the `GmosTorchModel` whose modules to run.
         onnx_dir: onnxruntime: the export directory; tensorrt: optional, to refuse stale engines.
         engine_dir: tensorrt: the engine cache of ``gmos-build-engines``.
         device: torch device ("cpu" / "cuda"); picks the onnxruntime provider when `provider`
@@ -88,12 +88,10 @@ def make_backend(
     """
     if name == "torch":
         if model is None or shapes is None:
-            raise ValueError("make_backend('torch') needs model= (a TorchFrameModel) and shapes=")
+            raise ValueError("make_backend('torch') needs model= (a GmosTorchModel) and shapes=")
         from gmos_core.backends.torch_backend import TorchBackend
 
-        return TorchBackend.from_frame_model(
-            model, shapes, device=device, precision=precision or "fp32"
-        )
+        return TorchBackend.from_model(model, shapes, device=device, precision=precision or "fp32")
     if name == "onnxruntime":
         if onnx_dir is None:
             raise ValueError(

@@ -321,18 +321,21 @@ class SegmentationArrays:
     """SAM2 maps of one frame: bottleneck (1, 256, g, g) with no_mem_embed, high_res_0
     (1, C/8, 4g, 4g), high_res_1 (1, C/4, 2g, 2g); float32.
 
-    Unlike the torch `Sam2Features` there is no `backbone_out`: a SAM2 tracker fed from a
-    non-torch backend has to encode the frame itself.
+    `backbone_out` is the raw SAM2 ``forward_image`` dict, kept only by the torch backend and
+    only when asked (`BackendFrameModel(keep_sam2_backbone=True)`): it is what a SAM2 tracker
+    consumes, so the frame is encoded once. Engines do not export it (None).
     """
 
     bottleneck: np.ndarray
     high_res_0: np.ndarray
     high_res_1: np.ndarray
+    backbone_out: Any = None
 
 
 class BackendFrameModel:
-    """The streaming `FrameModel` (geometry_features / segmentation_features / predict) on top of
-    any `Backend`, with the same pre- and post-processing as `TorchFrameModel`.
+    """The one frame model: the streaming `FrameModel` (geometry_features /
+    segmentation_features / predict) on top of any `Backend` (torch, onnxruntime, TensorRT).
+    The node, the CLIs, calibration and the benchmarks all run frames through this class.
 
     Args:
         backend: runs the parts; must have the π³ parts, SAM2 and the head of `variant`.
@@ -342,6 +345,11 @@ class BackendFrameModel:
         top_k: proposals kept per frame.
         operating_point: decision thresholds (those of the bundle the engines were exported
             from, else the paper's); `predict` applies the proposal mask threshold.
+        keep_sam2_backbone: torch backend only: keep SAM2's raw ``backbone_out`` with each
+            frame's features (for a SAM2 tracker, which would otherwise re-encode the frame).
+
+    A backend with a ``reshape(pi3_hw)`` method (torch) follows the camera's frame size; a
+    fixed-shape one (ONNX, engines) refuses another size with the command that rebuilds it.
     """
 
     def __init__(
@@ -351,6 +359,7 @@ class BackendFrameModel:
         pixel_limit: int,
         top_k: int = 20,
         operating_point: Any = None,
+        keep_sam2_backbone: bool = False,
     ) -> None:
         from gmos_core.operating_point import OperatingPoint
 
@@ -361,6 +370,12 @@ class BackendFrameModel:
         self.variant = variant
         self.pixel_limit = pixel_limit
         self.top_k = top_k
+        if keep_sam2_backbone and not hasattr(backend, "sam2_features"):
+            raise BackendError(
+                f"the {backend.name} backend does not keep SAM2's backbone_out (a SAM2 tracker "
+                "needs the torch backend; use tracker mask_iou)"
+            )
+        self.keep_sam2_backbone = keep_sam2_backbone
         needed = ("pi3_encoder", "pi3_decoder", "sam2_encoder", self.head)
         missing = [p for p in needed if p not in backend.parts]
         if missing:
@@ -372,12 +387,24 @@ class BackendFrameModel:
     def mode(self) -> str:
         return self.variant
 
+    @property
+    def sam_model(self) -> Any:
+        """The torch SAM2 model behind the features (torch backend), else None."""
+        return getattr(self.backend, "sam_model", None)
+
+    def describe(self) -> dict[str, Any]:
+        """The backend's description plus the variant (for logs and reports)."""
+        return {**self.backend.describe(), "variant": self.variant}
+
     def pi3_input(self, frame_rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (1, 3, H', W') float32 π³ input; H' × W' must be the engine's."""
         from gmos_core.models.preprocess import pi3_preprocess
 
         img = pi3_preprocess([frame_rgb], pixel_limit=self.pixel_limit).numpy()
-        if tuple(img.shape[-2:]) != self.shapes.pi3_hw:
+        hw = (int(img.shape[-2]), int(img.shape[-1]))
+        if hw != self.shapes.pi3_hw and hasattr(self.backend, "reshape"):
+            self.shapes = self.backend.reshape(hw)
+        if hw != self.shapes.pi3_hw:
             raise BackendError(
                 f"frame {frame_rgb.shape[1]}x{frame_rgb.shape[0]} gives a π³ input of "
                 f"{img.shape[-1]}x{img.shape[-2]} but the {self.backend.name} parts were built for "
@@ -399,7 +426,16 @@ class BackendFrameModel:
 
     def segmentation_features(self, frame_rgb: np.ndarray) -> SegmentationArrays:
         """(H, W, 3) uint8 -> SAM2 bottleneck (+no_mem_embed) and the two high-res maps."""
-        out = self.backend.run("sam2_encoder", {"image": self.sam2_input(frame_rgb)})
+        image = self.sam2_input(frame_rgb)
+        if self.keep_sam2_backbone:
+            f = self.backend.sam2_features(image)  # type: ignore[attr-defined]
+            return SegmentationArrays(
+                f.bottleneck.cpu().numpy(),
+                f.high_res[0].cpu().numpy(),
+                f.high_res[1].cpu().numpy(),
+                backbone_out=f.backbone_out,
+            )
+        out = self.backend.run("sam2_encoder", {"image": image})
         return SegmentationArrays(out["bottleneck"], out["high_res_0"], out["high_res_1"])
 
     def head_outputs(
@@ -428,8 +464,8 @@ class BackendFrameModel:
         return self.postprocess(self.head_outputs(geometry, segmentation), out_hw)
 
     def postprocess(self, out: dict[str, np.ndarray], out_hw: tuple[int, int]) -> Any:
-        """Head outputs -> prediction, through the same function as `TorchFrameModel.predict`."""
-        from gmos_core.streaming.segmenter import head_outputs_to_prediction
+        """Head outputs -> prediction (`gmos_core.models.prediction`, shared by every backend)."""
+        from gmos_core.models.prediction import head_outputs_to_prediction
 
         return head_outputs_to_prediction(
             out,

@@ -9,6 +9,7 @@ backend runs, so the exported graphs and the torch reference cannot drift apart.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +20,11 @@ from torch import Tensor, nn
 from gmos_core.backends.base import BackendError, ModelShapes, PartSpec
 from gmos_core.models.gmos import GmosProposer, GmosS
 from gmos_core.models.pi3 import Pi3Encoder
-from gmos_core.models.sam2_features import Sam2FeatureExtractor
+from gmos_core.models.sam2_features import Sam2FeatureExtractor, Sam2Features
 from gmos_core.precision import AUTOCAST_DTYPES, autocast, check_precision
 
 if TYPE_CHECKING:
-    from gmos_core.pipeline import TorchFrameModel
+    from gmos_core.pipeline import GmosTorchModel
 
 __all__ = [
     "HeadPart",
@@ -37,6 +38,17 @@ __all__ = [
     "part_modules",
     "AUTOCAST_DTYPES",
 ]
+
+
+def _as_tensor(v: np.ndarray) -> Tensor:
+    """A tensor sharing the array's memory AND strides: a SAM2 map handed on from the previous
+    part keeps the (non-contiguous) layout it had in torch, so the next part picks the same
+    kernels and torch fp32 stays bitwise what the modules give when chained directly (a
+    contiguous copy changes convolution kernels and the last bit)."""
+    try:
+        return torch.from_numpy(v)
+    except ValueError:  # negative strides (a flipped view): copy
+        return torch.from_numpy(np.ascontiguousarray(v))
 
 
 class Pi3EncoderPart(nn.Module):
@@ -237,14 +249,14 @@ class TorchBackend:
         self.check_shapes = check_shapes
 
     @classmethod
-    def from_frame_model(
+    def from_model(
         cls,
-        model: TorchFrameModel,
+        model: GmosTorchModel,
         shapes: ModelShapes,
         device: str | None = None,
         precision: str = "fp32",
     ) -> TorchBackend:
-        """Wrap a `TorchFrameModel` (shares its modules, no copy)."""
+        """Wrap a `GmosTorchModel`'s modules (shared, no copy)."""
         head = model.head
         return cls(
             shapes,
@@ -254,6 +266,45 @@ class TorchBackend:
             gmos_head=head if isinstance(head, GmosProposer) else None,
             device=device or model.device,
             precision=precision,
+        )
+
+    def reshape(self, pi3_hw: tuple[int, int]) -> ModelShapes:
+        """Serve another π³ input size (another camera aspect ratio); returns the new shapes.
+
+        Unlike an engine, the torch modules take any patch-multiple size: only the decoder
+        part's grid and the specs follow the size. The modules are shared, nothing is copied.
+        """
+        self.shapes = dataclasses.replace(self.shapes, pi3_hw=(int(pi3_hw[0]), int(pi3_hw[1])))
+        if "pi3_decoder" in self.modules:
+            dec = self.modules["pi3_decoder"]
+            self.modules["pi3_decoder"] = Pi3DecoderPart(dec.pi3, self.shapes.grid_hw).eval()
+        self._specs = self.shapes.specs()
+        return self.shapes
+
+    @property
+    def sam_model(self) -> Any:
+        """The SAM2 model whose image features `sam2_encoder` computes (None without it); a
+        SAM2 tracker reuses its memory modules."""
+        mod = self.modules.get("sam2_encoder")
+        return None if mod is None else mod.sam2.sam_model
+
+    @torch.inference_mode()
+    def sam2_features(self, image: np.ndarray) -> Sam2Features:
+        """`sam2_encoder` on a (1, 3, S, S) float32 array, returning the full `Sam2Features`
+        (float32 maps and the untouched ``backbone_out`` a SAM2 tracker consumes)."""
+        spec = self.spec("sam2_encoder")
+        if self.check_shapes:
+            spec.check_inputs({"image": image})
+        img = _as_tensor(image).to(self.device)
+        sam2 = self.modules["sam2_encoder"].sam2
+        with autocast(self.device, self.precision):
+            feats = sam2(img)
+        if self.precision == "fp32":
+            return feats
+        return dataclasses.replace(
+            feats,
+            bottleneck=feats.bottleneck.float(),
+            high_res=[f.float() for f in feats.high_res],
         )
 
     @property
@@ -279,9 +330,7 @@ class TorchBackend:
         spec = self.spec(part)
         if self.check_shapes:
             spec.check_inputs(inputs)
-        tensors = {
-            k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in inputs.items()
-        }
+        tensors = {k: _as_tensor(v).to(self.device) for k, v in inputs.items()}
         out = self.run_tensors(part, tensors)
         return {k: v.detach().float().cpu().numpy() for k, v in out.items()}
 

@@ -34,6 +34,7 @@ __all__ = [
     "EngineManifest",
     "EngineMismatch",
     "TrtBackend",
+    "check_engines",
     "engine_dir",
     "rebuild_hint",
     "tensorrt_runtime_info",
@@ -91,6 +92,7 @@ class EngineManifest:
     build_s: float = 0.0
     built_utc: str = ""
     fp32_layers: int = 0
+    fp16_layers: int = 0
     shapes: dict[str, Any] = field(default_factory=dict)
 
     def key(self) -> dict[str, Any]:
@@ -160,6 +162,80 @@ def tensorrt_runtime_info(device: int = 0) -> dict[str, str]:
         "compute_capability": f"{major}.{minor}",
         "gpu_name": torch.cuda.get_device_name(device),
     }
+
+
+def check_engines(
+    cache_dir: str | Path,
+    shapes: ModelShapes,
+    info: dict[str, str],
+    onnx_dir: str | Path | None = None,
+    parts: tuple[str, ...] | list[str] | None = None,
+    precision: str = "fp16",
+) -> dict[str, EngineManifest]:
+    """Check the cached engines of `parts` against this machine and the ONNX they come from,
+    without loading them (no GPU work: the node calls it at configure).
+
+    Args:
+        cache_dir: the ``gmos-build-engines`` cache.
+        shapes: the shapes the engines must have (the ONNX export's).
+        info: this machine's `tensorrt_runtime_info()` (TensorRT version, compute capability,
+            GPU name).
+        onnx_dir: the export directory; each engine's ``onnx_sha256`` must equal its ONNX
+            file's (a stale engine is refused).
+        parts: parts that must be there (default: every part found in the cache).
+        precision: "fp16" or "fp32".
+
+    Returns:
+        part -> its manifest (what the engine was built from and for).
+
+    Raises:
+        EngineMismatch: an engine is missing, stale or foreign; the message names the field
+            and the command that builds it. Nothing is ever rebuilt here.
+    """
+    from gmos_core.backends.base import PARTS, onnx_sha256
+
+    specs = shapes.specs()
+    hint = rebuild_hint(onnx_dir, cache_dir, precision)
+    found = [
+        p
+        for p in PARTS
+        if (engine_dir(cache_dir, f"{shapes.config_name}.{p}", precision) / ENGINE_FILE).is_file()
+    ]
+    wanted = list(parts) if parts is not None else found
+    missing = [p for p in wanted if p not in found]
+    if missing or not wanted:
+        raise EngineMismatch(
+            f"no {precision} engine for {missing or 'any part'} of {shapes.config_name} in "
+            f"{cache_dir}; build them ahead of time: {hint}"
+        )
+    out: dict[str, EngineManifest] = {}
+    for part in wanted:
+        model_name = f"{shapes.config_name}.{part}"
+        d = engine_dir(cache_dir, model_name, precision)
+        try:
+            manifest = EngineManifest.read(d / MANIFEST_FILE)
+        except EngineMismatch as exc:
+            raise EngineMismatch(f"{exc}; rebuild: {hint}") from exc
+        expected: dict[str, Any] = {
+            "model_name": model_name,
+            "tensorrt_version": info["tensorrt_version"],
+            "compute_capability": info["compute_capability"],
+            "precision": precision,
+            "input_shapes": specs[part].input_shapes(),
+        }
+        if onnx_dir is not None:
+            onnx_path = Path(onnx_dir) / f"{part}.onnx"
+            if not onnx_path.is_file():
+                raise EngineMismatch(
+                    f"{onnx_path} (the ONNX the {part} engine must come from) does not exist: "
+                    f"export it (gmos-export --out {onnx_dir}), then {hint}"
+                )
+            expected["onnx_sha256"] = onnx_sha256(onnx_path)
+        bad = manifest.mismatches(expected)
+        if bad:
+            raise EngineMismatch(f"{d}: engine refused ({'; '.join(bad)}); rebuild: {hint}")
+        out[part] = manifest
+    return out
 
 
 _TORCH_DTYPES: dict[str, str] = {
@@ -241,8 +317,6 @@ class TrtBackend:
         import tensorrt as trt
         import torch
 
-        from gmos_core.backends.base import PARTS, onnx_sha256
-
         self.shapes = shapes
         self.precision = precision
         self.cache_dir = Path(cache_dir)
@@ -252,39 +326,11 @@ class TrtBackend:
         specs = shapes.specs()
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        hint = rebuild_hint(onnx_dir, cache_dir, precision)
-        wanted = (
-            list(parts)
-            if parts is not None
-            else [
-                p
-                for p in PARTS
-                if (
-                    engine_dir(cache_dir, f"{shapes.config_name}.{p}", precision) / ENGINE_FILE
-                ).is_file()
-            ]
-        )
-        if not wanted:
-            raise EngineMismatch(
-                f"no engines in {self.cache_dir} for {shapes.config_name} ({precision}); build them: {hint}"
-            )
+        manifests = check_engines(cache_dir, shapes, info, onnx_dir, parts, precision)
+        self.manifests = manifests
         self.engines: dict[str, _Engine] = {}
-        for part in wanted:
-            model_name = f"{shapes.config_name}.{part}"
-            d = engine_dir(cache_dir, model_name, precision)
-            manifest = EngineManifest.read(d / MANIFEST_FILE)
-            expected: dict[str, Any] = {
-                "model_name": model_name,
-                "tensorrt_version": info["tensorrt_version"],
-                "compute_capability": info["compute_capability"],
-                "precision": precision,
-                "input_shapes": specs[part].input_shapes(),
-            }
-            if onnx_dir is not None:
-                expected["onnx_sha256"] = onnx_sha256(Path(onnx_dir) / f"{part}.onnx")
-            bad = manifest.mismatches(expected)
-            if bad:
-                raise EngineMismatch(f"{d}: engine refused ({'; '.join(bad)}); rebuild: {hint}")
+        for part, manifest in manifests.items():
+            d = engine_dir(cache_dir, manifest.model_name, precision)
             plan = (d / ENGINE_FILE).read_bytes()
             self.engines[part] = _Engine(trt, self._runtime, plan, specs[part], self.device)
 

@@ -1,10 +1,9 @@
 """Streaming runtime: frame-by-frame Gmos / Gmos-S with a timestamped ring buffer."""
 
+from gmos_core.models.prediction import ForegroundPrediction, ProposalPrediction
 from gmos_core.streaming.segmenter import (
-    ForegroundPrediction,
     FrameModel,
     OnlineTracking,
-    ProposalPrediction,
     StreamError,
     StreamingSegmenter,
     StreamStats,

@@ -23,67 +23,13 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from gmos_core.models.prediction import (
+    ForegroundPrediction,
+    ProposalPrediction,
+)
 from gmos_core.streaming.types import FrameResult, objects_from_ids
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ForegroundPrediction:
-    """Gmos-S output for one frame: (H, W) float32 foreground probability at input size."""
-
-    fg_prob: np.ndarray
-    iou: float = 0.0
-
-
-@dataclass(frozen=True)
-class ProposalPrediction:
-    """Proposer output for one frame after post-processing, at input resolution.
-
-    Attributes:
-        masks: (K, H, W) bool proposal masks (the hard-max label map split per proposal).
-        motion_prob: (K,) float32 sigmoid of the motion logits.
-        iou: (K,) float32 predicted IoU.
-    """
-
-    masks: np.ndarray
-    motion_prob: np.ndarray
-    iou: np.ndarray
-
-
-def head_outputs_to_prediction(
-    out: dict[str, Any],
-    out_hw: tuple[int, int],
-    top_k: int,
-    mask_logit_threshold: float = 0.0,
-) -> ForegroundPrediction | ProposalPrediction:
-    """Raw head outputs of one frame (batch 1, torch tensors or numpy arrays) -> prediction.
-
-    Gmos-S outputs (``fg_mask``) give a `ForegroundPrediction`, proposer outputs (``mask``,
-    ``motion_logits``, ``iou_pred``) a `ProposalPrediction`: the top-k proposals by motion,
-    split from their hard-max label map. Every backend post-processes through this one function.
-    """
-    import torch
-
-    from gmos_core.models.postprocess import (
-        gmos_s_to_prob,
-        proposals_to_label_map,
-        select_proposals,
-    )
-
-    t = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in out.items()}
-    if "fg_mask" in t:
-        prob, _ = gmos_s_to_prob(t["fg_mask"][0], out_hw)
-        return ForegroundPrediction(prob, iou=float(t["iou_pred"][0, 0]))
-    sel = select_proposals(t, top_k=top_k)
-    labels = proposals_to_label_map(sel.masks[0], out_hw, threshold=mask_logit_threshold)
-    k = sel.masks.shape[1]
-    masks = labels[None] == np.arange(1, k + 1, dtype=labels.dtype)[:, None, None]
-    return ProposalPrediction(
-        masks=masks,
-        motion_prob=sel.motion[0].float().cpu().numpy(),
-        iou=sel.iou[0].float().cpu().numpy(),
-    )
 
 
 class FrameModel(Protocol):

@@ -10,13 +10,16 @@ TensorRT or GPU, other shapes) or that has no manifest is **refused**, never reb
 the error names the differing fields and the ``--rebuild`` command. A timing cache per TensorRT
 version and GPU (``timing-trt<version>-sm<cc>.cache``) makes rebuilds fast.
 
-FP16 engines keep the normalisation layers (LayerNormalization -> INormalizationLayer, opset
->= 17), reductions, Pow/Sqrt and Softmax in FP32: LayerNorm's variance overflows FP16 on ViT
-activations (NVIDIA/TensorRT#2564), and π³ has 64-d qk-norm LayerNorms in every decoder block.
+FP16 engines are built from an fp16 ONNX export (``gmos-export --precision fp16``) through a
+strongly typed network (TensorRT 10.x: the STRONGLY_TYPED flag; 11.x: every network): the
+normalisations, reductions, Pow/Sqrt, softmax and RoPE stay in FP32 by explicit casts in the
+graph. LayerNorm's variance overflows FP16 on ViT activations (NVIDIA/TensorRT#2564), and π³
+has 64-d qk-norm LayerNorms in every decoder block. The manifest records the layer counts per
+precision of the parsed network.
 
 The builder is an object (`EngineBuilder` protocol), so the cache logic is tested with a fake
-builder on machines without a GPU; `TensorRTBuilder` is the real one (TensorRT 10 API, untested
-on this project's CPU-only machines). Without TensorRT or CUDA the command stops with a message
+builder on machines without a GPU; `TensorRTBuilder` is the real one (TensorRT 10.x / 11.x API,
+names checked against the real bindings in test_tensorrt_api.py; untested on a GPU here). Without TensorRT or CUDA the command stops with a message
 and exit code 2.
 """
 
@@ -53,7 +56,10 @@ __all__ = [
     "EngineRecord",
     "TensorRTBuilder",
     "build_engines",
+    "layer_precisions",
     "main",
+    "network_flags",
+    "tensorrt_major",
     "timing_cache_path",
 ]
 
@@ -72,6 +78,7 @@ class BuildStats:
 
     fp32_layers: int = 0
     num_layers: int = 0
+    fp16_layers: int = 0
 
 
 class EngineBuilder(Protocol):
@@ -196,6 +203,13 @@ def build_engines(
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path}: export metadata missing (re-run gmos-export)")
         meta = json.loads(meta_path.read_text())
+        graph_precision = str(meta.get("precision", "fp32"))
+        if graph_precision != precision:
+            raise ValueError(
+                f"{onnx_path} is an {graph_precision} graph but {precision} engines were asked "
+                f"for: TensorRT builds the graph's precision (strongly typed); export it: "
+                f"gmos-export --precision {precision} --out {onnx_dir}"
+            )
         sha = onnx_sha256(onnx_path)
         if sha != meta.get("sha256"):
             raise ValueError(
@@ -242,6 +256,7 @@ def build_engines(
             build_s=round(build_s, 3),
             built_utc=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             fp32_layers=stats.fp32_layers,
+            fp16_layers=stats.fp16_layers,
             shapes=meta.get("shapes", {}),
         ).write(d / MANIFEST_FILE)
         records.append(
@@ -249,53 +264,86 @@ def build_engines(
         )
         if log:
             log(
-                f"{part}: {action} {d / ENGINE_FILE} in {build_s:.1f} s ({stats.fp32_layers} layers pinned to FP32)"
+                f"{part}: {action} {d / ENGINE_FILE} in {build_s:.1f} s ({stats.fp16_layers} fp16 / "
+                f"{stats.fp32_layers} fp32 layers)"
             )
     return records
 
 
+# The TensorRT lines the builder and the backend are written for (setup.py's `tensorrt`
+# extra pins the same range; test_tensorrt_api.py checks every name used against the real
+# bindings of 10.3, a late 10.x and 11.4).
+SUPPORTED_TENSORRT_MAJORS = (10, 11)
+
+
+def tensorrt_major(trt: Any) -> int:
+    """Major version of an imported `tensorrt` module (10 or 11 are supported)."""
+    return int(str(trt.__version__).split(".")[0])
+
+
+def network_flags(trt: Any, precision: str) -> int:
+    """`Builder.create_network` flags, by TensorRT line (explicit branches, no getattr guess).
+
+    - 11.x: every network is strongly typed (11.0 removed `BuilderFlag.FP16`,
+      `OBEY_PRECISION_CONSTRAINTS`, `ILayer.precision` and `ILayer.set_output_type`): 0.
+    - 10.x, fp16: `STRONGLY_TYPED`, so that the precision is the ONNX graph's (an fp16 export
+      whose LayerNorm, softmax, reductions, pow/sqrt and RoPE run in fp32 by explicit casts)
+      exactly as on 11.x; 10.3 (JetPack 6) and 11.x build the same precision.
+    - 10.x, fp32: 0 (weakly typed, as before: fp32 engines are unchanged).
+    """
+    major = tensorrt_major(trt)
+    if major >= 11:
+        return 0
+    if major == 10:
+        if precision == "fp16":
+            return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        return 0
+    raise BackendUnavailable(
+        f"TensorRT {trt.__version__}: gmos builds engines with TensorRT "
+        f"{' / '.join(f'{m}.x' for m in SUPPORTED_TENSORRT_MAJORS)}"
+    )
+
+
+def layer_precisions(trt: Any, network: Any) -> dict[str, int]:
+    """How many layers of a parsed network produce float32 / float16 / other outputs (what the
+    engine's precision really is: recorded in the manifest)."""
+    counts = {"float32": 0, "float16": 0, "other": 0}
+    names = {trt.DataType.FLOAT: "float32", trt.DataType.HALF: "float16"}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        kinds = {names.get(layer.get_output(j).dtype, "other") for j in range(layer.num_outputs)}
+        kind = "float16" if "float16" in kinds else "float32" if "float32" in kinds else "other"
+        counts[kind] += 1
+    return counts
+
+
 class TensorRTBuilder:
-    """The real builder (TensorRT 10 Python API). Untested here: no GPU on the CI machines.
+    """The real builder (TensorRT 10.x / 11.x Python API). Untested here on a GPU: the names
+    it uses are checked against the real bindings without one (test_tensorrt_api.py).
+
+    fp16 engines come from an fp16 ONNX export (``gmos-export --precision fp16``) through a
+    strongly typed network: the fp32 islands are explicit casts in the graph, not builder
+    hints, so TensorRT cannot drop them and every supported version builds the same thing.
 
     Args:
         workspace_gb: builder workspace memory pool.
         device: CUDA device index.
 
     Raises:
-        BackendUnavailable: TensorRT not installed or no CUDA device.
+        BackendUnavailable: TensorRT not installed, an unsupported TensorRT, or no CUDA device.
     """
 
     def __init__(self, workspace_gb: float = 4.0, device: int = 0) -> None:
         self._info = tensorrt_runtime_info(device)
         import tensorrt as trt
 
+        network_flags(trt, "fp32")  # refuses an unsupported TensorRT line before any build
         self.trt = trt
         self.workspace = int(workspace_gb * (1 << 30))
         self.logger = trt.Logger(trt.Logger.WARNING)
 
     def runtime_info(self) -> dict[str, str]:
         return dict(self._info)
-
-    def _pin_fp32(self, network: Any) -> int:
-        """Keep numerically fragile layers in FP32 inside an FP16 engine; returns their count."""
-        trt = self.trt
-        fragile = {trt.LayerType.NORMALIZATION, trt.LayerType.REDUCE, trt.LayerType.SOFTMAX}
-        pinned = 0
-        for i in range(network.num_layers):
-            layer = network.get_layer(i)
-            keep = layer.type in fragile
-            if layer.type == trt.LayerType.ELEMENTWISE:
-                layer.__class__ = trt.IElementWiseLayer  # the Python binding returns ILayer
-                keep = layer.op == trt.ElementWiseOperation.POW
-            elif layer.type == trt.LayerType.UNARY:
-                layer.__class__ = trt.IUnaryLayer
-                keep = layer.op == trt.UnaryOperation.SQRT
-            if keep:
-                layer.precision = trt.float32
-                for j in range(layer.num_outputs):
-                    layer.set_output_type(j, trt.float32)
-                pinned += 1
-        return pinned
 
     def build(
         self,
@@ -307,7 +355,7 @@ class TensorRTBuilder:
     ) -> BuildStats:
         trt = self.trt
         builder = trt.Builder(self.logger)
-        network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+        network = builder.create_network(network_flags(trt, precision))
         parser = trt.OnnxParser(network, self.logger)
         # parse_from_file resolves external-data files relative to the model's directory.
         if not parser.parse_from_file(str(onnx_path)):
@@ -324,18 +372,17 @@ class TensorRTBuilder:
         cache_bytes = timing_cache.read_bytes() if timing_cache.is_file() else b""
         cache = config.create_timing_cache(cache_bytes)
         config.set_timing_cache(cache, ignore_mismatch=False)
-        pinned = 0
-        if precision == "fp16":
-            config.set_flag(trt.BuilderFlag.FP16)
-            # OBEY: the FP32 pins are constraints, not hints (a hint TensorRT may drop).
-            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-            pinned = self._pin_fp32(network)
+        counts = layer_precisions(trt, network)
         plan = builder.build_serialized_network(network, config)
         if plan is None:
             raise RuntimeError(f"{onnx_path}: TensorRT engine build failed (see the log above)")
         engine_path.write_bytes(bytes(plan))
         timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
-        return BuildStats(fp32_layers=pinned, num_layers=network.num_layers)
+        return BuildStats(
+            fp32_layers=counts["float32"],
+            num_layers=network.num_layers,
+            fp16_layers=counts["float16"],
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

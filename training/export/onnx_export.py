@@ -44,6 +44,7 @@ __all__ = [
     "ExportParityError",
     "ExportResult",
     "export_model_parts",
+    "export_bundle_parts",
     "export_part",
     "main",
     "ort_parity",
@@ -54,6 +55,9 @@ EXPORT_FORMAT = "gmos-onnx-export/1"
 # protobuf cannot serialise a message over 2 GiB; stay clear of it with some headroom.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 DEFAULT_OPSET = 17
+# Parity bound of an fp16 graph against the fp32 torch module (atol = rtol, the rtol relative
+# to the output's largest magnitude): fp16 keeps ~3 significant digits per op.
+FP16_PARITY = 5e-2
 
 
 class ExportParityError(RuntimeError):
@@ -226,6 +230,8 @@ def export_model_parts(
     rtol: float = 1e-3,
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
     log: Any = None,
+    extra_meta: dict[str, Any] | None = None,
+    precision: str = "fp32",
 ) -> list[ExportResult]:
     """Export the requested parts (default: all buildable from the given components).
 
@@ -237,12 +243,24 @@ def export_model_parts(
         config: the `GmosModelConfig` (recorded in the metadata).
         check: compare with torch in onnxruntime (raises `ExportParityError` over the bound).
         log: callable taking one line of progress text (e.g. print); None for silence.
+        precision: "fp32", or "fp16": an fp16 graph whose LayerNorms, softmax, reductions,
+            pow/sqrt and RoPE stay fp32 by explicit casts (`training.export.fp16`); its parity
+            bound against the fp32 torch module is `FP16_PARITY` (relative to the output's
+            range), and the metadata records the graph's real precision.
+        extra_meta: more metadata fields (gmos-export records the bundle and its sha256, which
+            the runtime checks: an ONNX folder runs only with the bundle it was exported from).
 
     Returns:
         One `ExportResult` per exported part, in `PARTS` order.
     """
     import onnx
 
+    from training.export.fp16 import Fp16Part, fp16_islands, graph_precision_report
+
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
+    if precision == "fp16":
+        atol = rtol = FP16_PARITY
     out_dir = Path(out_dir)
     mods = part_modules(shapes, pi3, sam2, gmos_s_head, gmos_head)  # type: ignore[arg-type]
     wanted = list(parts) if parts is not None else [p for p in PARTS if p in mods]
@@ -256,8 +274,15 @@ def export_model_parts(
         onnx_path = out_dir / f"{part}.onnx"
         t0 = time.perf_counter()
         with export_constants(shapes, pi3, sam2):  # type: ignore[arg-type]
-            files = export_part(module, spec, onnx_path, opset, external_data_threshold)
+            if precision == "fp16":
+                with fp16_islands():
+                    files = export_part(
+                        Fp16Part(module), spec, onnx_path, opset, external_data_threshold
+                    )
+            else:
+                files = export_part(module, spec, onnx_path, opset, external_data_threshold)
             export_s = time.perf_counter() - t0
+            # fp16: against the fp32 module, i.e. the error the fp16 graph really makes.
             diffs, bounds = (
                 ort_parity(module, spec, onnx_path, atol=atol, rtol=rtol) if check else ({}, {})
             )
@@ -290,6 +315,9 @@ def export_model_parts(
             "onnx_version": onnx.__version__,
             "export_s": round(export_s, 3),
             "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "precision": precision,
+            **({"fp16_graph": graph_precision_report(onnx_path)} if precision == "fp16" else {}),
+            **(extra_meta or {}),
         }
         meta_path = out_dir / f"{part}.json"
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
@@ -304,6 +332,46 @@ def export_model_parts(
                 f"max |ort - torch| = {worst:.2e}, TensorRT ops: {report.summary()}"
             )
     return results
+
+
+def bundle_meta(bundle: str | Path) -> dict[str, Any]:
+    """Export metadata naming the bundle the weights come from (checked by `gmos_core.deploy`)."""
+    from gmos_core.bundle import bundle_sha256
+
+    return {"bundle": str(bundle), "bundle_sha256": bundle_sha256(bundle)}
+
+
+def export_bundle_parts(
+    bundle: str | Path,
+    out: str | Path,
+    frame_hw: tuple[int, int] | None = None,
+    parts: Sequence[str] | None = None,
+    check: bool = True,
+    log: Any = None,
+    precision: str = "fp32",
+) -> list[ExportResult]:
+    """`gmos-export --bundle`: the bundle's parts (default: those its variant runs), with the
+    bundle's sha256 in the metadata (the runtime runs them only with that bundle)."""
+    from gmos_core.backends.base import head_part
+    from gmos_core.models.gmos import GmosProposer, GmosS
+    from gmos_core.pipeline import build_frame_model_from_bundle
+
+    m = build_frame_model_from_bundle(bundle)
+    wanted = parts or ["pi3_encoder", "pi3_decoder", "sam2_encoder", head_part(m.mode)]
+    return export_model_parts(
+        ModelShapes.from_config(m.config, frame_hw),
+        out,
+        pi3=m.pi3,
+        sam2=m.sam2,
+        gmos_s_head=m.head if isinstance(m.head, GmosS) else None,
+        gmos_head=m.head if isinstance(m.head, GmosProposer) else None,
+        parts=wanted,
+        config=m.config,
+        check=check,
+        log=log,
+        extra_meta=bundle_meta(bundle),
+        precision=precision,
+    )
 
 
 def read_metadata(onnx_path: str | Path) -> dict[str, Any]:
@@ -324,6 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--frame-hw", type=int, nargs=2, metavar=("H", "W"), help="camera frame size")
     ap.add_argument("--parts", nargs="+", choices=PARTS, help="subset of parts (default: all five)")
     ap.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    ap.add_argument(
+        "--precision",
+        choices=["fp32", "fp16"],
+        default="fp32",
+        help="graph precision: fp16 keeps LayerNorm, softmax, reductions, pow/sqrt and RoPE in "
+        "fp32 by explicit casts (what fp16 TensorRT engines are built from)",
+    )
     ap.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     ap.add_argument("--out", type=Path, default=Path("out/onnx"))
     return ap
@@ -368,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
             opset=args.opset,
             check=not args.no_check,
             log=print,
+            extra_meta=bundle_meta(args.bundle) if args.bundle is not None else None,
+            precision=args.precision,
         )
     except ExportParityError as exc:
         print(f"gmos-export: parity check failed: {exc}", file=sys.stderr)
