@@ -159,3 +159,61 @@ def test_object_frames_target_every_object_and_best_query_iou():
     out = {"mask": logits[None], "iou_pred": torch.zeros(1, 3, 1)}
     loss, parts = object_loss(out, [g[:1]], ObjectLossWeights())
     assert parts["matched_iou"] == 1.0 and parts["mask"] < 0.05
+
+
+def test_stage2_starts_from_stage1b_and_resumes_from_its_fp16_state(tiny_model, tmp_path):
+    from training.datasets import SyntheticDataConfig, SyntheticWindowDataset
+    from training.train import window_spec
+    from training.trainer import TrainConfig, Trainer
+
+    torch.set_num_threads(1)
+    pretrain_objects(_objects_cfg(tiny_model, tmp_path / "objects", max_steps=1))
+    objects = tmp_path / "objects" / "state_fp16.safetensors"
+
+    def cfg(out: Path, **kw) -> TrainConfig:
+        return TrainConfig(
+            model=tiny_model,
+            variant="gmos",
+            train_encoders=False,
+            init_objects=str(objects),
+            head_dropout=0.0,
+            max_steps=4,
+            batch_size=1,
+            threads=1,
+            log_every=1,
+            ckpt_every=1,
+            plot_every=100,
+            out_dir=str(out),
+            optim=OptimConfig(lr=1e-3),
+            data={"kind": "synthetic", "height": 64, "width": 64, "duration_s": 1.0},
+            **kw,
+        )
+
+    def dataset(c: TrainConfig) -> SyntheticWindowDataset:
+        d = dict(c.data)
+        d.pop("kind")
+        return SyntheticWindowDataset(SyntheticDataConfig(**d), window_spec(c))
+
+    c = cfg(tmp_path / "s2")
+    tr = Trainer(c, dataset(c))
+    st = load_fp16_state(objects)
+    head = tr.module.head.state_dict()
+    assert all(torch.equal(head[k], v.float()) for k, v in st.parts["head"].items())
+    assert all(m.p == 0.0 for m in tr.module.head.modules() if isinstance(m, torch.nn.Dropout))
+    sam_before = {k: v.clone() for k, v in tr.module.sam2.sam_model.state_dict().items()}
+    tr.cfg = dataclasses.replace(c, max_steps=2)  # interrupted after 2 of 4 steps
+    tr.fit()
+    # SAM2 from stage 1b stays frozen; the committable state holds the head only.
+    assert all(
+        torch.equal(v, sam_before[k]) for k, v in tr.module.sam2.sam_model.state_dict().items()
+    )
+    st2 = load_fp16_state(tmp_path / "s2" / "state_fp16.safetensors")
+    assert set(st2.parts) == {"head"} and st2.step == 2
+    committed = tmp_path / "gmos_stage2.safetensors"
+    shutil.copy(tmp_path / "s2" / "state_fp16.safetensors", committed)
+    c3 = cfg(tmp_path / "clone", resume_fp16=str(committed), rewarm_steps=2)
+    tr3 = Trainer(c3, dataset(c3))
+    summary = tr3.fit()
+    assert summary["step"] == 4 and tr3.rewarm_at == 2
+    with (tmp_path / "clone" / "log.csv").open() as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [3, 4]

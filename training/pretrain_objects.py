@@ -72,6 +72,7 @@ from training.matching import pairwise_dice_cost  # noqa: E402
 from training.resume import (  # noqa: E402
     ResumePoint,
     atomic_torch_save,
+    finished_summary,
     load_fp16_state,
     load_part,
     rewarm_factor,
@@ -104,6 +105,9 @@ class ObjectPretrainConfig:
         threads: torch CPU threads (0 = torch's default).
         seed: model init seed.
         head_dropout: p of the proposer's feature-projector dropout (official 0.2; micro 0).
+        query_init_std: std of the initial object queries (the official init is 1e-6: nearly
+            identical queries that only the matching tells apart; DETR / SAM draw theirs
+            with std 1). 0 keeps the official init.
         min_object_px: an object with fewer pixels at the mask resolution is not a target.
         iou_threshold: mask logit whose binarisation the IoU head learns to predict.
         mask_weight, bce_weight, dice_weight, iou_weight: loss weights (module docstring).
@@ -130,6 +134,7 @@ class ObjectPretrainConfig:
     threads: int = 0
     seed: int = 0
     head_dropout: float = 0.0
+    query_init_std: float = 1.0
     min_object_px: int = 4
     iou_threshold: float = 0.0
     mask_weight: float = 1.0
@@ -412,6 +417,9 @@ def build_parts(cfg: ObjectPretrainConfig) -> tuple[nn.Module, GmosProposer, Any
     head = fm.head
     assert isinstance(head, GmosProposer)
     set_dropout(head, cfg.head_dropout)
+    if cfg.query_init_std > 0:
+        with torch.no_grad():
+            head.obj_token.normal_(0.0, cfg.query_init_std)
     return fm.sam2, head, mcfg
 
 
@@ -424,6 +432,9 @@ def set_dropout(module: nn.Module, p: float) -> None:
 
 def pretrain_objects(cfg: ObjectPretrainConfig) -> dict[str, Any]:
     """Run (or continue) stage 1b; returns a summary (also written to summary.json)."""
+    done = finished_summary(cfg.out_dir, cfg.max_steps) if cfg.resume == "auto" else None
+    if done is not None:
+        return done  # already trained to max_steps: `make` reruns are no-ops
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     sam2, head, mcfg = build_parts(cfg)

@@ -56,6 +56,7 @@ from training.datasets import (  # noqa: E402
 from training.resume import (  # noqa: E402
     ResumePoint,
     atomic_torch_save,
+    finished_summary,
     load_fp16_state,
     load_part,
     rewarm_factor,
@@ -272,6 +273,9 @@ def validate(
 
 def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
     """Run the pretraining; returns a summary dict (also written to summary.json)."""
+    done = finished_summary(cfg.out_dir, cfg.max_steps) if cfg.resume == "auto" else None
+    if done is not None:
+        return done  # already trained to max_steps: `make` reruns are no-ops
     from safetensors.torch import save_file
 
     from gmos_core.pipeline import GmosModelConfig, build_pi3

@@ -18,6 +18,7 @@ state through safetensors.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "Fp16State",
     "ResumePoint",
     "atomic_torch_save",
+    "finished_summary",
     "load_fp16_state",
     "rewarm_factor",
     "save_fp16_state",
@@ -135,6 +137,15 @@ def load_part(module: nn.Module, state: dict[str, Tensor], what: str, strict: bo
             f"{unexpected[:3]}"
         )
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+
+
+def finished_summary(out_dir: str | Path, max_steps: int) -> dict[str, Any] | None:
+    """The run's summary.json if it already reached `max_steps`, else None."""
+    path = Path(out_dir) / "summary.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    return summary if int(summary.get("step", 0)) >= max_steps else None
 
 
 def rewarm_factor(step: int, resumed_at: int, rewarm_steps: int) -> float:
