@@ -112,7 +112,7 @@ train-gmos-s: train-pi3
 train-gmos: train-pi3 train-objects
 	$(PY) -m training.train --config-name gmos_micro
 	$(PY) -m training.calibrate --bundle out/train/gmos_micro/micro_gmos.safetensors \
-	  --out out/train/gmos_micro/calibrated/micro_gmos.safetensors --baselines
+	  --out out/train/gmos_micro/calibrated/micro_gmos.safetensors --baselines --fp-budget 0
 
 # The held-out synthetic benchmark of the shipped bundles against the baselines (~3 min).
 benchmark: setup
