@@ -609,6 +609,7 @@ class Trainer:
         """Train until max_steps (or the time budget); returns a summary dict."""
         cfg = self.cfg
         resumed = self.maybe_resume()
+        run_start = self.step  # logged: resumptions are marked in the loss plots
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             if not resumed and (self.out / "log.csv").is_file():
@@ -683,6 +684,7 @@ class Trainer:
                     "s_per_step": (now - t_last) / cfg.log_every,
                     "elapsed_s": now - t_start,
                     "skipped": self.skipped,
+                    "run_start_step": run_start,
                 }
                 t_last = now
                 self._log(row)
