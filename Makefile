@@ -94,10 +94,13 @@ eval-demo: setup
 # The micro recipe, one command per model (CPU; docs/training.md). Every stage resumes where it
 # stopped (out/train/<run>/last.pt, or on a fresh clone the committed float16 states in
 # training/checkpoints/micro/) and is a no-op once it reached its total max_steps, so rerunning
-# a target accumulates training: stage 1 (π³ motion pretraining, shared), stage 1b (object
-# pretraining of SAM2 + the proposer; Gmos only), stage 2 (max_minutes per run), then the
-# operating point picked on validation clips. The calibrated bundle lands next to the run; copy
-# it to gmos_core/assets/ to make it the shipped default.
+# a target accumulates training: stage 1 (π³ motion pretraining, shared), stage 2
+# (max_minutes per run), then the operating point picked on validation clips. Stage 2 of Gmos
+# starts from the committed stage-1b snapshot (training/checkpoints/micro/objects_stage1b.*);
+# `make train-objects` continues stage 1b (object pretraining of SAM2 + the proposer) towards
+# its gate, after which its new state replaces the snapshot and stage 2 restarts. The
+# calibrated bundle lands next to the run; copy it to gmos_core/assets/ to make it the
+# shipped default.
 train-pi3: setup
 	$(PY) -m training.pretrain_pi3 --config-name pi3_micro
 
@@ -109,7 +112,7 @@ train-gmos-s: train-pi3
 	$(PY) -m training.calibrate --bundle out/train/gmos_s_micro/micro_gmos_s.safetensors \
 	  --out out/train/gmos_s_micro/calibrated/micro_gmos_s.safetensors
 
-train-gmos: train-pi3 train-objects
+train-gmos: train-pi3
 	$(PY) -m training.train --config-name gmos_micro
 	$(PY) -m training.calibrate --bundle out/train/gmos_micro/micro_gmos.safetensors \
 	  --out out/train/gmos_micro/calibrated/micro_gmos.safetensors --baselines --fp-budget 0

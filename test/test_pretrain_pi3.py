@@ -102,7 +102,7 @@ def test_config_composes_and_rejects_unknown_keys():
     assert compose_config("gmos_s_micro", [])["train_encoders"] is True
     gmos = compose_config("gmos_micro", [])
     assert gmos["train_encoders"] is False
-    assert gmos["init_objects"] == "out/train/objects_micro/state_fp16.safetensors"
+    assert gmos["init_objects"] == "training/checkpoints/micro/objects_stage1b.safetensors"
 
 
 def test_composing_a_recipe_leaves_sam2_buildable():
