@@ -51,6 +51,8 @@ def plot_stages(runs: list[Path], out: Path) -> dict[str, object]:
         starts = sorted({int(r["run_start_step"]) for r in rows if r.get("run_start_step")} - {0})
         for s in starts:
             ax.axvline(s, ls="--", color="k", lw=0.8)
+        if (y > 0).all() and y.max() > 10 * y.min():
+            ax.set_yscale("log")  # stage 2's first steps are 10x the rest
         ax.set_title(run.name)
         ax.set_xlabel("step (total)")
         ax.set_ylabel("training loss")
