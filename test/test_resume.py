@@ -10,6 +10,7 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -217,3 +218,17 @@ def test_stage2_starts_from_stage1b_and_resumes_from_its_fp16_state(tiny_model, 
     assert summary["step"] == 4 and tr3.rewarm_at == 2
     with (tmp_path / "clone" / "log.csv").open() as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [3, 4]
+
+
+def test_rendering_only_some_frames_equals_the_whole_scene():
+    from gmos_core.data.synthetic import SceneConfig, generate_scene, render_layout, sample_layout
+
+    cfg = SceneConfig(height=48, width=48, num_frames=10, seed=7)
+    full = generate_scene(cfg)
+    part = render_layout(sample_layout(cfg), frames=[2, 7])
+    assert np.array_equal(part.frames, full.frames[[2, 7]])
+    assert np.array_equal(part.instance_masks, full.instance_masks[[2, 7]])
+    assert np.array_equal(part.motion_state, full.motion_state[[2, 7]])
+    assert np.array_equal(part.stamps_ns, full.stamps_ns[[2, 7]])
+    with pytest.raises(ValueError, match="frames must be indices"):
+        render_layout(sample_layout(cfg), frames=[10])
