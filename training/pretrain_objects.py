@@ -516,7 +516,7 @@ def pretrain_objects(cfg: ObjectPretrainConfig) -> dict[str, Any]:
             out / "state_fp16.safetensors",
             {"sam2": sam2_feature_state(sam_model), "head": head},
             step,
-            {"stage": "objects", "model": mcfg.name, "trained_by": __name__},
+            {"stage": "objects", "model": mcfg.name, "trained_by": "training.pretrain_objects"},
         )
 
     def run_val() -> dict[str, float]:

@@ -374,7 +374,7 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
             out / "state_fp16.safetensors",
             {"pi3": pi3, "probe": probe},
             step,
-            {"stage": "pi3", "model": mcfg.name, "trained_by": __name__},
+            {"stage": "pi3", "model": mcfg.name, "trained_by": "training.pretrain_pi3"},
         )
 
     t0 = time.perf_counter()
