@@ -31,7 +31,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export ROS_DOMAIN_ID ?= 87
 export FASTDDS_DEFAULT_PROFILES_FILE ?= $(abspath config/fastdds_loopback.xml)
 
-.PHONY: setup test lint pytest demo eval-demo clean msgs train-gmos-s train-gmos benchmark
+.PHONY: setup test lint pytest demo eval-demo clean msgs train-gmos-s train-gmos train-pi3 train-objects benchmark
 
 setup: $(STAMP)
 
@@ -101,23 +101,31 @@ demo: setup
 eval-demo: setup
 	$(PY) -m training.demo --out out/eval_demo
 
-# The micro recipe, one command per model (CPU; docs/training.md): stage 1 (π³ motion
-# pretraining, 22 min, shared, skipped when its output exists), stage 2 (32 min), then the
-# operating point picked on validation clips (2 / 6 min). The calibrated bundle lands next to
-# the run; copy it to gmos_core/assets/ to make it the shipped default.
-PI3_STAGE1 := out/train/pi3_micro/pi3.safetensors
-$(PI3_STAGE1): | setup
+# The micro recipe, one command per model (CPU; docs/training.md). Every stage resumes where it
+# stopped (out/train/<run>/last.pt, or on a fresh clone the committed float16 states in
+# training/checkpoints/micro/) and is a no-op once it reached its total max_steps, so rerunning
+# a target accumulates training: stage 1 (π³ motion pretraining, shared), stage 2
+# (max_minutes per run), then the operating point picked on validation clips. Stage 2 of Gmos
+# starts from the committed stage-1b snapshot (training/checkpoints/micro/objects_stage1b.*);
+# `make train-objects` continues stage 1b (object pretraining of SAM2 + the proposer) towards
+# its gate, after which its new state replaces the snapshot and stage 2 restarts. The
+# calibrated bundle lands next to the run; copy it to gmos_core/assets/ to make it the
+# shipped default.
+train-pi3: setup
 	$(PY) -m training.pretrain_pi3 --config-name pi3_micro
 
-train-gmos-s: setup $(PI3_STAGE1)
+train-objects: setup
+	$(PY) -m training.pretrain_objects --config-name objects_micro
+
+train-gmos-s: train-pi3
 	$(PY) -m training.train --config-name gmos_s_micro
 	$(PY) -m training.calibrate --bundle out/train/gmos_s_micro/micro_gmos_s.safetensors \
 	  --out out/train/gmos_s_micro/calibrated/micro_gmos_s.safetensors
 
-train-gmos: setup $(PI3_STAGE1)
+train-gmos: train-pi3
 	$(PY) -m training.train --config-name gmos_micro
 	$(PY) -m training.calibrate --bundle out/train/gmos_micro/micro_gmos.safetensors \
-	  --out out/train/gmos_micro/calibrated/micro_gmos.safetensors --baselines
+	  --out out/train/gmos_micro/calibrated/micro_gmos.safetensors --baselines --fp-budget 0
 
 # The held-out synthetic benchmark of the shipped bundles against the baselines (~3 min).
 benchmark: setup

@@ -3,6 +3,7 @@ thresholds on validation clips (scripted models whose right answer is known)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -236,6 +237,24 @@ def test_baselines_on_validation_clips_and_the_comparison(tmp_path) -> None:
     }
     with pytest.raises(CalibrationError, match="held-out"):
         validation_baselines(3, 899_990, tmp_path)
+
+
+def test_fp_budget_tied_to_the_better_baseline(tmp_path) -> None:
+    from training.calibrate import calibrate_bundle, fp_budget_from_baselines
+
+    base = {"frame_diff": {"FP": 2.29}, "ego_residual": {"FP": 1.83}}
+    assert fp_budget_from_baselines(base) == pytest.approx(0.999 * 1.83)
+    with pytest.raises(CalibrationError, match="baseline"):
+        fp_budget_from_baselines({})
+    with pytest.raises(CalibrationError, match="--baselines"):
+        calibrate_bundle(
+            Path(__file__).resolve().parents[1] / "gmos_core/assets/micro_gmos.safetensors",
+            tmp_path / "o.st",
+            1,
+            800_000,
+            0.0,
+            tmp_path,
+        )
 
 
 def test_deduplicated_sweep_gives_the_same_rows_as_the_full_sweep() -> None:

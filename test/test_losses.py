@@ -183,3 +183,27 @@ def test_empty_ground_truth_frame():
     r = gmos_s_loss({"fg_mask": fg, "iou_pred": torch.ones(1, 1), "conf_pred": torch.ones(1, 1)},
                     torch.zeros(1, 8, 8))  # fmt: skip
     assert r.parts["iou"] == pytest.approx(0.0)
+
+
+def test_no_object_weight_counts_motion_on_matched_queries():
+    # Two queries, one target matched to query 0 (its mask fits); query 1 is "no object".
+    masks = torch.full((1, 2, 1, 2), -20.0)
+    masks[0, 0, 0, 0] = 20.0
+    gt_m, gt_mv = [torch.tensor([[[1.0, 0.0]]])], [torch.tensor([1.0])]
+
+    def total(motion_q1: float, no_object: float) -> float:
+        out = _proposer_out(masks, torch.tensor([[0.0, motion_q1]]))
+        w = GmosLossWeights(motion_no_object=no_object)
+        return gmos_proposer_loss(out, gt_m, gt_mv, w).total.item()
+
+    # Weight 0: the unmatched query's motion logit no longer enters the loss.
+    assert total(3.0, 0.0) == pytest.approx(total(-3.0, 0.0), rel=1e-6)
+    # Weight 1 (the plain mean of Eq. 2): it does.
+    assert total(3.0, 1.0) > total(-3.0, 1.0) + 0.5
+
+
+def test_iou_target_uses_the_runtime_threshold():
+    logits = torch.tensor([[-1.0, -1.0, -5.0, -5.0]])
+    target = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    assert binary_iou(logits, target).item() == 0.0  # nothing above 0
+    assert binary_iou(logits, target, threshold=-2.0).item() == 1.0

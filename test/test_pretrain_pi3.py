@@ -97,7 +97,12 @@ def test_config_composes_and_rejects_unknown_keys():
     for name in ("gmos_s_micro", "gmos_micro"):
         raw = compose_config(name, [])
         assert raw["pi3_checkpoint"] == "out/train/pi3_micro/pi3.safetensors"
-        assert raw["train_pi3"] is False and raw["train_encoders"] is True
+        assert raw["train_pi3"] is False
+    # Gmos-S trains SAM2 from scratch; Gmos starts SAM2 + proposer from stage 1b (SAM2 frozen).
+    assert compose_config("gmos_s_micro", [])["train_encoders"] is True
+    gmos = compose_config("gmos_micro", [])
+    assert gmos["train_encoders"] is False
+    assert gmos["init_objects"] == "training/checkpoints/micro/objects_stage1b.safetensors"
 
 
 def test_composing_a_recipe_leaves_sam2_buildable():

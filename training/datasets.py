@@ -40,7 +40,13 @@ import torch
 from torch.utils.data import Dataset
 
 from gmos_core.data.palette import DataFormatError, LabelReadError, read_label_png
-from gmos_core.data.synthetic import SceneConfig, SceneSample, generate_scene
+from gmos_core.data.synthetic import (
+    SceneConfig,
+    SceneSample,
+    generate_scene,
+    render_layout,
+    sample_layout,
+)
 from gmos_core.data.time_anno import TimeAnnoError, TimeAnnoRow, read_time_anno
 from gmos_core.data.video import list_image_files
 from gmos_core.models.preprocess import pi3_preprocess, sam2_preprocess, window_indices
@@ -188,14 +194,12 @@ class SyntheticWindowDataset(Dataset):
     def __len__(self) -> int:
         return self.data.num_scenes * self.data.windows_per_scene
 
-    def scene(self, scene_index: int) -> SceneSample:
-        """Render scene `scene_index` (seed = seed_start + index); the last one is kept."""
-        if self._cache is not None and self._cache[0] == scene_index:
-            return self._cache[1]
+    def scene_config(self, scene_index: int) -> SceneConfig:
+        """The `SceneConfig` of scene `scene_index` (seed = seed_start + index)."""
         seed = self.data.seed_start + scene_index
         rng = np.random.default_rng([seed, 1])
         fps = float(rng.choice(self.data.fps_choices))
-        cfg = SceneConfig(
+        return SceneConfig(
             height=self.data.height,
             width=self.data.width,
             fps=fps,
@@ -203,7 +207,12 @@ class SyntheticWindowDataset(Dataset):
             seed=seed,
             **self.data.scene,
         )
-        sample = generate_scene(cfg)
+
+    def scene(self, scene_index: int) -> SceneSample:
+        """Render scene `scene_index` (seed = seed_start + index); the last one is kept."""
+        if self._cache is not None and self._cache[0] == scene_index:
+            return self._cache[1]
+        sample = generate_scene(self.scene_config(scene_index))
         self._cache = (scene_index, sample)
         return sample
 
@@ -211,19 +220,30 @@ class SyntheticWindowDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(index)
         scene_index = index // self.data.windows_per_scene
-        sample = self.scene(scene_index)
+        cfg = self.scene_config(scene_index)
         # The window draw depends on the item only, never on call order.
         rng = np.random.default_rng([self.data.seed_start + scene_index, 2, index])
-        t = int(rng.integers(sample.num_frames))
-        stride = sample_stride(rng, sample.config.fps, self.spec)
-        idx = window_indices(t, sample.num_frames, stride, self.spec.num_frames)
+        t = int(rng.integers(cfg.num_frames))
+        stride = sample_stride(rng, cfg.fps, self.spec)
+        idx = window_indices(t, cfg.num_frames, stride, self.spec.num_frames)
+        if self.data.windows_per_scene == 1:
+            # One window per scene: render only its frames (5 of 24-48; the same arrays as
+            # rendering the whole scene, `render_layout(frames=...)`).
+            uniq = sorted(set(int(j) for j in idx))
+            sample = render_layout(sample_layout(cfg), frames=uniq)
+            pos = {j: i for i, j in enumerate(uniq)}
+            local = [pos[int(j)] for j in idx]
+            t_local = pos[t]
+        else:
+            sample = self.scene(scene_index)
+            local, t_local = [int(j) for j in idx], t
         dyn = np.flatnonzero(sample.object_is_dynamic)
-        item: dict[str, Any] = _inputs(sample.frames[idx], self.spec)
+        item: dict[str, Any] = _inputs(sample.frames[local], self.spec)
         item.update(
             _targets(
-                sample.instance_masks[t],
+                sample.instance_masks[t_local],
                 [int(sample.object_ids[k]) for k in dyn],
-                [bool(sample.motion_state[t, k]) for k in dyn],
+                [bool(sample.motion_state[t_local, k]) for k in dyn],
                 self.spec,
             )
         )
@@ -237,7 +257,7 @@ class SyntheticWindowDataset(Dataset):
                     [bool(sample.motion_state[j, k]) for k in dyn],
                     self.spec,
                 )["gt_fg"]
-                for j in idx
+                for j in local
             ]
         )
         # Exact geometry of the window (the micro π³'s point and camera heads, pretrain_pi3

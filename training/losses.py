@@ -25,7 +25,9 @@ Our reading where the paper is not explicit (documented in docs/training.md as w
   Mask2Former convention; an unmatched query has no ground-truth mask to compare against).
   Their confidence still enters through c̃ · λ_motion · L_motion and the static regulariser.
 * Averaging ("the loss is averaged over object queries i and frames t"): the motion and
-  confidence-regulariser terms are averaged over all B·Q queries; the mask and IoU terms over the
+  confidence-regulariser terms are averaged over all B·Q queries (``motion_no_object = 1``;
+  the paper is silent on weighting "no object" queries: with ``motion_no_object < 1`` they are
+  down-weighted as DETR's eos_coef does, the micro recipe's 0.1); the mask and IoU terms over the
   matched queries of the batch (at least 1), as Mask2Former normalises mask losses by the number
   of targets. Averaging the mask term over all Q queries instead would divide the only pixel-level
   signal by Q / (#targets) (16/2 in the micro model), which is the same objective up to that
@@ -75,6 +77,15 @@ class GmosLossWeights:
     dice_weight: float = 1.0
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    # Weight of an unmatched ("no object") query in the motion and confidence terms relative
+    # to a matched one; the terms are then normalised by the summed weights (DETR's eos_coef
+    # convention). 1.0 = the plain average over all B·Q queries (our reading of Eq. 2, which
+    # is silent on it); with ~93 % of the micro queries unmatched that average is dominated by
+    # "no object" targets, hence 0.1 in the micro recipe (DETR's value).
+    motion_no_object: float = 1.0
+    # Mask logit whose binarisation the IoU head learns to predict: the runtime's threshold
+    # (0 at the paper's operating point; the calibrated one otherwise).
+    iou_threshold: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -166,16 +177,17 @@ def mask_loss(
 
 
 @torch.no_grad()
-def binary_iou(logits: Tensor, targets: Tensor) -> Tensor:
-    """IoU of (logits > 0) with the target per mask; two empty masks have IoU 1.
+def binary_iou(logits: Tensor, targets: Tensor, threshold: float = 0.0) -> Tensor:
+    """IoU of (logits > threshold) with the target per mask; two empty masks have IoU 1.
 
     Args:
         logits: (N, H, W) or (N, P); targets: same shape.
+        threshold: mask logit of the binarisation (the runtime's; 0 = probability 0.5).
 
     Returns:
         (N,) float in [0, 1], no gradient (it is a regression target).
     """
-    pred = logits.flatten(1) > 0
+    pred = logits.flatten(1) > threshold
     gt = targets.flatten(1) > 0.5
     inter = (pred & gt).sum(-1).float()
     union = (pred | gt).sum(-1).float()
@@ -236,8 +248,15 @@ def gmos_proposer_loss(
     l_motion = F.binary_cross_entropy_with_logits(motion, motion_tgt, reduction="none")  # (B, Q)
     reg_w = w.conf_mov * motion_tgt + w.conf_sta * (1 - motion_tgt)
     log_c = conf.log()
-    motion_term = (conf * w.motion * l_motion).mean()
-    reg_term = -(reg_w * log_c).mean()
+    # Per-query weight: 1 for matched queries, `motion_no_object` for the rest; normalised by
+    # the summed weights (with motion_no_object = 1 this is the plain mean over B·Q).
+    q_w = torch.full_like(motion, w.motion_no_object)
+    for bi, (qi, _) in enumerate(indices):
+        if len(qi):
+            q_w[bi, torch.as_tensor(qi, dtype=torch.long, device=q_w.device)] = 1.0
+    q_w = q_w / q_w.sum().clamp(min=1e-12)
+    motion_term = (q_w * conf * w.motion * l_motion).sum()
+    reg_term = -(q_w * reg_w * log_c).sum()
 
     zero = masks.sum() * 0.0  # keeps the graph (and DDP's used-parameter set) intact
     mask_term, iou_term = zero, zero
@@ -248,7 +267,7 @@ def gmos_proposer_loss(
         tgt = torch.cat(g_masks)
         pm = masks[bs, qs]  # (M, h, w)
         l_mask = mask_loss(pm, tgt, w.focal_weight, w.dice_weight, w.focal_alpha, w.focal_gamma)
-        iou_true = binary_iou(pm, tgt)
+        iou_true = binary_iou(pm, tgt, w.iou_threshold)
         l_iou = (iou_pred[bs, qs] - iou_true) ** 2
         n_matched = int(qs.numel())
         mask_term = (conf[bs, qs] * w.mask * l_mask).sum() / max(n_matched, 1)

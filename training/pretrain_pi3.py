@@ -55,6 +55,15 @@ from training.datasets import (  # noqa: E402
     synthetic_config_from_dict,
 )
 from training.geometry_losses import geometry_loss  # noqa: E402
+from training.resume import (  # noqa: E402
+    ResumePoint,
+    atomic_torch_save,
+    finished_summary,
+    load_fp16_state,
+    load_part,
+    rewarm_factor,
+    save_fp16_state,
+)
 from training.train import CONFIG_DIR, compose_config  # noqa: E402
 from training.trainer import (  # noqa: E402
     OptimConfig,
@@ -97,6 +106,15 @@ class Pi3PretrainConfig:
             weight (`training.geometry_losses`); 0 = the motion probe alone (the recipe).
         geometry_head_width, geometry_head_depth, geometry_head_heads, geometry_camera_width:
             sizes of the micro heads (official: 1024, 5, 16, 512).
+        resume: ``auto``: continue from out_dir/last.pt (model, optimiser, schedule position,
+            step; the data stream is a function of the step), else from `resume_fp16`;
+            ``never``: start fresh. `max_steps` is the TOTAL schedule length, so runs cut by
+            `max_minutes` add up to one long run (`training.resume`).
+        resume_fp16: committed float16 state (`state_fp16.safetensors` of a run) to start from
+            when out_dir has no last.pt; a fresh optimiser, re-warmed over `rewarm_steps`.
+        rewarm_steps: LR ramp after a resume without optimiser state.
+        stop_at_step: end this run once the TOTAL step reaches it (0 = run to max_steps);
+            the schedule still follows max_steps (a run in chunks).
     """
 
     model: str = "micro"
@@ -125,6 +143,10 @@ class Pi3PretrainConfig:
     geometry_head_depth: int = 1
     geometry_head_heads: int = 4
     geometry_camera_width: int = 64
+    resume: str = "auto"
+    resume_fp16: str = ""
+    rewarm_steps: int = 50
+    stop_at_step: int = 0
 
 
 def pretrain_config_from_dict(raw: dict[str, Any]) -> Pi3PretrainConfig:
@@ -288,6 +310,9 @@ def validate(
 
 def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
     """Run the pretraining; returns a summary dict (also written to summary.json)."""
+    done = finished_summary(cfg.out_dir, cfg.max_steps) if cfg.resume == "auto" else None
+    if done is not None:
+        return done  # already trained to max_steps: `make` reruns are no-ops
     from safetensors.torch import save_file
 
     from gmos_core.pipeline import GmosModelConfig, build_pi3
@@ -305,7 +330,32 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
     params = [*pi3.parameters(), *probe.parameters()]
     o = cfg.optim
     opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, cfg.max_steps, o))
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    last_pt = out / "last.pt"
+    start = ResumePoint("fresh", 0)
+    rewarm_at = -(10**9)
+    if cfg.resume not in ("auto", "never"):
+        raise ValueError(f"resume must be 'auto' or 'never', got {cfg.resume!r}")
+    if cfg.resume == "auto" and last_pt.is_file():
+        st = torch.load(last_pt, map_location=device, weights_only=True)
+        pi3.load_state_dict(st["pi3"])
+        probe.load_state_dict(st["probe"])
+        opt.load_state_dict(st["optimizer"])
+        start = ResumePoint("full", int(st["step"]), str(last_pt))
+        rewarm_at = int(st.get("rewarm_at", rewarm_at))
+    elif cfg.resume == "auto" and cfg.resume_fp16 and Path(cfg.resume_fp16).is_file():
+        st16 = load_fp16_state(cfg.resume_fp16)
+        load_part(pi3, st16.parts["pi3"], "pi3")
+        load_part(probe, st16.parts["probe"], "probe")
+        start = ResumePoint("fp16", st16.step, cfg.resume_fp16)
+        rewarm_at = st16.step
+    step = start.step
+
+    def lr_at(s: int) -> float:
+        # The schedule is a function of the TOTAL step (several runs = one long run).
+        return lr_lambda(s, cfg.max_steps, o) * rewarm_factor(s, rewarm_at, cfg.rewarm_steps)
+
     spec = WindowSpec(
         num_frames=mcfg.num_frames,
         pi3_pixel_limit=mcfg.pi3.pixel_limit,
@@ -331,14 +381,15 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
     loader = DataLoader(
         ds,
         # Consecutive items share a rendered scene (windows_per_scene); a short dataset repeats.
-        batch_sampler=ResumableBatchSampler(len(ds), cfg.batch_size, max_steps=cfg.max_steps),
+        batch_sampler=ResumableBatchSampler(
+            len(ds), cfg.batch_size, start_step=step, max_steps=cfg.max_steps
+        ),
         collate_fn=collate_windows,
         num_workers=cfg.num_workers,
     )
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.csv"
-    log_path.unlink(missing_ok=True)
+    if start.kind == "fresh":
+        log_path.unlink(missing_ok=True)  # a resumed run appends to its log
 
     def save() -> None:
         # Official π³ key names (our module mirrors them): stage 2 loads this file through the
@@ -349,15 +400,32 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
             {k: v.detach().cpu().contiguous() for k, v in probe.state_dict().items()},
             str(out / "probe.safetensors"),
         )
+        atomic_torch_save(
+            {
+                "pi3": pi3.state_dict(),
+                "probe": probe.state_dict(),
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "rewarm_at": rewarm_at,
+            },
+            last_pt,
+        )
+        save_fp16_state(
+            out / "state_fp16.safetensors",
+            {"pi3": pi3, "probe": probe},
+            step,
+            {"stage": "pi3", "model": mcfg.name, "trained_by": "training.pretrain_pi3"},
+        )
 
     t0 = time.perf_counter()
     t_last = t0
-    step = 0
     acc: dict[str, list[float]] = {}
     last: dict[str, Any] = {}
     stopped_early = False
-    bar = tqdm(total=cfg.max_steps, desc="pretrain pi3")
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="pretrain pi3")
     for batch in loader:
+        for g in opt.param_groups:
+            g["lr"] = o.lr * lr_at(step)
         frames = batch["pi3"].to(device, non_blocking=True)
         logits, geom = _forward_geometry(pi3, probe, frames)
         target = F.adaptive_avg_pool2d(
@@ -380,7 +448,6 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
         opt.step()
-        sched.step()
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{parts['loss']:.3f}", iou=f"{parts['fg_iou']:.2f}")
@@ -391,7 +458,7 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
             now = time.perf_counter()
             row = {
                 "step": step,
-                "lr": sched.get_last_lr()[0],
+                "lr": opt.param_groups[0]["lr"],
                 **{
                     k: float(np.mean(acc[k])) if acc.get(k) else math.nan
                     for k in ("loss", "bce", "dice", "fg_iou", "grad_norm")
@@ -406,6 +473,7 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
                 ),
                 "s_per_step": (now - t_last) / cfg.log_every,
                 "elapsed_s": now - t0,
+                "run_start_step": start.step,
             }
             acc, t_last, last = {}, now, row
             new = not log_path.is_file()
@@ -420,12 +488,16 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
         if cfg.max_minutes > 0 and time.perf_counter() - t0 > 60 * cfg.max_minutes:
             stopped_early = True
             break
+        if 0 < cfg.stop_at_step <= step:
+            stopped_early = step < cfg.max_steps
+            break
     bar.close()
     save()
     plot_log(log_path, out)
     seconds = time.perf_counter() - t0
     summary = {
         "out_dir": str(out),
+        "started_from": dataclasses.asdict(start),
         "step": step,
         "stopped_early": stopped_early,
         "seconds": seconds,

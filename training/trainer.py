@@ -51,6 +51,7 @@ from training.losses import (
     gmos_proposer_loss,
     gmos_s_loss,
 )
+from training.resume import load_fp16_state, load_part, rewarm_factor, save_fp16_state
 
 __all__ = [
     "GmosTrainModule",
@@ -118,6 +119,13 @@ class TrainConfig:
         window: WindowSpec fields (sizes default to the model config).
         export_bundle: if set, rank 0 also writes a float16 bundle there at the end (the
             shipped-checkpoint format, `save_bundle(..., half=True)`).
+        init_objects: stage-1b state (`training.pretrain_objects`, ``state_fp16.safetensors``):
+            SAM2's image-feature weights and the proposer start from it (with
+            ``train_encoders: false`` SAM2 then stays frozen, as the paper's pretrained SAM2).
+        head_dropout: p of the head's feature-projector dropout (None: the official 0.2).
+        resume_fp16: committed float16 training state (`training.resume`) to continue from when
+            out_dir has no last.pt: trained parts + step, a new optimiser, re-warmed.
+        rewarm_steps: LR ramp after such a resume.
     """
 
     model: str = "micro"
@@ -144,6 +152,10 @@ class TrainConfig:
     data: dict[str, Any] = field(default_factory=dict)
     window: dict[str, Any] = field(default_factory=dict)
     export_bundle: str = ""
+    init_objects: str = ""
+    head_dropout: float | None = None
+    resume_fp16: str = ""
+    rewarm_steps: int = 50
 
 
 def lr_lambda(step: int, max_steps: int, optim: OptimConfig) -> float:
@@ -265,6 +277,17 @@ class GmosTrainModule(nn.Module):
         return self.head(token, sam.bottleneck, high_res_features=list(sam.high_res))
 
 
+def init_from_objects(fm: GmosTorchModel, path: str | Path) -> None:
+    """Load a stage-1b state (SAM2 image features + proposer) into a frame model."""
+    st = load_fp16_state(path)
+    if st.meta.get("stage") != "objects" or set(st.parts) != {"sam2", "head"}:
+        raise ValueError(f"{path} is not a stage-1b object-pretraining state")
+    if not isinstance(fm.head, GmosProposer):
+        raise ValueError("init_objects needs the proposer (variant gmos)")
+    load_part(fm.sam2.sam_model, st.parts["sam2"], f"{path} [sam2]", strict=False)
+    load_part(fm.head, st.parts["head"], f"{path} [head]")
+
+
 def _is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
 
@@ -384,6 +407,12 @@ class Trainer:
             head_checkpoint=cfg.head_checkpoint,
             seed=cfg.seed,
         )
+        if cfg.init_objects:
+            init_from_objects(fm, cfg.init_objects)
+        if cfg.head_dropout is not None:
+            for m in fm.head.modules():
+                if isinstance(m, nn.Dropout):
+                    m.p = float(cfg.head_dropout)
         self.module = GmosTrainModule(fm, cfg.train_encoders, cfg.train_pi3).to(self.device)
         if self.world > 1:
             self.model: nn.Module = nn.parallel.DistributedDataParallel(
@@ -397,8 +426,14 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             self.params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas)
         )
+        # The schedule is a function of the TOTAL step; after a resume without optimiser state
+        # the first `rewarm_steps` ramp up again (`training.resume.rewarm_factor`).
+        self.rewarm_at = -(10**9)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_lambda(s, cfg.max_steps, o)
+            self.optimizer,
+            lambda s: (
+                lr_lambda(s, cfg.max_steps, o) * rewarm_factor(s, self.rewarm_at, cfg.rewarm_steps)
+            ),
         )
         if cfg.variant == "gmos_s":
             self.loss_weights: GmosSLossWeights | GmosLossWeights = GmosSLossWeights(**cfg.loss)
@@ -430,6 +465,7 @@ class Trainer:
                 "python_gauss": random.getstate()[2],
             },
             "variant": self.cfg.variant,
+            "rewarm_at": self.rewarm_at,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -445,6 +481,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         self.skipped = int(state.get("skipped", 0))
+        self.rewarm_at = int(state.get("rewarm_at", self.rewarm_at))
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         n = rng["numpy"]
@@ -457,6 +494,12 @@ class Trainer:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         _atomic_save(self.state_dict(), self.out / "last.pt")
+        save_fp16_state(
+            self.out / "state_fp16.safetensors",
+            self.trained_parts(),
+            self.step,
+            {"stage": "stage2", "variant": self.cfg.variant, "trained_by": "training.train"},
+        )
         save_gmos_checkpoint(self.module.head, self.out / "head.pth")
         self.export(self.out / "bundle.safetensors", half=False)
 
@@ -476,6 +519,34 @@ class Trainer:
             extra={"step": str(self.step), "trained_by": "training.train"},
         )
 
+    def trained_parts(self) -> dict[str, Any]:
+        """The parts this run trains (what a committable fp16 state must hold)."""
+        parts: dict[str, Any] = {"head": self.module.head}
+        if self.module.train_encoders:
+            parts["sam2"] = sam2_feature_state(self.module.sam2.sam_model)
+        if self.module.train_pi3:
+            parts["pi3"] = self.module.pi3
+        return parts
+
+    def resume_from_fp16(self, path: str | Path) -> None:
+        """Continue from a committed float16 state: weights + step, new optimiser, re-warm."""
+        st = load_fp16_state(path)
+        if st.meta.get("variant") != self.cfg.variant:
+            raise ValueError(f"{path} is a {st.meta.get('variant')} state, not {self.cfg.variant}")
+        own = self.trained_parts()
+        if set(st.parts) != set(own):
+            raise ValueError(f"{path} holds {sorted(st.parts)}, this run trains {sorted(own)}")
+        load_part(self.module.head, st.parts["head"], f"{path} [head]")
+        if "sam2" in st.parts:
+            load_part(self.module.sam2.sam_model, st.parts["sam2"], f"{path} [sam2]", strict=False)
+        if "pi3" in st.parts:
+            load_part(self.module.pi3, st.parts["pi3"], f"{path} [pi3]")
+        self.step = st.step
+        self.rewarm_at = st.step
+        self.scheduler.last_epoch = st.step
+        for g, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            g["lr"] = base * self.scheduler.lr_lambdas[0](st.step)
+
     def maybe_resume(self) -> bool:
         """Resume per `cfg.resume`; True if a checkpoint was loaded."""
         r = self.cfg.resume
@@ -485,6 +556,9 @@ class Trainer:
         if not path.is_file():
             if r != "auto":
                 raise FileNotFoundError(f"resume checkpoint {path} does not exist")
+            if self.cfg.resume_fp16 and Path(self.cfg.resume_fp16).is_file():
+                self.resume_from_fp16(self.cfg.resume_fp16)
+                return True
             return False
         state = torch.load(path, map_location=self.device, weights_only=True)
         if state.get("variant") != self.cfg.variant:
@@ -535,6 +609,7 @@ class Trainer:
         """Train until max_steps (or the time budget); returns a summary dict."""
         cfg = self.cfg
         resumed = self.maybe_resume()
+        run_start = self.step  # logged: resumptions are marked in the loss plots
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             if not resumed and (self.out / "log.csv").is_file():
@@ -609,6 +684,7 @@ class Trainer:
                     "s_per_step": (now - t_last) / cfg.log_every,
                     "elapsed_s": now - t_start,
                     "skipped": self.skipped,
+                    "run_start_step": run_start,
                 }
                 t_last = now
                 self._log(row)

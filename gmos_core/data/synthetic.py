@@ -932,7 +932,11 @@ def _enforce_hard_parallax(
 # ----------------------------------------------------------------------------------------------
 
 
-def render_layout(layout: SceneLayout, timings: StageTimes | None = None) -> SceneSample:
+def render_layout(
+    layout: SceneLayout,
+    timings: StageTimes | None = None,
+    frames: Sequence[int] | None = None,
+) -> SceneSample:
     """Render a layout: homography warp per sprite, z-buffered compositing, labels, depth.
 
     For each frame, sprite texel (s, r) maps to the image by the homography
@@ -944,16 +948,24 @@ def render_layout(layout: SceneLayout, timings: StageTimes | None = None) -> Sce
     Args:
         layout: camera, sprites, motion ground truth.
         timings: if given, stage times are added to it.
+        frames: render only these frame indices (training windows need 1-5 of a scene's
+            frames); the sample then holds len(frames) frames in this order, and its
+            per-frame arrays (poses, motion state, stamps, centroids) are subset to match.
+            None renders every frame.
 
     Returns:
         The SceneSample.
     """
     cfg = layout.config
-    T, H, W = cfg.num_frames, cfg.height, cfg.width
+    H, W = cfg.height, cfg.width
+    sel = np.arange(cfg.num_frames) if frames is None else np.asarray(frames, dtype=np.int64)
+    if sel.ndim != 1 or (sel.size and (sel.min() < 0 or sel.max() >= cfg.num_frames)):
+        raise ValueError(f"frames must be indices in [0, {cfg.num_frames}), got {frames!r}")
+    T = int(sel.size)
     k = layout.intrinsics
     k_inv_t = np.linalg.inv(k).T
     n_obj = len(layout.objects)
-    frames = np.zeros((T, H, W, 3), np.uint8)
+    out_rgb = np.zeros((T, H, W, 3), np.uint8)
     ids = np.zeros((T, H, W), np.uint16)
     inv_depth = np.zeros((T, H, W), np.float32)
     xs = np.arange(W, dtype=np.float32)
@@ -988,12 +1000,12 @@ def render_layout(layout: SceneLayout, timings: StageTimes | None = None) -> Sce
     t_warp = t_comp = 0.0
     plane_to_cam = np.empty((3, 3))
 
-    for t in range(T):
+    for i, t in enumerate(sel.tolist()):
         rot = layout.cam_to_world[t, :3, :3]
         centre = layout.cam_to_world[t, :3, 3]
         k_rt = k @ rot.T
         kinv_t_rt = k_inv_t @ rot.T
-        rgb_buf, id_buf, iz_buf = frames[t], ids[t], inv_depth[t]
+        rgb_buf, id_buf, iz_buf = out_rgb[i], ids[i], inv_depth[i]
         for sp, rgba, normal, corner_tex in zip(sprites, padded, normals, corner_texels):
             t0 = tw()
             rel = sp.origin[t] - centre
@@ -1046,22 +1058,22 @@ def render_layout(layout: SceneLayout, timings: StageTimes | None = None) -> Sce
     with np.errstate(divide="ignore"):
         depth = np.where(inv_depth > 0, 1.0 / inv_depth, np.inf).astype(np.float32)
     centroids = (
-        np.stack([sp.centroid_world() for sp in layout.objects], axis=1)
+        np.stack([sp.centroid_world()[sel] for sp in layout.objects], axis=1)
         if n_obj
         else np.zeros((T, 0, 3))
     )
     normals = np.stack([sp.normal for sp in layout.objects]) if n_obj else np.zeros((0, 3))
-    stamps = cfg.start_time_ns + np.round(np.arange(T) * (1e9 / cfg.fps)).astype(np.int64)
+    stamps = cfg.start_time_ns + np.round(sel * (1e9 / cfg.fps)).astype(np.int64)
     sample = SceneSample(
-        frames=frames,
+        frames=out_rgb,
         instance_masks=ids,
         depth=depth,
         intrinsics=k.copy(),
-        cam_to_world=layout.cam_to_world.copy(),
+        cam_to_world=layout.cam_to_world[sel].copy(),
         stamps_ns=stamps,
         object_ids=np.arange(1, n_obj + 1, dtype=np.uint16),
         object_is_dynamic=np.array([sp.is_dynamic for sp in layout.objects], bool),
-        motion_state=layout.motion_state.astype(bool),
+        motion_state=layout.motion_state[sel].astype(bool),
         object_centroid_world=centroids,
         object_normal_world=normals,
         scene_kind=layout.scene_kind,

@@ -1,0 +1,234 @@
+"""Training that accumulates: stages 1 and 1b resumed in chunks equal one straight run.
+
+Stage 2's trainer has the same property (`test_trainer.py::test_train_checkpoint_formats_and_resume`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.pretrain_objects import (
+    ObjectFrameDataset,
+    ObjectLossWeights,
+    ObjectPretrainConfig,
+    best_query_iou,
+    object_loss,
+    pretrain_objects,
+)
+from training.pretrain_pi3 import Pi3PretrainConfig, pretrain
+from training.resume import load_fp16_state, rewarm_factor
+from training.trainer import OptimConfig, lr_lambda
+
+DATA = {"kind": "synthetic", "height": 64, "width": 64, "duration_s": 1.0, "num_scenes": 50}
+
+
+def _objects_cfg(tiny_model: str, out: Path, **kw) -> ObjectPretrainConfig:
+    base = dict(
+        model=tiny_model,
+        max_steps=4,
+        batch_size=1,
+        threads=1,
+        log_every=1,
+        ckpt_every=1,
+        plot_every=100,
+        val_every=0,
+        val_clips=1,
+        val_frames_per_clip=1,
+        out_dir=str(out),
+        resume_fp16="",
+        optim=OptimConfig(lr=1e-3, warmup_fraction=0.25),
+        data=DATA,
+    )
+    base.update(kw)
+    return ObjectPretrainConfig(**base)
+
+
+def _losses(out: Path) -> list[float]:
+    with (out / "log.csv").open() as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+def _state(out: Path) -> dict[str, torch.Tensor]:
+    st = torch.load(out / "last.pt", weights_only=True)
+    flat = {}
+    for part in ("sam2", "head", "pi3", "probe"):
+        for k, v in st.get(part, {}).items():
+            flat[f"{part}.{k}"] = v
+    return flat
+
+
+def test_object_pretraining_two_chunks_equal_one_run_bitwise(tiny_model, tmp_path):
+    torch.set_num_threads(1)
+    straight = pretrain_objects(_objects_cfg(tiny_model, tmp_path / "a"))
+    assert straight["step"] == 4 and straight["started_from"]["kind"] == "fresh"
+    cfg_b = _objects_cfg(tiny_model, tmp_path / "b")
+    first = pretrain_objects(dataclasses.replace(cfg_b, stop_at_step=2))
+    assert first["step"] == 2 and first["stopped_early"]
+    second = pretrain_objects(cfg_b)
+    assert second["started_from"] == {
+        "kind": "full",
+        "step": 2,
+        "path": str(tmp_path / "b/last.pt"),
+    }
+    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # The log continues across the resumption: the same loss curve, step for step.
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+
+    # A fresh clone has only the committed float16 state: it resumes at its step with a new
+    # optimiser and a re-warmed learning rate.
+    committed = tmp_path / "objects_fp16.safetensors"
+    shutil.copy(tmp_path / "b" / "state_fp16.safetensors", committed)
+    st = load_fp16_state(committed)
+    assert st.step == 4 and set(st.parts) == {"sam2", "head"}
+    assert all(v.dtype == torch.float16 for v in st.parts["head"].values() if v.is_floating_point())
+    cfg_c = _objects_cfg(
+        tiny_model, tmp_path / "c", max_steps=6, resume_fp16=str(committed), rewarm_steps=2
+    )
+    third = pretrain_objects(cfg_c)
+    assert third["started_from"]["kind"] == "fp16" and third["step"] == 6
+    with (tmp_path / "c" / "log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [5, 6]
+    # Re-warm: the first step after the fp16 resume runs at half the scheduled rate, the
+    # second at the full one (the schedule is over the TOTAL steps).
+    o = cfg_c.optim
+    assert float(rows[0]["lr"]) == pytest.approx(o.lr * lr_lambda(4, 6, o) / 2)
+    assert float(rows[1]["lr"]) == pytest.approx(o.lr * lr_lambda(5, 6, o))
+
+
+def test_pi3_pretraining_two_chunks_equal_one_run_bitwise(tiny_model, tmp_path):
+    torch.set_num_threads(1)
+
+    def cfg(out: Path, **kw) -> Pi3PretrainConfig:
+        return Pi3PretrainConfig(
+            model=tiny_model,
+            max_steps=4,
+            batch_size=1,
+            threads=1,
+            log_every=1,
+            ckpt_every=1,
+            plot_every=100,
+            out_dir=str(out),
+            val_windows=0,
+            data={**DATA, "windows_per_scene": 1},
+            optim=OptimConfig(lr=1e-3, warmup_fraction=0.25),
+            **kw,
+        )
+
+    pretrain(cfg(tmp_path / "a"))
+    first = pretrain(cfg(tmp_path / "b", stop_at_step=2))
+    assert first["step"] == 2
+    second = pretrain(cfg(tmp_path / "b"))
+    assert second["started_from"]["kind"] == "full" and second["step"] == 4
+    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+    assert set(load_fp16_state(tmp_path / "b" / "state_fp16.safetensors").parts) == {
+        "pi3",
+        "probe",
+    }
+
+
+def test_rewarm_factor_ramps_after_an_fp16_resume():
+    assert rewarm_factor(100, 100, 4) == 0.25
+    assert rewarm_factor(103, 100, 4) == 1.0
+    assert rewarm_factor(50, -(10**9), 4) == 1.0
+    assert rewarm_factor(7, 5, 0) == 1.0
+
+
+def test_object_frames_target_every_object_and_best_query_iou():
+    ds = ObjectFrameDataset({}, 800_000, 3, 64, 64, 8, 10.0, 256, 32, 2, frames_per_scene=2)
+    item = ds[0]
+    g = item["gt_masks"]
+    # Static objects are targets too (the point of this stage).
+    assert g.shape[0] >= 2 and not bool(item["is_dynamic"].all())
+    assert item["sam"].shape == (3, 256, 256) and g.shape[1:] == (32, 32)
+    # A query equal to target 0 scores 1 for it; a query of nothing scores 0.
+    logits = torch.full((3, 32, 32), -12.0)
+    logits[1][g[0] > 0.5] = 12.0
+    iou = best_query_iou(logits, g)
+    assert iou[0] == 1.0 and iou.shape == (g.shape[0],)
+    # The loss matches query 1 to target 0 and gives it ~zero mask loss.
+    out = {"mask": logits[None], "iou_pred": torch.zeros(1, 3, 1)}
+    loss, parts = object_loss(out, [g[:1]], ObjectLossWeights())
+    assert parts["matched_iou"] == 1.0 and parts["mask"] < 0.05
+
+
+def test_stage2_starts_from_stage1b_and_resumes_from_its_fp16_state(tiny_model, tmp_path):
+    from training.datasets import SyntheticDataConfig, SyntheticWindowDataset
+    from training.train import window_spec
+    from training.trainer import TrainConfig, Trainer
+
+    torch.set_num_threads(1)
+    pretrain_objects(_objects_cfg(tiny_model, tmp_path / "objects", max_steps=1))
+    objects = tmp_path / "objects" / "state_fp16.safetensors"
+
+    def cfg(out: Path, **kw) -> TrainConfig:
+        return TrainConfig(
+            model=tiny_model,
+            variant="gmos",
+            train_encoders=False,
+            init_objects=str(objects),
+            head_dropout=0.0,
+            max_steps=4,
+            batch_size=1,
+            threads=1,
+            log_every=1,
+            ckpt_every=1,
+            plot_every=100,
+            out_dir=str(out),
+            optim=OptimConfig(lr=1e-3),
+            data={"kind": "synthetic", "height": 64, "width": 64, "duration_s": 1.0},
+            **kw,
+        )
+
+    def dataset(c: TrainConfig) -> SyntheticWindowDataset:
+        d = dict(c.data)
+        d.pop("kind")
+        return SyntheticWindowDataset(SyntheticDataConfig(**d), window_spec(c))
+
+    c = cfg(tmp_path / "s2")
+    tr = Trainer(c, dataset(c))
+    st = load_fp16_state(objects)
+    head = tr.module.head.state_dict()
+    assert all(torch.equal(head[k], v.float()) for k, v in st.parts["head"].items())
+    assert all(m.p == 0.0 for m in tr.module.head.modules() if isinstance(m, torch.nn.Dropout))
+    sam_before = {k: v.clone() for k, v in tr.module.sam2.sam_model.state_dict().items()}
+    tr.cfg = dataclasses.replace(c, max_steps=2)  # interrupted after 2 of 4 steps
+    tr.fit()
+    # SAM2 from stage 1b stays frozen; the committable state holds the head only.
+    assert all(
+        torch.equal(v, sam_before[k]) for k, v in tr.module.sam2.sam_model.state_dict().items()
+    )
+    st2 = load_fp16_state(tmp_path / "s2" / "state_fp16.safetensors")
+    assert set(st2.parts) == {"head"} and st2.step == 2
+    committed = tmp_path / "gmos_stage2.safetensors"
+    shutil.copy(tmp_path / "s2" / "state_fp16.safetensors", committed)
+    c3 = cfg(tmp_path / "clone", resume_fp16=str(committed), rewarm_steps=2)
+    tr3 = Trainer(c3, dataset(c3))
+    summary = tr3.fit()
+    assert summary["step"] == 4 and tr3.rewarm_at == 2
+    with (tmp_path / "clone" / "log.csv").open() as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [3, 4]
+
+
+def test_rendering_only_some_frames_equals_the_whole_scene():
+    from gmos_core.data.synthetic import SceneConfig, generate_scene, render_layout, sample_layout
+
+    cfg = SceneConfig(height=48, width=48, num_frames=10, seed=7)
+    full = generate_scene(cfg)
+    part = render_layout(sample_layout(cfg), frames=[2, 7])
+    assert np.array_equal(part.frames, full.frames[[2, 7]])
+    assert np.array_equal(part.instance_masks, full.instance_masks[[2, 7]])
+    assert np.array_equal(part.motion_state, full.motion_state[[2, 7]])
+    assert np.array_equal(part.stamps_ns, full.stamps_ns[[2, 7]])
+    with pytest.raises(ValueError, match="frames must be indices"):
+        render_layout(sample_layout(cfg), frames=[10])
