@@ -121,7 +121,12 @@ def load_frame_model(settings: RuntimeSettings) -> FrameModel:
                 f"variant {settings.variant} runs no network (numpy/OpenCV): backend "
                 f"{settings.backend!r} does not apply, leave backend at 'torch'"
             )
-        return BaselineFrameModel(settings.variant)  # type: ignore[return-value]
+        model = BaselineFrameModel(settings.variant)
+        try:
+            model.set_precision(settings.precision)
+        except ValueError as exc:
+            raise RuntimeError_(str(exc)) from exc
+        return model  # type: ignore[return-value]
     if settings.variant not in ("gmos_s", "gmos_online"):
         raise RuntimeError_(
             "variant must be gmos_s, gmos_online, ego_residual or frame_diff, got "
