@@ -265,11 +265,11 @@ class SyntheticWindowDataset(Dataset):
         # m, NaN where no surface; camera-to-world poses, m.
         ph, pw = item["pi3"].shape[-2:]
         depth = np.stack(
-            [cv2.resize(sample.depth[j], (pw, ph), interpolation=cv2.INTER_NEAREST) for j in idx]
+            [cv2.resize(sample.depth[j], (pw, ph), interpolation=cv2.INTER_NEAREST) for j in local]
         )
         depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
         item["gt_depth_window"] = torch.from_numpy(depth.astype(np.float32))
-        item["gt_cam_to_world"] = torch.from_numpy(sample.cam_to_world[idx].astype(np.float32))
+        item["gt_cam_to_world"] = torch.from_numpy(sample.cam_to_world[local].astype(np.float32))
         item.update({"skipped": 0, "stride": stride, "key": f"seed{sample.config.seed}/t{t}"})
         return item
 
