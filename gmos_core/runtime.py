@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from gmos_core.streaming.segmenter import (
     ProposalPrediction,
     StreamingSegmenter,
 )
+
+if TYPE_CHECKING:
+    from gmos_core.propagation import PropagationFrame
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_BUNDLES = {
@@ -237,9 +240,6 @@ class PropagatorTracking:
         self._spill: Any = None
         self._proposals: Any = None
         self._history: Any = None
-        self._last_moving: dict[int, bool] = {}
-        self._last_prob: dict[int, float] = {}
-        self._last_iou: dict[int, float] = {}
 
     def _make_tracker(self, out_hw: tuple[int, int]) -> Any:
         from gmos_core.propagation import MaskIoUTracker, Sam2Tracker
@@ -292,61 +292,53 @@ class PropagatorTracking:
         # Rebuilt on the next frame: the video size may have changed (SAM2 needs it).
         self._propagator = None
         self.close()
-        self._last_moving.clear()
-        self._last_prob.clear()
-        self._last_iou.clear()
 
-    def _remember(self, frame: Any) -> tuple[np.ndarray, dict, dict, dict]:
-        moving = {o.obj_id: bool(o.moving) for o in frame.objects}
-        prob = {o.obj_id: float(o.motion_prob) for o in frame.objects}
-        iou = {o.obj_id: float(o.iou) for o in frame.objects}
-        self._last_moving, self._last_prob, self._last_iou = moving, prob, iou
-        return frame.full_instance_map, moving, prob, iou
+    def step(
+        self,
+        frame_index: int,
+        proposals: ProposalPrediction | None,
+        tracker_input: Any,
+        out_hw: tuple[int, int],
+    ) -> PropagationFrame:
+        """One propagator step (`OnlinePropagator.step`); `proposals=None` on a frame without
+        proposals (proposer stride): the tracker carries the masks and every object keeps
+        its last motion state.
 
+        Returns the propagator's own frame: `full_instance_map` is the published id map and
+        `visible_states()` the per-object records (no conversion in between).
+        """
+        from gmos_core.propagation import FrameProposals
+
+        shape = (int(out_hw[0]), int(out_hw[1]))
+        props = (
+            None
+            if proposals is None
+            else FrameProposals(proposals.masks, proposals.motion_prob, proposals.iou)
+        )
+        p = self._get(props.shape if props is not None else shape)
+        frame = p.step(frame_index, props, self._tracker_input(props, tracker_input), out_hw=shape)
+        if self.second_pass:
+            # The offline pass sees a carried frame's masks as prompt candidates and its
+            # (empty) proposals as no motion evidence.
+            store, history = self._stores()
+            store.append(props if props is not None else FrameProposals.empty(*shape))
+            history.append(frame)
+        return frame
+
+    # Legacy tuple views of `step`, kept for `training/bench.py` (propagator timing) until it
+    # moves to `step`; the runtime itself no longer uses them.
     def update(
         self, frame_index: int, proposals: ProposalPrediction, tracker_input: Any
     ) -> tuple[np.ndarray, dict[int, bool], dict[int, float], dict[int, float]]:
-        from gmos_core.propagation import FrameProposals
-
-        props = FrameProposals(proposals.masks, proposals.motion_prob, proposals.iou)
-        p = self._get(props.shape)
-        frame = p.step(frame_index, props, self._tracker_input(props, tracker_input))
-        if self.second_pass:
-            store, history = self._stores()
-            store.append(props)
-            history.append(frame)
-        return self._remember(frame)
+        """`step` with proposals, as (ids (H, W) uint16, moving, motion_prob, iou) by id."""
+        hw = proposals.masks.shape[-2:]
+        return _as_tuple(self.step(frame_index, proposals, tracker_input, hw))
 
     def carry(
         self, frame_index: int, tracker_input: Any, out_hw: tuple[int, int]
     ) -> tuple[np.ndarray, dict[int, bool], dict[int, float], dict[int, float]]:
-        """No proposals this frame (proposer stride): the tracker carries the masks and every
-        object keeps its last motion state."""
-        from gmos_core.propagation import FrameProposals, resolve_overlaps
-
-        p = self._get(tuple(out_hw))
-        tracked = p.tracker.track(frame_index, self._tracker_input(None, tracker_input))
-        shape = tuple(out_hw)
-        ids = [i for i in p.registry.ids if p.registry.slot_of(i) in tracked]
-        masks = [tracked[p.registry.slot_of(i)].mask for i in ids]
-        prio = [p.registry.num_prompts(i) for i in ids]
-        _, id_map = resolve_overlaps(ids, masks, prio, shape)
-        iou = {i: float(tracked[p.registry.slot_of(i)].iou) for i in ids}
-        moving = {i: self._last_moving.get(i, False) for i in ids}
-        prob = {i: self._last_prob.get(i, 0.0) for i in ids}
-        if self.second_pass:
-            from gmos_core.propagation import PropagationFrame, TrackedObject, mask_bbox
-
-            # The online pass's frame (what `OnlinePropagator.history` held before), so the
-            # offline pass sees the carried masks as prompts candidates, as before.
-            objs = [
-                TrackedObject(i, id_map == i, moving[i], prob[i], iou[i], mask_bbox(id_map == i))
-                for i in ids
-            ]
-            store, history = self._stores()
-            store.append(FrameProposals.empty(*shape))
-            history.append(PropagationFrame(frame_index, None, objs, id_map, id_map))
-        return id_map, moving, prob, iou
+        """`step` without proposals, as `update`'s tuple."""
+        return _as_tuple(self.step(frame_index, None, tracker_input, out_hw))
 
     def iter_offline_results(self) -> Iterator[np.ndarray]:
         """Second pass over the whole clip, frame by frame: (H, W) uint16 full id maps (MOS).
@@ -379,6 +371,18 @@ class PropagatorTracking:
     def offline_results(self) -> list[np.ndarray]:
         """`iter_offline_results` as a list (every frame's map in RAM: short clips only)."""
         return list(self.iter_offline_results())
+
+
+def _as_tuple(
+    frame: PropagationFrame,
+) -> tuple[np.ndarray, dict[int, bool], dict[int, float], dict[int, float]]:
+    objs = frame.objects
+    return (
+        frame.full_instance_map,
+        {o.obj_id: bool(o.moving) for o in objs},
+        {o.obj_id: float(o.motion_prob) for o in objs},
+        {o.obj_id: float(o.iou) for o in objs},
+    )
 
 
 def build_segmenter(

@@ -194,6 +194,34 @@ def test_addition_of_new_moving_objects():
     assert all(not f.objects for f in run_online(weak, MaskIoUTracker()))
 
 
+def test_step_without_proposals_carries_objects_and_their_motion_state():
+    """`step(idx, proposals=None)`: the tracker alone moves the objects; each keeps its last
+    motion state; records agree with the id map (bbox, area measured on the exclusive mask)."""
+    n = 4
+    a = trajectory(n, (20, 20), (0, 2), [True] * n)
+    b = trajectory(n, (44, 60), (0, -2), [True] * n)
+    props = proposals_for([a, b], n)
+    prop = OnlinePropagator(MaskIoUTracker())
+    last = None
+    for t in range(3):
+        last = prop.step(t, props[t], props[t])
+    with pytest.raises(ValueError, match="out_hw"):
+        prop.step(3, None, None)
+    carried = prop.step(3, None, None, out_hw=(H, W))
+    assert [o.obj_id for o in carried.objects] == [1, 2]
+    for o in carried.objects:
+        before = last.get(o.obj_id)
+        assert (o.moving, o.motion_prob) == (before.moving, before.motion_prob)
+        np.testing.assert_array_equal(o.mask, carried.full_instance_map == o.obj_id)
+        assert o.area == int(o.mask.sum()) > 0
+        ys, xs = np.nonzero(o.mask)
+        assert o.bbox == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+    np.testing.assert_array_equal(carried.instance_map, carried.full_instance_map)  # all moving
+    states = carried.visible_states()
+    assert [type(s).__name__ for s in states] == ["ObjectState", "ObjectState"]
+    assert [s.area for s in states] == [o.area for o in carried.objects]
+
+
 def test_reinforcement_every_5_frames_only_at_high_iou():
     n = 16
     a = trajectory(n, (30, 10), (0, 2), [True] * n)

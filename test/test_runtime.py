@@ -236,3 +236,20 @@ def test_precision_runs_the_network_under_autocast_and_refuses_what_cannot_work(
         load_frame_model(
             RuntimeSettings(**{**base, "variant": "gmos_online"}, precision="bf16", tracker="sam2")
         )
+
+
+def test_offline_pass_with_proposer_stride_spills_the_carried_frames() -> None:
+    """A carried frame has no proposals: its empty set (K = 0) must spill and read back."""
+    seg = build_segmenter(
+        settings(proposer_stride=3),
+        model=ScriptedModel(),  # type: ignore[arg-type]
+        offline=True,
+    )
+    res = run(seg, 12)
+    tr = seg.tracking
+    assert isinstance(tr, PropagatorTracking)
+    assert tr._proposals[4].num == 0 and tr._proposals[3].num == 1
+    # the carried frame's online record is the frame the segmenter published
+    np.testing.assert_array_equal(tr._history[4].full_instance_map, res[4].instance_ids)
+    full = tr.offline_results()
+    assert len(full) == 12 and all((m == 1).any() for m in full[1:])

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gmos_core.propagation import PropagationFrame, TrackedObject
 from gmos_core.streaming import (
     ForegroundPrediction,
     ProposalPrediction,
@@ -57,15 +58,20 @@ class FakeTracking:
     def reset(self) -> None:
         self.resets += 1
 
-    def update(self, frame_index: int, proposals: ProposalPrediction, tracker_input: Any):
-        self.calls.append(("update", frame_index))
-        self.last = proposals.masks[0]
-        ids = proposals.masks[0].astype(np.uint16) * 3
-        return ids, {3: True}, {3: 0.9}, {3: 0.8}
-
-    def carry(self, frame_index: int, tracker_input: Any, out_hw):
-        self.calls.append(("carry", frame_index))
-        return self.last.astype(np.uint16) * 3, {3: True}, {3: 0.9}, {3: 0.5}
+    def step(
+        self, frame_index: int, proposals: ProposalPrediction | None, tracker_input: Any, out_hw
+    ):
+        # Records "update" (proposals) / "carry" (tracker only) as the propagator would see it.
+        if proposals is not None:
+            self.calls.append(("update", frame_index))
+            self.last = proposals.masks[0]
+            iou = 0.8
+        else:
+            self.calls.append(("carry", frame_index))
+            iou = 0.5
+        obj = TrackedObject.from_mask(3, self.last, moving=True, motion_prob=0.9, iou=iou)
+        ids = self.last.astype(np.uint16) * 3
+        return PropagationFrame(frame_index, None, [obj], ids, ids)
 
 
 def frame_for(i: int, hw: tuple[int, int] = (8, 10)) -> np.ndarray:

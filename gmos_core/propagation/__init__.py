@@ -20,12 +20,20 @@ from .propagator import (
 )
 from .registry import ObjectRegistry
 from .trackers import MaskIoUTracker, Sam2Tracker, Tracker, pairwise_iou, shift_mask
-from .types import FrameProposals, PropagationFrame, TrackedObject, TrackOutput, mask_bbox
+from .types import (
+    FrameProposals,
+    ObjectState,
+    PropagationFrame,
+    TrackedObject,
+    TrackOutput,
+    mask_bbox,
+)
 
 __all__ = [
     "FrameProposals",
     "MaskIoUTracker",
     "ObjectRegistry",
+    "ObjectState",
     "OnlinePropagator",
     "PropagationFrame",
     "PropagatorConfig",

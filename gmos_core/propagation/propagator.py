@@ -27,7 +27,7 @@ from .config import PropagatorConfig
 from .registry import ObjectRegistry
 from .spill import IdMapStore
 from .trackers import Tracker, pairwise_iou
-from .types import FrameProposals, PropagationFrame, TrackedObject, TrackOutput, mask_bbox
+from .types import FrameProposals, PropagationFrame, TrackedObject, TrackOutput
 
 
 def mask_precision(a: np.ndarray, b: np.ndarray) -> float:
@@ -183,6 +183,8 @@ class OnlinePropagator:
         self.registry = ObjectRegistry(self.cfg.max_objects)
         self._hist: dict[int, _ObjHistory] = {}
         self._empty_run: dict[int, int] = {}
+        # obj_id -> (moving, motion_prob, motion_score) of its last step with proposals.
+        self._last_state: dict[int, tuple[bool, float, float]] = {}
         self.history: list[PropagationFrame] = []
 
     def reset(self) -> None:
@@ -191,24 +193,38 @@ class OnlinePropagator:
         self.registry.reset()
         self._hist.clear()
         self._empty_run.clear()
+        self._last_state.clear()
         self.history.clear()
 
     def step(
         self,
         frame_idx: int,
-        proposals: FrameProposals,
+        proposals: FrameProposals | None = None,
         tracker_input: Any = None,
         stamp_ns: int | None = None,
+        out_hw: tuple[int, int] | None = None,
     ) -> PropagationFrame:
         """Process one frame; returns its objects and id maps.
 
         Args:
             frame_idx: increasing frame index.
-            proposals: the proposer's top-k proposals for this frame, masks (K, H, W) bool.
+            proposals: the proposer's top-k proposals for this frame, masks (K, H, W) bool;
+                None on a frame without proposals (proposer stride): see `_carry`.
             tracker_input: what the tracker needs for this frame (SAM2: normalised image
-                tensor or `backbone_out`; MaskIoUTracker: candidate masks, e.g. `proposals`).
+                tensor or `backbone_out`; MaskIoUTracker: candidate masks, e.g. `proposals`,
+                or None to carry its last masks).
             stamp_ns: copied to the output.
+            out_hw: (H, W) of the id maps; required when `proposals` is None.
         """
+        if proposals is None:
+            if out_hw is None:
+                raise ValueError("a step without proposals needs out_hw=(H, W)")
+            frame = self._carry(
+                frame_idx, tracker_input, stamp_ns, (int(out_hw[0]), int(out_hw[1]))
+            )
+            if self.keep_history:
+                self.history.append(frame)
+            return frame
         cfg = self.cfg
         shape = proposals.shape
         tracked = self.tracker.track(frame_idx, tracker_input)
@@ -284,17 +300,17 @@ class OnlinePropagator:
             h.prev = (h.prev + [cur])[-2:]
             moving = bool(glob[i]) if cfg.official_compat else score > cfg.motion_gate
             objects.append(
-                TrackedObject(
-                    obj_id=oid,
-                    mask=excl[i],
+                TrackedObject.from_mask(
+                    oid,
+                    excl[i],
                     moving=moving,
                     motion_prob=cur,
                     iou=ious[i],
-                    bbox=mask_bbox(excl[i]),
                     motion_score=float(glob[i]) if cfg.official_compat else float(score),
                     num_prompts=prio[i],
                 )
             )
+        self._last_state = {o.obj_id: (o.moving, o.motion_prob, o.motion_score) for o in objects}
         self._release_lost(objects)
         mos_i = np.zeros(shape, dtype=np.uint16)
         for o in objects:
@@ -304,6 +320,41 @@ class OnlinePropagator:
         if self.keep_history:
             self.history.append(frame)
         return frame
+
+    def _carry(
+        self, frame_idx: int, tracker_input: Any, stamp_ns: int | None, shape: tuple[int, int]
+    ) -> PropagationFrame:
+        """Tracker-only step: no proposals, so nothing is matched, added or re-labelled.
+
+        The tracker propagates the live objects; overlaps are resolved as in `step`; every
+        object keeps the motion state of its last step with proposals. Lists only the objects
+        the tracker returned a mask for. Smoothing history and lost-track counters are not
+        advanced (a carried frame carries no new motion evidence).
+        """
+        tracked = self.tracker.track(frame_idx, tracker_input)
+        reg = self.registry
+        ids = [i for i in reg.ids if reg.slot_of(i) in tracked]
+        masks = [tracked[reg.slot_of(i)].mask for i in ids]
+        prio = [reg.num_prompts(i) for i in ids]
+        excl, full_map = resolve_overlaps(ids, masks, prio, shape)
+        objects = []
+        mos_i = np.zeros(shape, dtype=np.uint16)
+        for i, oid in enumerate(ids):
+            moving, prob, score = self._last_state.get(oid, (False, 0.0, 0.0))
+            objects.append(
+                TrackedObject.from_mask(
+                    oid,
+                    excl[i],
+                    moving=moving,
+                    motion_prob=prob,
+                    iou=float(tracked[reg.slot_of(oid)].iou),
+                    motion_score=score,
+                    num_prompts=prio[i],
+                )
+            )
+            if moving:
+                mos_i[excl[i]] = oid
+        return PropagationFrame(frame_idx, stamp_ns, objects, mos_i, full_map)
 
     def seed(
         self, frame_idx: int, proposals: FrameProposals, tracker_input: Any = None
@@ -527,13 +578,12 @@ def iter_offline_propagate(
             if moving[t, i]:
                 mos_i[m] = oid
             objects.append(
-                TrackedObject(
-                    obj_id=oid,
-                    mask=m,
+                TrackedObject.from_mask(
+                    oid,
+                    m,
                     moving=bool(moving[t, i]),
                     motion_prob=float(alter[t, i]),
                     iou=float(track_iou[t, i]),
-                    bbox=mask_bbox(m),
                     motion_score=float(glob[t, i])
                     if cfg.official_compat
                     else float(smoothed[t, i]),

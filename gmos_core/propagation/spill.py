@@ -46,8 +46,9 @@ class SpillFolder:
 
 
 def _pack(masks: np.ndarray) -> np.ndarray:
-    """(K, H, W) bool -> (K, ceil(H*W/8)) uint8."""
-    return np.packbits(masks.reshape(masks.shape[0], -1), axis=1)
+    """(K, H, W) bool -> (K, ceil(H*W/8)) uint8 (K may be 0: a frame without proposals)."""
+    k, h, w = masks.shape
+    return np.packbits(masks.reshape(k, h * w), axis=1)
 
 
 def _unpack(packed: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

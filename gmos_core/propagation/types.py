@@ -71,29 +71,77 @@ def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     return (int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1))
 
 
-@dataclass
-class TrackedObject:
-    """State of one tracked object on one frame.
+@dataclass(frozen=True)
+class ObjectState:
+    """One object in one frame: the one per-object record from the propagator to the message.
+
+    `OnlinePropagator.step` builds these (as `TrackedObject`s), `StreamingSegmenter` hands
+    them on in `FrameResult.objects`, and `gmos_ros.conversions` writes them into
+    `gmos_msgs/MovingObject` without recomputing anything.
 
     Attributes:
-        obj_id: persistent external id (1, 2, ...; never reused within a stream).
-        mask: (H, W) bool full track mask after overlap resolution (also when static).
-        moving: final (gated) motion state on this frame.
-        motion_prob: motion probability of the proposal that best covers the track (0 if none).
-        iou: the tracker's object IoU (SAM2: max over the multimask IoU predictions).
-        bbox: (x, y, w, h) of `mask`.
-        motion_score: the score the motion gate was applied to (smoothed in paper mode).
-        num_prompts: prompts given to this object so far (overlap priority).
+        obj_id: persistent id (>= 1) for the life of the stream; equals its value in the
+            instance map.
+        moving: gated motion state at this frame (moving in the world frame now).
+        motion_prob: motion probability in [0, 1] before gating.
+        iou: predicted mask IoU (tracker or proposer quality score).
+        bbox: (x, y, width, height) in input pixels of the object's mask; (0, 0, 0, 0) when
+            the mask is empty.
+        area: number of mask pixels.
     """
 
     obj_id: int
-    mask: np.ndarray
     moving: bool
     motion_prob: float
     iou: float
     bbox: tuple[int, int, int, int]
+    area: int
+
+
+@dataclass(frozen=True)
+class TrackedObject(ObjectState):
+    """An `ObjectState` plus what the propagator itself needs: the mask and the gate's input.
+
+    Attributes:
+        mask: (H, W) bool full track mask after overlap resolution (also when static);
+            `bbox` and `area` are measured on it.
+        motion_score: the score the motion gate was applied to (smoothed in paper mode).
+        num_prompts: prompts given to this object so far (overlap priority).
+    """
+
+    mask: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))
     motion_score: float = 0.0
     num_prompts: int = 0
+
+    @classmethod
+    def from_mask(
+        cls,
+        obj_id: int,
+        mask: np.ndarray,
+        moving: bool,
+        motion_prob: float,
+        iou: float,
+        motion_score: float = 0.0,
+        num_prompts: int = 0,
+    ) -> TrackedObject:
+        """Measure `bbox` and `area` on the (H, W) bool `mask`."""
+        return cls(
+            obj_id=obj_id,
+            moving=moving,
+            motion_prob=motion_prob,
+            iou=iou,
+            bbox=mask_bbox(mask),
+            area=int(np.count_nonzero(mask)),
+            mask=mask,
+            motion_score=motion_score,
+            num_prompts=num_prompts,
+        )
+
+    def state(self) -> ObjectState:
+        """The record without the mask (results stay light; the mask is in the id map)."""
+        return ObjectState(
+            self.obj_id, self.moving, self.motion_prob, self.iou, self.bbox, self.area
+        )
 
 
 @dataclass
@@ -126,3 +174,8 @@ class PropagationFrame:
     def moving_ids(self) -> list[int]:
         """Ids of the objects labelled moving on this frame, ascending."""
         return [o.obj_id for o in self.objects if o.moving]
+
+    def visible_states(self) -> tuple[ObjectState, ...]:
+        """The objects present in `full_instance_map` (area > 0), sorted by id, without masks:
+        what `FrameResult.objects` holds (an id that lost all its pixels is not listed)."""
+        return tuple(o.state() for o in sorted(self.objects, key=lambda o: o.obj_id) if o.area)

@@ -19,7 +19,7 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from gmos_core.models.prediction import (
     ProposalPrediction,
 )
 from gmos_core.streaming.types import FrameResult, objects_from_ids
+
+if TYPE_CHECKING:
+    from gmos_core.propagation.types import PropagationFrame
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +54,21 @@ class FrameModel(Protocol):
 
 
 class OnlineTracking(Protocol):
-    """The causal propagator as the runtime drives it (see `gmos_core.propagation`)."""
+    """The causal propagator as the runtime drives it (`gmos_core.runtime.PropagatorTracking`
+    over `gmos_core.propagation.OnlinePropagator`)."""
 
     def reset(self) -> None: ...
 
-    def update(
-        self, frame_index: int, proposals: ProposalPrediction, tracker_input: Any
-    ) -> tuple[np.ndarray, dict[int, bool], dict[int, float], dict[int, float]]:
-        """Proposals available: returns (ids (H, W) uint16, moving, motion_prob, iou) by id."""
-        ...
-
-    def carry(
-        self, frame_index: int, tracker_input: Any, out_hw: tuple[int, int]
-    ) -> tuple[np.ndarray, dict[int, bool], dict[int, float], dict[int, float]]:
-        """No proposals this frame (proposer stride): track, keep the last motion states."""
+    def step(
+        self,
+        frame_index: int,
+        proposals: ProposalPrediction | None,
+        tracker_input: Any,
+        out_hw: tuple[int, int],
+    ) -> PropagationFrame:
+        """One propagator step; `proposals=None` (proposer stride): the tracker alone carries
+        the objects, which keep their last motion states. The frame's `full_instance_map`
+        and `visible_states()` become the `FrameResult`."""
         ...
 
 
@@ -290,11 +294,16 @@ class StreamingSegmenter:
                 if not isinstance(pred, ProposalPrediction):
                     raise TypeError("mode 'gmos' needs a model that returns proposals")
                 self.stats.proposer_runs += 1
-                ids, moving, prob, iou = self.tracking.update(center.index, pred, seg)
             else:
-                ids, moving, prob, iou = self.tracking.carry(center.index, seg, hw)
-            objects = objects_from_ids(ids, moving, prob, iou)
-            result = FrameResult(center.stamp_ns, center.index, ids, objects, None)
+                pred = None  # the tracker alone carries the objects this frame
+            frame = self.tracking.step(center.index, pred, seg, hw)
+            result = FrameResult(
+                center.stamp_ns,
+                center.index,
+                frame.full_instance_map,
+                frame.visible_states(),
+                None,
+            )
         self.stats.results_out += 1
         return result
 

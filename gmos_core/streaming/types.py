@@ -6,27 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class ObjectState:
-    """One object in one frame.
-
-    Attributes:
-        obj_id: persistent id (>= 1) for the life of the stream; equals its value in the
-            instance map.
-        moving: gated motion state at this frame (moving in the world frame now).
-        motion_prob: motion probability in [0, 1] before gating.
-        iou: predicted mask IoU (tracker or proposer quality score).
-        bbox: (x, y, width, height) in input pixels of the object's mask.
-        area: number of mask pixels.
-    """
-
-    obj_id: int
-    moving: bool
-    motion_prob: float
-    iou: float
-    bbox: tuple[int, int, int, int]
-    area: int
+# The one per-object record, built by the propagator (re-exported here for the consumers of
+# results: node, CLIs).
+from gmos_core.propagation.types import ObjectState
 
 
 @dataclass(frozen=True)
@@ -62,7 +44,8 @@ def objects_from_ids(
     motion_prob: dict[int, float],
     iou: dict[int, float],
 ) -> tuple[ObjectState, ...]:
-    """Build `ObjectState`s for every id present in an (H, W) id map.
+    """Build `ObjectState`s for every id present in an (H, W) id map (Gmos-S's single
+    foreground object, tests and benchmarks; the propagator builds its own).
 
     Boxes and areas are measured on the map itself so that `objects` always agrees with
     `instance_ids` (an id that lost all its pixels to an overlap is not listed).
