@@ -46,6 +46,7 @@ from gmos_core.data.video import DataFormatError, read_frames, video_fps, write_
 from gmos_core.deploy import add_backend_arguments
 from gmos_core.models.preprocess import stride_from_fps
 from gmos_core.streaming import FrameResult
+from gmos_core.visualize import overlay_labels
 
 log = logging.getLogger("gmos-infer")
 
@@ -102,12 +103,6 @@ class IdCompactor:
                 self.map[int(k)] = len(self.map) + 1
             out[ids == k] = self.map[int(k)]
         return out
-
-
-def _overlay(frame: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    from training.demo import overlay
-
-    return overlay(frame, labels)
 
 
 def run_sequence(
@@ -175,7 +170,7 @@ def run_sequence(
             write_indexed_png(out / "mos-i_frame" / seq / name, labels)
             if online_only:
                 write_indexed_png(out / "mos_frame" / seq / name, compact_full(r.instance_ids))
-        return _overlay(frame, labels) if save_mp4 else labels
+        return overlay_labels(frame, labels) if save_mp4 else labels
 
     overlays = (write(t, frame, r) for t, frame, r in pairs())
     if save_mp4:
