@@ -12,6 +12,8 @@ pytest.importorskip("gmos_msgs.msg")
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
+from gmos_core.data.video import read_frames  # noqa: E402
+from gmos_core.models.preprocess import to_rgb_uint8  # noqa: E402
 from gmos_core.streaming import FrameResult, StreamingSegmenter, objects_from_ids  # noqa: E402
 from gmos_core.visualize import overlay_instances  # noqa: E402
 from gmos_ros.conversions import (  # noqa: E402
@@ -68,8 +70,27 @@ def test_sixteen_bit_honours_endianness(encoding, big):
     vals = RNG.integers(0, 65536, (5, 7), dtype=np.uint16)
     arr = vals.astype(">u2" if big else "<u2")
     out = image_to_rgb(_image(arr, encoding, step=7 * 2 + 2, big=big))
-    assert np.array_equal(out[..., 0], (vals >> 8).astype(np.uint8))
+    assert np.array_equal(out[..., 0], ((vals.astype(np.uint32) + 128) // 257).astype(np.uint8))
     assert np.array_equal(out[..., 0], out[..., 2])
+
+
+def test_node_and_offline_sixteen_bit_conversions_agree(tmp_path):
+    # One rule (gmos_core.bit_depth): a mono16 message (node), a 16-bit PNG message
+    # (node, CompressedImage), a 16-bit PNG file (gmos-infer's reader) and a uint16 array
+    # (gmos-infer's preprocessing) all give the same 8-bit frame.
+    vals = RNG.integers(0, 65536, (5, 7), dtype=np.uint16)
+    vals[0, :4] = [0, 128, 129, 65535]
+    node = image_to_rgb(_image(vals, "mono16"))
+    ok, png = cv2.imencode(".png", vals)
+    assert ok
+    node_png = compressed_to_rgb(CompressedImage(format="png", data=png.tobytes()))
+    (tmp_path / "seq").mkdir()
+    cv2.imwrite(str(tmp_path / "seq" / "00000.png"), vals)
+    (offline_file,) = list(read_frames(tmp_path / "seq"))
+    offline = to_rgb_uint8(vals)
+    for other in (node_png, offline_file, offline):
+        assert np.array_equal(node, other)
+    assert list(node[0, :4, 0]) == [0, 0, 1, 255]
 
 
 def test_last_row_without_padding_is_accepted():
