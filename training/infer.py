@@ -44,6 +44,7 @@ from gmos_core.compute import (
 from gmos_core.data.palette import write_indexed_png
 from gmos_core.data.video import DataFormatError, read_frames, video_fps, write_mp4
 from gmos_core.deploy import add_backend_arguments
+from gmos_core.errors import ModelSetupError
 from gmos_core.models.preprocess import stride_from_fps
 from gmos_core.streaming import FrameResult
 from gmos_core.visualize import overlay_labels
@@ -253,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `gmos-infer`; returns a process exit code."""
-    from gmos_core.runtime import RuntimeError_, RuntimeSettings, build_segmenter, load_frame_model
+    from gmos_core.runtime import RuntimeSettings, build_segmenter, load_frame_model
 
     args = build_parser().parse_args(argv)
     settings = RuntimeSettings(
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             summary.append(res.__dict__)
     except (
         InferInputError,
-        RuntimeError_,
+        ModelSetupError,
         FileNotFoundError,
         DataFormatError,
         DeviceUnavailableError,
