@@ -40,6 +40,7 @@ import torch
 from gmos_core.backends.torch_backend import TorchBackend
 from gmos_core.compute import add_threads_argument
 from gmos_core.runtime import DEFAULT_BUNDLES
+from gmos_core.variants import variant_of_head
 
 PARTS = ("pi3_encoder", "pi3_decoder", "sam2_encoder", "gmos_s_head", "gmos_head")
 # Outputs whose sign is a decision (mask logits thresholded at 0 by the paper's rule).
@@ -186,7 +187,7 @@ def stream_parity(
         variant = ""
         for dev in ("cpu", device):
             model = build_frame_model_from_bundle(bundle, device=dev).frame_model()
-            variant = "gmos_s" if model.mode == "gmos_s" else "gmos_online"
+            variant = variant_of_head(model.mode)
             runs[dev] = []
             for seq in seqs:
                 seg = build_segmenter(
