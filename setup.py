@@ -22,7 +22,7 @@ setup(
     packages=find_packages(
         include=["gmos_core", "gmos_core.*", "gmos_ros", "gmos_ros.*", "training", "training.*"]
     ),
-    package_data={"training": ["configs/*.yaml"], "gmos_core": ["assets/*"]},
+    package_data={"training": ["configs/*.yaml"], "gmos_core": ["assets/*", "configs/*.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -1,6 +1,6 @@
 """The torch modules of one Gmos model: π³ + SAM2 features + a Gmos head.
 
-`GmosModelConfig` mirrors `config/paper.yaml` / `config/micro.yaml`; `build_frame_model`
+`GmosModelConfig` mirrors `gmos_core/configs/paper.yaml` / `gmos_core/configs/micro.yaml`; `build_frame_model`
 turns one into a `GmosTorchModel` (the modules, trained or loaded from official checkpoints)
 and `GmosTorchModel.frame_model()` puts them behind the torch backend: frames always run
 through `gmos_core.backends.BackendFrameModel`, whatever the backend.
@@ -20,7 +20,10 @@ from gmos_core.models.pi3 import Pi3Encoder, load_safetensors_file
 from gmos_core.models.sam2_features import Sam2FeatureExtractor
 from gmos_core.operating_point import OperatingPoint
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+# Model configurations ship inside the package (package data), so a non-editable install
+# (`pip install .`, `colcon build` without --symlink-install) finds them; the repo-root
+# config/ holds node parameters only.
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class HeadConfig:
 
 @dataclass(frozen=True)
 class GmosModelConfig:
-    """One named configuration (`paper` or `micro`), see `config/<name>.yaml`."""
+    """One named configuration (`paper` or `micro`), see `gmos_core/configs/<name>.yaml`."""
 
     name: str = "paper"
     pi3: Pi3Config = field(default_factory=Pi3Config)
@@ -66,7 +69,7 @@ class GmosModelConfig:
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> GmosModelConfig:
-        """Load `config/<name>.yaml` or a YAML file path; unknown keys are an error."""
+        """Load `gmos_core/configs/<name>.yaml` or a YAML file path; unknown keys are an error."""
         path = Path(name_or_path)
         if not path.suffix:
             path = CONFIG_DIR / f"{name_or_path}.yaml"

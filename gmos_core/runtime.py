@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from gmos_core.errors import ModelSetupError
 from gmos_core.streaming.segmenter import (
     FrameModel,
     ProposalPrediction,
@@ -90,8 +91,7 @@ class RuntimeSettings:
     provider: str = "cpu"
 
 
-class RuntimeError_(RuntimeError):
-    """Settings that cannot be turned into a model (missing weights, bad variant)."""
+RuntimeError_ = ModelSetupError  # legacy name; raise and catch gmos_core.errors.ModelSetupError
 
 
 def load_frame_model(settings: RuntimeSettings) -> FrameModel:

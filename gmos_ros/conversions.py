@@ -9,7 +9,8 @@ anything to convert:
 - rgb8, bgr8, rgba8, bgra8, mono8;
 - 8UC1 (as mono8), 8UC3 (as bgr8: an untyped 3-channel image is OpenCV's BGR, as cv_bridge
   treats it);
-- mono16 and 16UC1, mapped to 8 bits by their high byte (value >> 8);
+- mono16 and 16UC1, mapped to 8 bits as round(v / 257), cv_bridge's scaling and the rule the
+  offline tools use (`gmos_core.bit_depth`), so node and `gmos-infer` agree;
 - yuv422 (= uyvy, byte order U Y0 V Y1) and yuv422_yuy2 (= yuyv, Y0 U Y1 V): ROS's `yuv422`
   is UYVY, not YUYV, and mixing them up gives a plausible but colour-swapped image;
 - bayer_rggb8, bayer_bggr8, bayer_gbrg8, bayer_grbg8 (the ROS name is the 2x2 pattern from
@@ -36,6 +37,8 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
+
+from gmos_core.bit_depth import uint16_to_uint8
 
 __all__ = [
     "ENCODINGS",
@@ -210,8 +213,8 @@ def raw_to_rgb(
     dtype = info.dtype.newbyteorder(">") if is_bigendian else info.dtype
     pix = np.ascontiguousarray(rows).view(dtype).reshape(height, width, info.channels)
     if info.dtype.itemsize == 2:
-        # 16-bit -> 8-bit by the high byte; astype also converts to native byte order.
-        pix = (pix >> 8).astype(np.uint8)
+        # The project's one 16-bit rule; it also converts to native byte order.
+        pix = uint16_to_uint8(pix)
     order = info.order
     code = _CV_CODES.get(order)
     if code is not None:
@@ -262,8 +265,8 @@ def compressed_to_rgb(msg: Any, warnings: list[str] | None = None) -> np.ndarray
         warnings.extend(codec_lines)
     if img is None or img.size == 0:
         raise ConversionError("decode", f"corrupt {msg.format or 'compressed'} image data")
-    if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
+    if img.dtype == np.uint16:  # 16-bit PNG
+        img = uint16_to_uint8(img)
     if img.ndim == 2:
         return np.ascontiguousarray(np.repeat(img[..., None], 3, axis=2))
     if img.shape[2] == 4:

@@ -33,6 +33,8 @@ import cv2
 import numpy as np
 import yaml
 
+from gmos_core.visualize import labelled_rows_sheet, overlay_instances, write_rgb
+
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = "/camera/image_raw"
 INFO = "/camera/camera_info"
@@ -221,27 +223,17 @@ def contact_sheet(
     path: Path,
 ) -> None:
     """Rows = times; columns = input | ground truth moving now | node overlay | dynamic mask."""
-    from gmos_ros.messages import draw_overlay
-
     times = np.linspace(2, len(stamps) - 2, 5).astype(int)
     rows = []
     for t in times:
         s = stamps[t]
-        gt = draw_overlay(frames[t], gt_now[t], set(np.unique(gt_now[t]).tolist()))
+        gt = overlay_instances(frames[t], gt_now[t], set(np.unique(gt_now[t]).tolist()))
         ov = outputs[f"{NS}/overlay"].get(s)
         node_ov = _rgb(ov) if ov is not None else np.zeros_like(frames[t])
         dyn = _rgb(outputs[f"{NS}/dynamic_mask"][s])
-        row = np.concatenate([frames[t], gt, node_ov, dyn], axis=1)
-        row = cv2.resize(row, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
-        cv2.putText(row, f"t={t}", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
-        rows.append(row)
-    header = np.zeros((24, rows[0].shape[1], 3), np.uint8)
-    w = rows[0].shape[1] // 4
-    for i, title in enumerate(("input", "GT moving now", "gmos_node ~/overlay", "~/dynamic_mask")):
-        cv2.putText(header, title, (i * w + 4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255,) * 3, 1)
-    sheet = np.concatenate([header, *rows], axis=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+        rows.append([frames[t], gt, node_ov, dyn])
+    titles = ("input", "GT moving now", "gmos_node ~/overlay", "~/dynamic_mask")
+    write_rgb(path, labelled_rows_sheet(rows, [f"t={t}" for t in times], titles))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,13 +11,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 from gmos_msgs.msg import MovingObject, MovingObjectArray
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from gmos_core.data.palette import davis_palette
 from gmos_core.streaming import FrameResult, StreamingSegmenter
 from gmos_ros.conversions import numpy_to_image_fields
 from gmos_ros.scaling import downscale, model_size, upscale_result
@@ -26,15 +24,14 @@ __all__ = [
     "HeaderedStream",
     "StampedResult",
     "copy_header",
-    "draw_overlay",
     "make_image",
     "objects_msg",
     "restamp_camera_info",
+    "ResultMasks",
+    "result_masks",
     "result_messages",
     "stamp_to_ns",
 ]
-
-_PALETTE = davis_palette()
 
 
 def stamp_to_ns(header: Any) -> int:
@@ -105,33 +102,43 @@ def capped_ids(result: FrameResult, max_objects: int) -> np.ndarray:
     return np.where(np.isin(ids, keep), ids, 0).astype(np.uint16)
 
 
-def draw_overlay(frame_rgb: np.ndarray, ids: np.ndarray, moving_ids: set[int]) -> np.ndarray:
-    """(H, W, 3) uint8: moving objects filled in their palette colour, static ones outlined."""
-    img = frame_rgb.copy()
-    for k in np.unique(ids):
-        if k == 0:
-            continue
-        mask = ids == k
-        colour = _PALETTE[1 + (int(k) - 1) % 254]
-        if int(k) in moving_ids:
-            img[mask] = (0.45 * img[mask] + 0.55 * colour).astype(np.uint8)
-        contours, _ = cv2.findContours(
-            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-        )
-        cv2.drawContours(img, contours, -1, tuple(int(c) for c in colour), 1)
-    return img
+@dataclass(frozen=True)
+class ResultMasks:
+    """The arrays a result's messages are encoded from (and the overlay is drawn from).
+
+    Attributes:
+        ids: (H, W) uint16 instance map, capped like `objects_msg` (see `capped_ids`).
+        dynamic: (H, W) uint8, 255 where a moving object is, else 0.
+        moving_ids: ids of the listed objects that move at this frame.
+    """
+
+    ids: np.ndarray
+    dynamic: np.ndarray
+    moving_ids: frozenset[int]
 
 
-def result_messages(
-    result: FrameResult, header: Any, max_objects: int = 0
-) -> tuple[Image, Image, MovingObjectArray]:
-    """(instance_mask mono16, dynamic_mask mono8 0/255, objects) for one result."""
+def result_masks(result: FrameResult, max_objects: int = 0) -> ResultMasks:
+    """The instance and dynamic masks of one result, as arrays (nothing encoded yet)."""
     ids = capped_ids(result, max_objects)
     moving = [o.obj_id for o in _kept_objects(result, max_objects) if o.moving]
     dyn = np.isin(ids, np.asarray(moving, np.uint16)) if moving else np.zeros(ids.shape, bool)
+    return ResultMasks(
+        ids.astype(np.uint16), dyn.astype(np.uint8) * 255, frozenset(int(k) for k in moving)
+    )
+
+
+def result_messages(
+    result: FrameResult, header: Any, max_objects: int = 0, masks: ResultMasks | None = None
+) -> tuple[Image, Image, MovingObjectArray]:
+    """(instance_mask mono16, dynamic_mask mono8 0/255, objects) for one result.
+
+    `masks` (from `result_masks` of the same result and `max_objects`) saves recomputing
+    them when the caller also draws from them.
+    """
+    m = masks if masks is not None else result_masks(result, max_objects)
     return (
-        make_image(ids.astype(np.uint16), "mono16", header),
-        make_image(dyn.astype(np.uint8) * 255, "mono8", header),
+        make_image(m.ids, "mono16", header),
+        make_image(m.dynamic, "mono8", header),
         objects_msg(result, header, max_objects),
     )
 

@@ -48,6 +48,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from gmos_core.deploy import BackendPlan, plan_backend
 from gmos_core.runtime import DEFAULT_BUNDLES, RuntimeSettings, build_segmenter, load_frame_model
 from gmos_core.streaming import FrameModel, StreamError
+from gmos_core.visualize import overlay_instances
 from gmos_ros.conversions import ConversionError, compressed_to_rgb, image_to_rgb
 from gmos_ros.diagnostics import (
     CameraCounters,
@@ -60,9 +61,9 @@ from gmos_ros.health import HealthThresholds, WindowStats
 from gmos_ros.messages import (
     HeaderedStream,
     StampedResult,
-    draw_overlay,
     make_image,
     restamp_camera_info,
+    result_masks,
     result_messages,
     stamp_to_ns,
 )
@@ -447,7 +448,11 @@ class GmosNode(LifecycleNode):
     def _publish(self, cam: _Camera, results: list[StampedResult]) -> None:
         assert self.params is not None
         for item in results:
-            inst, dyn, objs = result_messages(item.result, item.header, self.params.max_objects)
+            # Arrays first: the overlay is drawn from them, the messages encode them once.
+            masks = result_masks(item.result, self.params.max_objects)
+            inst, dyn, objs = result_messages(
+                item.result, item.header, self.params.max_objects, masks=masks
+            )
             # Fills objs' 3-D fields; the masks may be re-encoded (dilation, 32SC1) for SLAM.
             inst_out, dyn_out, extra = self.geometry.process(cam, item, inst, dyn, objs)
             outs: list[tuple[Publisher | None, Any]] = [
@@ -462,10 +467,8 @@ class GmosNode(LifecycleNode):
                     outs.append((cam.pub_info, restamp_camera_info(info, item.header)))
             ov = cam.pub_overlay if self.params.publish_overlay else None  # live parameter
             if ov is not None and item.frame is not None and ov.get_subscription_count() > 0:
-                moving = {o.id for o in objs.objects if o.moving}
-                ids = np.frombuffer(inst.data, np.uint16).reshape(inst.height, inst.width)
-                outs.append((ov, make_image(draw_overlay(item.frame, ids, moving), "rgb8",
-                                            item.header)))  # fmt: skip
+                drawn = overlay_instances(item.frame, masks.ids, set(masks.moving_ids))
+                outs.append((ov, make_image(drawn, "rgb8", item.header)))
             for pub, msg in outs:
                 if pub is None:
                     continue

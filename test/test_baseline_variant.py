@@ -7,7 +7,8 @@ import pytest
 
 from gmos_core.baseline_model import BaselineFrameModel
 from gmos_core.data.synthetic import SceneConfig, generate_scene
-from gmos_core.runtime import RuntimeError_, RuntimeSettings, build_segmenter, load_frame_model
+from gmos_core.errors import ModelSetupError
+from gmos_core.runtime import RuntimeSettings, build_segmenter, load_frame_model
 from gmos_core.streaming import FrameResult
 
 
@@ -49,9 +50,9 @@ def test_variant_streams_tracked_moving_objects(scene, variant):
 
 
 def test_variant_errors():
-    with pytest.raises(RuntimeError_, match="fp32"):
+    with pytest.raises(ModelSetupError, match="fp32"):
         load_frame_model(RuntimeSettings(variant="ego_residual", precision="bf16"))
-    with pytest.raises(RuntimeError_, match="mask_iou"):
+    with pytest.raises(ModelSetupError, match="mask_iou"):
         load_frame_model(RuntimeSettings(variant="frame_diff", tracker="sam2"))
     with pytest.raises(ValueError, match="ego_residual"):
         BaselineFrameModel("optical_flow")

@@ -54,7 +54,7 @@ def test_cli_writes_json_and_plot_and_streams_a_bundle_identically(tmp_path, tin
             "--precisions",
             "fp32",
             "--bundles",
-            str(gpu_check.DEFAULT_BUNDLES[0]),
+            str(gpu_check.DEFAULT_BUNDLES["gmos_s"]),
             "--clips",
             "1",
             "--out",

@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from gmos_core.models.checkpoints import CheckpointError
 from gmos_core.models.pi3 import (
     IGNORED_HEAD_PREFIXES,
-    CheckpointError,
     Pi3Decoder,
     Pi3Encoder,
     load_safetensors_file,

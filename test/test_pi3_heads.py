@@ -19,8 +19,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from gmos_core.models.checkpoints import CheckpointError
 from gmos_core.models.layers import rope2d_cos_sin
-from gmos_core.models.pi3 import IGNORED_HEAD_PREFIXES, CheckpointError, Pi3Encoder, pi3_positions
+from gmos_core.models.pi3 import IGNORED_HEAD_PREFIXES, Pi3Encoder, pi3_positions
 from gmos_core.models.pi3_heads import run_heads, svd_orthogonalize
 from gmos_core.models.weight_fill import fill_module_, keep_pi3_buffers
 

@@ -12,7 +12,10 @@ pytest.importorskip("gmos_msgs.msg")
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
+from gmos_core.data.video import read_frames  # noqa: E402
+from gmos_core.models.preprocess import to_rgb_uint8  # noqa: E402
 from gmos_core.streaming import FrameResult, StreamingSegmenter, objects_from_ids  # noqa: E402
+from gmos_core.visualize import overlay_instances  # noqa: E402
 from gmos_ros.conversions import (  # noqa: E402
     ConversionError,
     compressed_to_rgb,
@@ -21,8 +24,8 @@ from gmos_ros.conversions import (  # noqa: E402
 )
 from gmos_ros.messages import (  # noqa: E402
     HeaderedStream,
-    draw_overlay,
     restamp_camera_info,
+    result_masks,
     result_messages,
     stamp_to_ns,
 )
@@ -67,8 +70,27 @@ def test_sixteen_bit_honours_endianness(encoding, big):
     vals = RNG.integers(0, 65536, (5, 7), dtype=np.uint16)
     arr = vals.astype(">u2" if big else "<u2")
     out = image_to_rgb(_image(arr, encoding, step=7 * 2 + 2, big=big))
-    assert np.array_equal(out[..., 0], (vals >> 8).astype(np.uint8))
+    assert np.array_equal(out[..., 0], ((vals.astype(np.uint32) + 128) // 257).astype(np.uint8))
     assert np.array_equal(out[..., 0], out[..., 2])
+
+
+def test_node_and_offline_sixteen_bit_conversions_agree(tmp_path):
+    # One rule (gmos_core.bit_depth): a mono16 message (node), a 16-bit PNG message
+    # (node, CompressedImage), a 16-bit PNG file (gmos-infer's reader) and a uint16 array
+    # (gmos-infer's preprocessing) all give the same 8-bit frame.
+    vals = RNG.integers(0, 65536, (5, 7), dtype=np.uint16)
+    vals[0, :4] = [0, 128, 129, 65535]
+    node = image_to_rgb(_image(vals, "mono16"))
+    ok, png = cv2.imencode(".png", vals)
+    assert ok
+    node_png = compressed_to_rgb(CompressedImage(format="png", data=png.tobytes()))
+    (tmp_path / "seq").mkdir()
+    cv2.imwrite(str(tmp_path / "seq" / "00000.png"), vals)
+    (offline_file,) = list(read_frames(tmp_path / "seq"))
+    offline = to_rgb_uint8(vals)
+    for other in (node_png, offline_file, offline):
+        assert np.array_equal(node, other)
+    assert list(node[0, :4, 0]) == [0, 0, 1, 255]
 
 
 def test_last_row_without_padding_is_accepted():
@@ -168,9 +190,28 @@ def test_result_messages_copy_header_and_agree():
     assert set(np.unique(np.frombuffer(inst1.data, np.uint16))) == {0, 3}
 
 
+@pytest.mark.parametrize("max_objects", [0, 1])
+def test_overlay_from_arrays_matches_overlay_from_decoded_messages(max_objects):
+    # The node draws from `result_masks` and encodes once; drawing from the decoded
+    # messages (what it did before) must give the same picture.
+    frame = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    result, header = _result(9), _header(9)
+    masks = result_masks(result, max_objects)
+    inst, dyn, objs = result_messages(result, header, max_objects, masks=masks)
+    ids = np.frombuffer(inst.data, np.uint16).reshape(6, 8)
+    moving = {o.id for o in objs.objects if o.moving}
+    assert np.array_equal(masks.ids, ids) and masks.moving_ids == moving
+    assert np.array_equal(masks.dynamic, np.frombuffer(dyn.data, np.uint8).reshape(6, 8))
+    assert inst.data == result_messages(result, header, max_objects)[0].data
+    assert np.array_equal(
+        overlay_instances(frame, masks.ids, set(masks.moving_ids)),
+        overlay_instances(frame, ids, moving),
+    )
+
+
 def test_overlay_and_camera_info_restamp():
     frame = np.zeros((6, 8, 3), np.uint8)
-    ov = draw_overlay(frame, _result(0).instance_ids, {3})
+    ov = overlay_instances(frame, _result(0).instance_ids, {3})
     assert ov.shape == (6, 8, 3) and ov[2, 3].any() and not ov[0, 7].any()
     info = CameraInfo(header=_header(1, "x"), height=6, width=8)
     info.k = [1.0] * 9

@@ -110,7 +110,8 @@ def test_untyped_encodings_match_opencv(encoding):
         expected = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
     else:
         arr = RNG.integers(0, 65536, (6, 9), dtype=np.uint16)
-        expected = cv2.cvtColor((arr >> 8).astype(np.uint8), cv2.COLOR_GRAY2RGB)
+        # cv_bridge's 16 -> 8 bit scaling: convertTo(CV_8U, 255. / 65535.).
+        expected = cv2.cvtColor(cv2.convertScaleAbs(arr, alpha=255.0 / 65535.0), cv2.COLOR_GRAY2RGB)
     out = raw_to_rgb(arr.tobytes(), 6, 9, encoding, arr[0].nbytes)
     assert np.array_equal(out, expected)
 

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gmos_core.errors import ModelSetupError
 from gmos_core.runtime import (
     PropagatorTracking,
-    RuntimeError_,
     RuntimeSettings,
     build_segmenter,
     load_frame_model,
@@ -143,9 +143,9 @@ def test_missing_weights_is_a_clear_error(tmp_path, monkeypatch) -> None:
     import gmos_core.runtime as rt
 
     monkeypatch.setattr(rt, "DEFAULT_BUNDLES", {k: tmp_path / "none" for k in rt.DEFAULT_BUNDLES})
-    with pytest.raises(RuntimeError_, match="no weights"):
+    with pytest.raises(ModelSetupError, match="no weights"):
         load_frame_model(RuntimeSettings(variant="gmos_s"))
-    with pytest.raises(RuntimeError_, match="variant"):
+    with pytest.raises(ModelSetupError, match="variant"):
         load_frame_model(RuntimeSettings(variant="other"))  # type: ignore[arg-type]
 
 
@@ -205,7 +205,8 @@ def test_precision_runs_the_network_under_autocast_and_refuses_what_cannot_work(
     with the SAM2 tracker are refused by name."""
     import torch
 
-    from gmos_core.runtime import RuntimeError_, RuntimeSettings, load_frame_model
+    from gmos_core.errors import ModelSetupError
+    from gmos_core.runtime import RuntimeSettings, load_frame_model
 
     frames = [np.random.default_rng(i).integers(0, 255, (40, 48, 3), np.uint8) for i in range(5)]
     out = {}
@@ -228,11 +229,11 @@ def test_precision_runs_the_network_under_autocast_and_refuses_what_cannot_work(
     diff = float(np.abs(out["bf16"] - out["fp32"]).max())
     assert 0.0 < diff < 0.1 * (1.0 + float(np.abs(out["fp32"]).max()))
     base = dict(variant="gmos_s", model_config=tiny_model, allow_random_weights=True)
-    with pytest.raises(RuntimeError_, match="fp16.*CUDA"):
+    with pytest.raises(ModelSetupError, match="fp16.*CUDA"):
         load_frame_model(RuntimeSettings(**base, precision="fp16"))
-    with pytest.raises(RuntimeError_, match="precision 'int4'"):
+    with pytest.raises(ModelSetupError, match="precision 'int4'"):
         load_frame_model(RuntimeSettings(**base, precision="int4"))
-    with pytest.raises(RuntimeError_, match="SAM2 tracker needs fp32"):
+    with pytest.raises(ModelSetupError, match="SAM2 tracker needs fp32"):
         load_frame_model(
             RuntimeSettings(**{**base, "variant": "gmos_online"}, precision="bf16", tracker="sam2")
         )

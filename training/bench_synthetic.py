@@ -20,92 +20,11 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from gmos_core.data.synthetic import SceneConfig, SceneSample, StageTimes, generate_scene
-
-_MOVING = np.array([255, 40, 40], np.float32)
-_RESTING = np.array([255, 220, 0], np.float32)
-_STATIC = np.array([0, 220, 255], np.float32)
-
-
-def overlay_frame(sample: SceneSample, t: int, alpha: float = 0.45) -> np.ndarray:
-    """Frame t with instance masks tinted by motion class and outlined.
-
-    Args:
-        sample: the scene.
-        t: frame index.
-        alpha: tint opacity in [0, 1].
-
-    Returns:
-        (H, W, 3) uint8 RGB.
-    """
-    img = sample.frames[t].astype(np.float32)
-    ids = sample.instance_masks[t]
-    for k in range(sample.num_objects):
-        m = ids == k + 1
-        if not m.any():
-            continue
-        if sample.object_is_dynamic[k]:
-            colour = _MOVING if sample.motion_state[t, k] else _RESTING
-        else:
-            colour = _STATIC
-        img[m] = (1 - alpha) * img[m] + alpha * colour
-        # Outline: mask minus its erosion, so touching objects stay distinguishable.
-        mu8 = m.astype(np.uint8)
-        edge = (mu8 - cv2.erode(mu8, np.ones((3, 3), np.uint8))).astype(bool)
-        img[edge] = colour
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def motion_strip(sample: SceneSample, width: int, row_h: int = 6) -> np.ndarray:
-    """(K * row_h, width, 3) uint8 image of the motion-state matrix, time along x."""
-    k_obj, t_len = sample.num_objects, sample.num_frames
-    if k_obj == 0:
-        return np.full((row_h, width, 3), 40, np.uint8)
-    mat = np.where(sample.motion_state.T[..., None], 255, 60).astype(np.uint8)  # (K, T, 1)
-    mat = np.repeat(mat, 3, axis=2)
-    mat[~sample.object_is_dynamic, :, :] = (30, 60, 80)  # static rows: dark cyan
-    strip = cv2.resize(mat, (width, k_obj * row_h), interpolation=cv2.INTER_NEAREST)
-    strip[:, : max(2, width // t_len // 3)][np.repeat(sample.object_is_dynamic, row_h)] = (
-        _MOVING.astype(np.uint8)
-    )
-    strip[::row_h] = 0  # thin separators between objects
-    return strip
-
-
-def contact_sheet(samples: list[SceneSample], num_cols: int = 6, scale: int = 2) -> np.ndarray:
-    """Rows of evenly spaced overlaid frames, one row + motion strip per scene.
-
-    Returns:
-        (H_sheet, W_sheet, 3) uint8 RGB.
-    """
-    rows = []
-    for s in samples:
-        idx = np.linspace(0, s.num_frames - 1, num_cols).round().astype(int)
-        tiles = []
-        for t in idx:
-            tile = overlay_frame(s, int(t))
-            tile = cv2.resize(tile, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-            cv2.putText(tile, f"t={t}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255))
-            tiles.append(np.pad(tile, ((2, 2), (2, 2), (0, 0))))
-        row = np.concatenate(tiles, axis=1)
-        title = np.zeros((16, row.shape[1], 3), np.uint8)
-        n_dyn = int(s.object_is_dynamic.sum())
-        text = (
-            f"seed {s.config.seed}  kind={s.scene_kind}  objects={s.num_objects} "
-            f"dynamic={n_dyn}  (red moving / yellow resting / cyan static)"
-        )
-        cv2.putText(title, text, (4, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255))
-        rows += [
-            title,
-            row,
-            motion_strip(s, row.shape[1]),
-            np.zeros((6, row.shape[1], 3), np.uint8),
-        ]
-    return np.concatenate(rows, axis=0)
+from gmos_core.data.synthetic import SceneConfig, StageTimes, generate_scene
+from gmos_core.visualize import scene_sheet, write_rgb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,9 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         dataclasses.replace(base, seed=args.seed + 1, scene_kind="static"),
         dataclasses.replace(base, seed=args.seed + 2, scene_kind="hard_parallax"),
     ] + [base.with_seed(args.seed + 3 + i) for i in range(max(0, args.sheet_scenes - 3))]
-    sheet = contact_sheet([generate_scene(c) for c in sheet_cfgs[: args.sheet_scenes]])
-    sheet_path = args.out / "contact_sheet.png"
-    cv2.imwrite(str(sheet_path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    sheet = scene_sheet([generate_scene(c) for c in sheet_cfgs[: args.sheet_scenes]])
+    sheet_path = write_rgb(args.out / "contact_sheet.png", sheet)
     result["contact_sheet"] = str(sheet_path)
     print(json.dumps(result, indent=2))
     return 0

@@ -21,19 +21,15 @@ import json
 import time
 from pathlib import Path
 
-import cv2
-import matplotlib
+import numpy as np
+from tqdm import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from gmos_core.baselines import EgoMotionResidualBaseline  # noqa: E402
-from gmos_core.data.palette import davis_palette, write_indexed_png  # noqa: E402
-from gmos_core.data.synthetic import SceneConfig, SceneSample, generate_scene  # noqa: E402
-from gmos_core.data.synthetic_writers import write_davis_style  # noqa: E402
-from gmos_core.models.preprocess import stride_from_fps, window_indices  # noqa: E402
+from gmos_core.baselines import EgoMotionResidualBaseline
+from gmos_core.data.palette import write_indexed_png
+from gmos_core.data.synthetic import SceneConfig, SceneSample, generate_scene
+from gmos_core.data.synthetic_writers import write_davis_style
+from gmos_core.models.preprocess import stride_from_fps, window_indices
+from gmos_core.visualize import prediction_sheet
 
 
 def demo_scenes(num_scenes: int, seed: int) -> list[SceneSample]:
@@ -55,53 +51,6 @@ def run_baseline(sample: SceneSample, baseline: EgoMotionResidualBaseline) -> np
         idx = window_indices(t, sample.num_frames, stride)
         out[t] = baseline.segment(sample.frames[idx], center=len(idx) // 2)
     return out
-
-
-def overlay(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """(H, W, 3) uint8 frame with label colours blended in and label contours drawn."""
-    pal = davis_palette()
-    img = frame.astype(np.float32)
-    fg = labels > 0
-    img[fg] = (1 - alpha) * img[fg] + alpha * pal[labels[fg]].astype(np.float32)
-    img = img.astype(np.uint8)
-    for k in np.unique(labels):
-        if k == 0:
-            continue
-        cs, _ = cv2.findContours((labels == k).astype(np.uint8), cv2.RETR_EXTERNAL, 1)
-        cv2.drawContours(img, cs, -1, tuple(int(c) for c in pal[k]), 1)
-    return img
-
-
-def contact_sheet(
-    samples: list[SceneSample], preds: list[np.ndarray], names: list[str], path: Path
-) -> None:
-    """Rows = scenes; columns = frames at 4 times: RGB+GT moving-now | RGB+prediction."""
-    times = [3, 9, 15, 21]
-    fig, axes = plt.subplots(
-        len(samples), 2 * len(times), figsize=(2 * len(times) * 1.6, 1.8 * len(samples))
-    )
-    axes = np.atleast_2d(axes)
-    for r, (s, p, name) in enumerate(zip(samples, preds, names)):
-        mos = s.mos_i_labels()
-        for c, t in enumerate(times):
-            t = min(t, s.num_frames - 1)
-            lab = mos.labels[t]
-            gt = np.zeros_like(lab)
-            for k, ivs in mos.intervals.items():
-                if any(a <= t <= b for a, b in ivs):
-                    gt[lab == k] = k
-            for j, (lab, title) in enumerate(((gt, "GT moving now"), (p[t], "baseline"))):
-                ax = axes[r, 2 * c + j]
-                ax.imshow(overlay(s.frames[t], lab.astype(np.uint8)))
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if r == 0:
-                    ax.set_title(f"t={t} {title}", fontsize=7)
-        axes[r, 0].set_ylabel(f"{name}\n{s.scene_kind}", fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     if rc != 0:
         return rc
-    contact_sheet(samples, preds, names, args.out / "contact_sheet.png")
+    prediction_sheet(samples, preds, names, args.out / "contact_sheet.png")
     summary = json.loads((args.out / "eval" / "results.json").read_text())
     print(json.dumps({"demo_seconds": round(time.perf_counter() - t0, 1), **summary}, indent=1))
     print(f"contact sheet: {args.out / 'contact_sheet.png'}")

@@ -39,9 +39,9 @@ import torch
 
 from gmos_core.backends.torch_backend import TorchBackend
 from gmos_core.compute import add_threads_argument
+from gmos_core.runtime import DEFAULT_BUNDLES
+from gmos_core.variants import variant_of_head
 
-ASSETS = Path(__file__).resolve().parents[1] / "gmos_core" / "assets"
-DEFAULT_BUNDLES = (ASSETS / "micro_gmos_s.safetensors", ASSETS / "micro_gmos.safetensors")
 PARTS = ("pi3_encoder", "pi3_decoder", "sam2_encoder", "gmos_s_head", "gmos_head")
 # Outputs whose sign is a decision (mask logits thresholded at 0 by the paper's rule).
 DECISION_OUTPUTS = {("gmos_s_head", "fg_mask"), ("gmos_head", "mask")}
@@ -187,7 +187,7 @@ def stream_parity(
         variant = ""
         for dev in ("cpu", device):
             model = build_frame_model_from_bundle(bundle, device=dev).frame_model()
-            variant = "gmos_s" if model.mode == "gmos_s" else "gmos_online"
+            variant = variant_of_head(model.mode)
             runs[dev] = []
             for seq in seqs:
                 seg = build_segmenter(
@@ -281,7 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
-        "--bundles", nargs="*", type=Path, default=list(DEFAULT_BUNDLES), help="trained bundles"
+        "--bundles",
+        nargs="*",
+        type=Path,
+        default=[DEFAULT_BUNDLES["gmos_s"], DEFAULT_BUNDLES["gmos_online"]],
+        help="trained bundles (default: the shipped micro bundles)",
     )
     ap.add_argument("--clips", type=int, default=2, help="held-out clips per bundle")
     ap.add_argument("--skip-parity", action="store_true")

@@ -44,8 +44,11 @@ from gmos_core.compute import (
 from gmos_core.data.palette import write_indexed_png
 from gmos_core.data.video import DataFormatError, read_frames, video_fps, write_mp4
 from gmos_core.deploy import add_backend_arguments
+from gmos_core.errors import ModelSetupError
 from gmos_core.models.preprocess import stride_from_fps
 from gmos_core.streaming import FrameResult
+from gmos_core.variants import parse_variant
+from gmos_core.visualize import overlay_labels
 
 log = logging.getLogger("gmos-infer")
 
@@ -104,17 +107,11 @@ class IdCompactor:
         return out
 
 
-def _overlay(frame: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    from training.demo import overlay
-
-    return overlay(frame, labels)
-
-
 def run_sequence(
     segmenter_factory: object,
     path: Path,
     out: Path,
-    model_kind: str,
+    variant: str,
     fps: float | None,
     stride: int | None,
     save_mp4: bool = True,
@@ -163,7 +160,7 @@ def run_sequence(
     def write(t: int, frame: np.ndarray, r: FrameResult) -> np.ndarray:
         """Write frame t's PNGs; returns its overlay."""
         name = f"{t:05d}.png"
-        if model_kind == "gmos-s":
+        if variant == "gmos_s":
             assert r.fg_prob is not None
             prob8 = np.clip(np.round(r.fg_prob * 255), 0, 255).astype(np.uint8)
             _write_gray(out / "prob" / seq / name, prob8)
@@ -175,7 +172,7 @@ def run_sequence(
             write_indexed_png(out / "mos-i_frame" / seq / name, labels)
             if online_only:
                 write_indexed_png(out / "mos_frame" / seq / name, compact_full(r.instance_ids))
-        return _overlay(frame, labels) if save_mp4 else labels
+        return overlay_labels(frame, labels) if save_mp4 else labels
 
     overlays = (write(t, frame, r) for t, frame, r in pairs())
     if save_mp4:
@@ -191,7 +188,7 @@ def run_sequence(
         raise InferInputError(f"{seq}: no frames")
     if counts["results"] != counts["frames"]:
         raise RuntimeError(f"{seq}: {counts['results']} results for {counts['frames']} frames")
-    if model_kind == "gmos" and not online_only:
+    if variant == "gmos_online" and not online_only:
         _write_mos_frames(segmenter, out / "mos_frame" / seq)
     return SequenceOutput(seq, counts["frames"], time.perf_counter() - t0, len(compact.map))
 
@@ -213,7 +210,12 @@ def _write_mos_frames(segmenter: object, folder: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gmos-infer", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, choices=("gmos", "gmos-s"))
+    p.add_argument(
+        "--model",
+        required=True,
+        choices=("gmos", "gmos-s", "gmos_online", "gmos_s"),
+        help="gmos (= gmos_online) or gmos-s (= gmos_s); see gmos_core.variants",
+    )
     p.add_argument("--input", required=True, nargs="+", type=Path, help="videos or image dirs")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--fps", type=float, default=None, help="frame rate of image folders")
@@ -258,11 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `gmos-infer`; returns a process exit code."""
-    from gmos_core.runtime import RuntimeError_, RuntimeSettings, build_segmenter, load_frame_model
+    from gmos_core.runtime import RuntimeSettings, build_segmenter, load_frame_model
 
     args = build_parser().parse_args(argv)
+    variant = parse_variant(args.model)  # legacy CLI spellings end here
     settings = RuntimeSettings(
-        variant="gmos_s" if args.model == "gmos-s" else "gmos_online",
+        variant=variant,
         model_config=args.config,
         bundle=args.bundle,
         pi3_checkpoint=args.pi3_ckpt,
@@ -294,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             return build_segmenter(
                 settings,
                 model=model,
-                offline=args.model == "gmos",
+                offline=variant == "gmos_online",
                 second_pass=not args.online_only,
                 spill_dir=args.spill_dir,
             )
@@ -305,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                 factory,
                 p,
                 args.out,
-                args.model,
+                variant,
                 args.fps,
                 args.stride,
                 not args.no_mp4,
@@ -314,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             summary.append(res.__dict__)
     except (
         InferInputError,
-        RuntimeError_,
+        ModelSetupError,
         FileNotFoundError,
         DataFormatError,
         DeviceUnavailableError,

@@ -97,7 +97,7 @@ class ObjectPretrainConfig:
     """One object-pretraining run (`training/configs/objects_micro.yaml`).
 
     Attributes:
-        model: model config name or path (`config/<name>.yaml`): SAM2 and head sizes.
+        model: model config name or path (`gmos_core/configs/<name>.yaml`): SAM2 and head sizes.
         max_steps: TOTAL optimiser steps of the schedule (over all resumptions).
         max_minutes: wall-clock budget of THIS run; it saves and stops when spent (0 = none).
         batch_size: frames per step, each from its own scene.

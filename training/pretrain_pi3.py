@@ -78,7 +78,7 @@ class Pi3PretrainConfig:
     """One π³ motion-pretraining run (`training/configs/pi3_micro.yaml`).
 
     Attributes:
-        model: model config name (`config/<name>.yaml`); only its ``pi3`` section is used.
+        model: model config name (`gmos_core/configs/<name>.yaml`); only its ``pi3`` section is used.
         max_steps: optimiser steps (the cosine schedule's length).
         max_minutes: wall-clock budget; the run saves and stops when it is spent (0 = none).
         batch_size: windows per step (each gives N supervised frames).

@@ -94,7 +94,7 @@ class TrainConfig:
     """One training run (see `training/configs/*.yaml`).
 
     Attributes:
-        model: model config name (`config/<name>.yaml`) or path.
+        model: model config name (`gmos_core/configs/<name>.yaml`) or path.
         variant: ``gmos_s`` or ``gmos``.
         train_encoders: train π³ and SAM2 with the head (micro) or keep them frozen (paper).
         train_pi3: override for π³ alone (None = follow `train_encoders`); the micro recipe

@@ -43,12 +43,15 @@ _GMOS_S_ONLY_PREFIXES = ("fg_upscaling.", "fg_out.")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file cannot be used: wrong type, corrupt, wrong model, or mismatching keys."""
+    """A checkpoint file or state dict cannot be used: wrong type, corrupt, wrong model, or
+    mismatching keys or shapes (the message names the problem). The one checkpoint error of
+    every loader (Gmos, SAM2, Pi3)."""
 
 
 @dataclass
 class LoadReport:
-    """What happened while loading a checkpoint into a model.
+    """What happened while loading a Gmos / SAM2 checkpoint into a model (Pi3's encoder loader
+    reports with `gmos_core.models.pi3.Pi3LoadReport`).
 
     Attributes:
         missing: model keys absent from the checkpoint that were tolerated (non-parameter buffers;

@@ -30,16 +30,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gmos_core.models.checkpoints import CheckpointError
 from gmos_core.models.layers import Block, PatchEmbed, rope2d_cos_sin
 from gmos_core.models.pi3_heads import Pi3Geometry, Pi3Heads, build_heads, run_heads
 
 __all__ = [
     "IGNORED_HEAD_PREFIXES",
-    "CheckpointError",
     "DinoV2Encoder",
-    "LoadReport",
     "Pi3Decoder",
     "Pi3Encoder",
+    "Pi3LoadReport",
     "load_safetensors_file",
     "pi3_positions",
 ]
@@ -57,10 +57,6 @@ IGNORED_HEAD_PREFIXES: tuple[str, ...] = (
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file or state dict that cannot be loaded (message names the problem)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -388,7 +384,7 @@ def _make_decoder_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float)
 
 
 @dataclass
-class LoadReport:
+class Pi3LoadReport:
     """What :meth:`Pi3Encoder.load_official_state_dict` did with each checkpoint key."""
 
     loaded: list[str] = field(default_factory=list)
@@ -402,7 +398,7 @@ class LoadReport:
 
     def __str__(self) -> str:
         return (
-            f"LoadReport: {len(self.loaded)} keys loaded, {len(self.ignored)} head keys ignored, "
+            f"Pi3LoadReport: {len(self.loaded)} keys loaded, {len(self.ignored)} head keys ignored, "
             f"{len(self.truncated)} keys of extra blocks dropped, heads loaded: {self.heads_loaded}"
         )
 
@@ -713,7 +709,7 @@ class Pi3Encoder(nn.Module):
         state_dict: Mapping[str, torch.Tensor],
         truncate: bool = False,
         assign: bool = False,
-    ) -> LoadReport:
+    ) -> Pi3LoadReport:
         """Load an official Pi3 state dict (the ``yyfz233/Pi3`` key set).
 
         Args:
@@ -723,14 +719,14 @@ class Pi3Encoder(nn.Module):
             assign: assign the checkpoint tensors instead of copying (for a meta-device model).
 
         Returns:
-            :class:`LoadReport` with the loaded, ignored (heads) and truncated keys.
+            :class:`Pi3LoadReport` with the loaded, ignored (heads) and truncated keys.
 
         Raises:
             CheckpointError: unknown keys, missing keys, depth or shape mismatch (messages name
                 the keys and shapes).
         """
         own = self.state_dict()
-        report = LoadReport()
+        report = Pi3LoadReport()
         ck_keys = set(state_dict)
         ck_has_heads = any(k.startswith(IGNORED_HEAD_PREFIXES) for k in ck_keys)
         # Heads are loaded only into a model that has them, from a checkpoint that has them; a
@@ -821,7 +817,7 @@ class Pi3Encoder(nn.Module):
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         **kwargs: object,
-    ) -> tuple[Pi3Encoder, LoadReport]:
+    ) -> tuple[Pi3Encoder, Pi3LoadReport]:
         """Build a model and load an official ``model.safetensors``.
 
         The encoder / decoder depths default to those found in the file (24 / 36 for the official
@@ -832,7 +828,7 @@ class Pi3Encoder(nn.Module):
         are held in memory once.
 
         Returns:
-            (model in eval mode on ``device`` with ``dtype``, :class:`LoadReport`).
+            (model in eval mode on ``device`` with ``dtype``, :class:`Pi3LoadReport`).
         """
         # Without heads they are listed (for the report) but never read from disk.
         with_heads = bool(kwargs.get("with_heads", False))

@@ -14,8 +14,9 @@ layouts and dtypes (see :func:`to_rgb_uint8`):
   ``convert("RGB")``), (H, W, 4) RGBA (alpha dropped without compositing, like PIL
   ``convert("RGB")`` in the official loader);
 - ``uint16``: same layouts; converted to 8 bit as ``round(v / 257)`` (65535 → 255, exact for values
-  that came from 8-bit data scaled by 257), then processed as 8-bit, since the official pipeline
-  only ever sees 8-bit images.
+  that came from 8-bit data scaled by 257; cv_bridge's rule, see :mod:`gmos_core.bit_depth`, shared
+  with the ROS image conversions), then processed as 8-bit, since the official pipeline only ever
+  sees 8-bit images.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from gmos_core.bit_depth import uint16_to_uint8
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -100,8 +103,7 @@ def to_rgb_uint8(frame: np.ndarray, index: int | None = None) -> np.ndarray:
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise ValueError(f"{where}: empty image of shape {frame.shape}")
     if frame.dtype == np.uint16:
-        # round(v / 257) with integer arithmetic: (v + 128) // 257 (max 65663 // 257 = 255).
-        frame = ((frame.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        frame = uint16_to_uint8(frame)  # the project's one 16-bit rule (gmos_core.bit_depth)
     elif frame.dtype != np.uint8:
         raise TypeError(
             f"{where}: expected uint8 or uint16 pixels, got {frame.dtype} "
