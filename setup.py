@@ -59,7 +59,7 @@ setup(
             "gmos-baseline = training.baseline:main",
             "gmos-synth = gmos_core.data.synthetic:main",
             "gmos_node = gmos_ros.node:main",
-            "gmos-bag = gmos_ros.bag:main",
+            "gmos-bag = gmos_ros.bag.cli:main",
             "gmos-export = training.export.onnx_export:main",
             "gmos-build-engines = training.export.engines:main",
             "gmos-bench = training.bench:main",
