@@ -62,7 +62,7 @@ setup(
             "gmos-bag = gmos_ros.bag.cli:main",
             "gmos-export = training.export.onnx_export:main",
             "gmos-build-engines = training.export.engines:main",
-            "gmos-bench = training.bench:main",
+            "gmos-bench = training.bench.cli:main",
             "gmos-calibrate = training.calibrate:main",
             "gmos-gpu-check = training.gpu_check:main",
             "gmos-train = training.train:main",
