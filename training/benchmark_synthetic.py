@@ -44,10 +44,14 @@ from gmos_core.baselines_extra import (
     link_instances,
     run_window_baseline,
 )
+from gmos_core.compute import apply_threads, default_threads
 from gmos_core.data.palette import read_label_png, write_indexed_png
 from gmos_core.data.synthetic import SceneConfig, SceneSample, generate_scene
 from gmos_core.data.synthetic_writers import write_davis_style
 from gmos_core.models.preprocess import stride_from_fps
+from gmos_core.runtime import RuntimeSettings, load_frame_model
+from training.evaluate import evaluate_protocol, write_outputs
+from training.infer import infer_videos
 
 HELD_OUT_SEED = 900_000
 KINDS = ("dynamic", "hard_parallax", "dynamic")
@@ -155,16 +159,15 @@ def run_baselines(names: list[str], scenes: list[SceneSample], res: Path) -> lis
 
 
 def run_learned(kind: str, bundle: Path, data: Path, names: list[str], out: Path) -> None:
-    """`gmos-infer` over the held-out sequences."""
-    from training.infer import main as gmos_infer
-
-    inputs = [str(data / "JPEGImages" / "480p" / n) for n in names]
-    model = "gmos-s" if kind == "gmos_s" else "gmos"
-    argv = ["--model", model, "--bundle", str(bundle), "--input", *inputs]
-    argv += ["--out", str(out), "--fps", "10", "--no-mp4"]
-    rc = gmos_infer(argv)
-    if rc != 0:
-        raise RuntimeError(f"gmos-infer {model} failed with status {rc}")
+    """`gmos-infer` (its library form) over the held-out sequences."""
+    inputs = [data / "JPEGImages" / "480p" / n for n in names]
+    model_kind = "gmos-s" if kind == "gmos_s" else "gmos"
+    settings = RuntimeSettings(
+        variant="gmos_s" if kind == "gmos_s" else "gmos_online", bundle=str(bundle)
+    )
+    apply_threads(default_threads())  # what gmos-infer runs with by default
+    model = load_frame_model(settings)
+    infer_videos(settings, model, inputs, out, model_kind, fps=10.0, save_mp4=False)
     if kind == "gmos_s":
         # Gmos-S has no instances: its foreground's connected components, linked, for MOS-I.
         for seq in names:
@@ -177,32 +180,25 @@ def run_learned(kind: str, bundle: Path, data: Path, names: list[str], out: Path
 
 
 def evaluate(method_dir: Path, data: Path, eval_dir: Path) -> dict[str, Any]:
-    """MOS-I, binary MOS and DAVIS-17 unsupervised scores of one method."""
-    from training.evaluate import main as gmos_eval
-
+    """MOS-I, binary MOS and DAVIS-17 unsupervised scores of one method (`gmos-eval`'s library
+    form; each protocol's results.csv / results.json / plot under `eval_dir/<protocol>`)."""
     out: dict[str, Any] = {}
-    runs = {
-        "mos-i": [
-            "--protocol", "mos-i", "--results", str(method_dir / "mos-i_frame"),
-            "--gt", str(data / "annotations"), "--time-anno", str(data / "time_annotation.csv"),
-            "--dataset", "synthetic",
-        ],
-        "mos": [
-            "--protocol", "mos", "--results", str(method_dir / "frame"),
-            "--gt", str(data / "mos_gt"), "--year", "2017",
-        ],
-        "davis17-unsup": [
-            "--protocol", "davis17-unsup", "--results", str(method_dir / "mos_frame"),
-            "--gt", str(data),
-        ],
-    }  # fmt: skip
-    for proto, argv in runs.items():
-        if not Path(argv[3]).is_dir():
+    runs: dict[str, tuple[Path, Path, dict[str, Any]]] = {
+        "mos-i": (
+            method_dir / "mos-i_frame",
+            data / "annotations",
+            {"time_anno": data / "time_annotation.csv", "dataset": "synthetic"},
+        ),
+        "mos": (method_dir / "frame", data / "mos_gt", {"year": "2017"}),
+        "davis17-unsup": (method_dir / "mos_frame", data, {}),
+    }
+    for proto, (results, gt, options) in runs.items():
+        if not results.is_dir():
             continue
         d = eval_dir / proto
-        rc = gmos_eval([*argv, "--out", str(d), "--quiet"])
-        if rc != 0:
-            raise RuntimeError(f"gmos-eval {proto} on {method_dir} failed ({rc})")
+        report = evaluate_protocol(proto, results, gt, progress=False, **options)
+        write_outputs(report, d)
+        # Read back what was written, so the table is built from exactly the published file.
         out[proto] = json.loads((d / "results.json").read_text())
     return out
 

@@ -34,6 +34,7 @@ from gmos_core.data.palette import davis_palette, write_indexed_png  # noqa: E40
 from gmos_core.data.synthetic import SceneConfig, SceneSample, generate_scene  # noqa: E402
 from gmos_core.data.synthetic_writers import write_davis_style  # noqa: E402
 from gmos_core.models.preprocess import stride_from_fps, window_indices  # noqa: E402
+from training.evaluate import evaluate_protocol, write_outputs  # noqa: E402
 
 
 def demo_scenes(num_scenes: int, seed: int) -> list[SceneSample]:
@@ -106,8 +107,6 @@ def contact_sheet(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns 0 on success."""
-    from training.evaluate import main as gmos_eval
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("out/demo"))
     ap.add_argument("--num-scenes", type=int, default=6)
@@ -125,18 +124,15 @@ def main(argv: list[str] | None = None) -> int:
         preds.append(p)
         for t in range(s.num_frames):
             write_indexed_png(args.out / "baseline" / "mos-i_frame" / name / f"{t:05d}.png", p[t])
-    rc = gmos_eval(
-        [
-            "--protocol", "mos-i",
-            "--results", str(args.out / "baseline"),
-            "--gt", str(data / "annotations"),
-            "--time-anno", str(data / "time_annotation.csv"),
-            "--dataset", "synthetic",
-            "--out", str(args.out / "eval"),
-        ]
-    )  # fmt: skip
-    if rc != 0:
-        return rc
+    report = evaluate_protocol(
+        "mos-i",
+        args.out / "baseline",
+        data / "annotations",
+        time_anno=data / "time_annotation.csv",
+        dataset="synthetic",
+    )
+    write_outputs(report, args.out / "eval")
+    print(report.table)
     contact_sheet(samples, preds, names, args.out / "contact_sheet.png")
     summary = json.loads((args.out / "eval" / "results.json").read_text())
     print(json.dumps({"demo_seconds": round(time.perf_counter() - t0, 1), **summary}, indent=1))

@@ -750,43 +750,76 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errs)
 
 
-def run(args: argparse.Namespace) -> EvalReport:
-    """Evaluate according to parsed arguments (no output files)."""
-    results = resolve_results_dir(args.results, args.protocol)
-    progress = not args.quiet
-    if args.protocol == "mos-i":
-        if args.time_anno is None:
+def evaluate_protocol(
+    protocol: str,
+    results: Path,
+    gt: Path,
+    *,
+    time_anno: Path | None = None,
+    dataset: str = "davis17-im",
+    frame_level_match: bool = False,
+    split: str = "val",
+    year: str | None = None,
+    resolution: str = "480p",
+    sequences: str | None = None,
+    binary_gt: bool = False,
+    image_root: Path | None = None,
+    progress: bool = True,
+) -> EvalReport:
+    """Score a results folder under one protocol (the library form of `gmos-eval`; no files
+    written). The keyword arguments are the `gmos-eval` flags of the same names.
+
+    Raises:
+        EvalInputError: a flag combination the protocol cannot use.
+        MetricRangeError: a number outside its range.
+    """
+    results = resolve_results_dir(results, protocol)
+    if protocol == "mos-i":
+        if time_anno is None:
             raise EvalInputError("--protocol mos-i needs --time-anno <time_annotation.csv>")
         report = evaluate_mos_i(
-            results,
-            args.gt,
-            args.time_anno,
-            args.dataset,
-            args.frame_level_match,
-            progress,
-            binary_gt=args.binary_gt,
+            results, gt, time_anno, dataset, frame_level_match, progress, binary_gt=binary_gt
         )
         check_metric_ranges(report)
         return report
-    if args.protocol == "moca":
-        if args.binary_gt:
+    if protocol == "moca":
+        if binary_gt:
             raise EvalInputError("--binary-gt does not apply to moca (its ground truth is boxes)")
-        report = evaluate_moca_protocol(results, args.gt, args.image_root, progress)
+        report = evaluate_moca_protocol(results, gt, image_root, progress)
         check_metric_ranges(report)
         return report
     report = evaluate_davis_protocol(
-        args.protocol,
+        protocol,
         results,
+        gt,
+        split=split,
+        year=year,
+        resolution=resolution,
+        sequences=sequences,
+        progress=progress,
+        binary_gt=binary_gt,
+    )
+    check_metric_ranges(report)
+    return report
+
+
+def run(args: argparse.Namespace) -> EvalReport:
+    """Evaluate according to parsed arguments (no output files)."""
+    return evaluate_protocol(
+        args.protocol,
+        args.results,
         args.gt,
+        time_anno=args.time_anno,
+        dataset=args.dataset,
+        frame_level_match=args.frame_level_match,
         split=args.split,
         year=args.year,
         resolution=args.resolution,
         sequences=args.sequences,
-        progress=progress,
         binary_gt=args.binary_gt,
+        image_root=args.image_root,
+        progress=not args.quiet,
     )
-    check_metric_ranges(report)
-    return report
 
 
 def default_out_dir(results: Path, protocol: str) -> Path:
