@@ -176,8 +176,8 @@ def stream_parity(
     """Each trained bundle streamed on the CPU and on `device` over held-out clips."""
     from gmos_core.pipeline import build_frame_model_from_bundle
     from gmos_core.runtime import RuntimeSettings, build_segmenter
-    from training.benchmark_synthetic import SplitSpec, held_out_scenes
-    from training.calibrate import as_sequence, score_gmos
+    from training.scoring import score_gmos
+    from training.splits import SplitSpec, as_sequence, held_out_scenes
 
     scenes, seeds = held_out_scenes(SplitSpec(num_seqs=num_clips))
     seqs = [as_sequence(f"heldout_{sd}", s) for sd, s in zip(seeds, scenes)]

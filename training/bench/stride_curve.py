@@ -35,8 +35,8 @@ def stride_curve(num_scenes: int, device: str, bundle: Path = MICRO_BUNDLE) -> d
         return {"ran": False, "reason": "; ".join(reasons)}
     from gmos_core.pipeline import build_frame_model_from_bundle
     from gmos_core.runtime import RuntimeSettings, build_segmenter
-    from training.benchmark_synthetic import SplitSpec, held_out_scenes
-    from training.calibrate import as_sequence, score_gmos
+    from training.scoring import score_gmos
+    from training.splits import SplitSpec, as_sequence, held_out_scenes
 
     model = build_frame_model_from_bundle(bundle, device=device).frame_model()
     if model.mode != "gmos":
