@@ -55,6 +55,7 @@ from gmos_core.data import (
     read_time_anno,
 )
 from gmos_core.data.gt_check import GT_CONVENTIONS, check_interval_ids, prepare_gt_labels
+from gmos_core.data.label_stack import read_label_stack
 from gmos_core.metrics.ranges import MetricRangeError
 from gmos_core.metrics.ranges import check_metric_ranges as check_metric_ranges_in
 
@@ -132,23 +133,6 @@ def resolve_results_dir(results: Path, protocol: str) -> Path:
 
 def _png_names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png")
-
-
-def _read_label_stack(folder: Path, names: Sequence[str], seq: str, what: str) -> np.ndarray:
-    """(T, H, W) uint8 from `folder/<name>` files; all frames must share frame 0's size."""
-    out: list[np.ndarray] = []
-    for n in names:
-        try:
-            lab = read_label_png(folder / n)
-        except DataFormatError as e:
-            raise DataFormatError(f"sequence {seq}, frame {Path(n).stem} ({what}): {e}") from e
-        if out and lab.shape != out[0].shape:
-            raise DataFormatError(
-                f"sequence {seq}, frame {Path(n).stem} ({what}): {lab.shape[1]}x{lab.shape[0]} "
-                f"but frame 0 is {out[0].shape[1]}x{out[0].shape[0]} (W x H)"
-            )
-        out.append(lab)
-    return np.stack(out, 0)
 
 
 def _fmt(v: float, scale: float = 100.0) -> str:
@@ -254,10 +238,10 @@ def evaluate_mos_i(
                 "frames only, in order (gmos_core.data.select_annotated maps all-frame results)"
             )
         t = min(len(gt_names), len(pred_names))  # the official evaluator's rule
-        gt = _read_label_stack(gt_dir / seq, gt_names[:t], seq, "ground truth")
+        gt = read_label_stack([gt_dir / seq / n for n in gt_names[:t]], seq, "ground truth")
         gt = prepare_gt_labels(gt, "mos-i", seq, binary_gt)
         static_ids = check_interval_ids(gt, row.intervals, seq, t)
-        pred = _read_label_stack(results_dir / seq, pred_names[:t], seq, "result")
+        pred = read_label_stack([results_dir / seq / n for n in pred_names[:t]], seq, "result")
         motion_file = results_dir / f"{seq}___motion.npy"
         pred_motion = _load_pred_motion(motion_file, seq, t) if motion_file.is_file() else None
         rec: dict[str, Any] = {

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from .davis import read_result_labels
-from .palette import DataFormatError, read_label_png
+from .label_stack import read_label_stack
+from .palette import DataFormatError
 
 __all__ = ["YouTubeVOSDataset", "select_annotated"]
 
@@ -151,13 +152,7 @@ class YouTubeVOSDataset:
         names = sorted(p.stem for p in d.glob("*.png"))
         if not names:
             raise DataFormatError(f"sequence {seq}: no .png annotations in {d}")
-        labs = []
-        for n in names:
-            lab = read_label_png(d / f"{n}.png")
-            if labs and lab.shape != labs[0].shape:
-                raise DataFormatError(f"sequence {seq}, frame {n}: size differs from frame 0")
-            labs.append(lab)
-        return names, np.stack(labs, 0)
+        return names, read_label_stack([d / f"{n}.png" for n in names], seq, "ground truth")
 
     def read_results(
         self,
