@@ -45,7 +45,7 @@ from gmos_core.compute import add_threads_argument, apply_threads
 from gmos_core.models.prediction import head_outputs_to_prediction
 from gmos_core.operating_point import OperatingPoint
 from training.benchmark_synthetic import evaluate, run_baselines, summarise
-from training.scoring import score_gmos, score_gmos_s
+from training.scoring import run_clip, score_gmos, score_gmos_s
 from training.splits import (
     HELD_OUT_SEED,
     SplitSpec,
@@ -123,16 +123,6 @@ class RecordingModel:
         )
 
 
-def _run(segmenter: Any, seq: ValidationSequence) -> list[Any]:
-    results = []
-    for i, frame in enumerate(seq.frames):
-        results.extend(segmenter.step(frame, int(round(i * 1e9 / seq.fps))))
-    results.extend(segmenter.flush())
-    if len(results) != len(seq.frames):
-        raise RuntimeError(f"{seq.name}: {len(results)} results for {len(seq.frames)} frames")
-    return results
-
-
 def _settings(variant: str, seq: ValidationSequence, propagator: dict[str, float]) -> Any:
     from gmos_core.models.preprocess import stride_from_fps
     from gmos_core.runtime import RuntimeSettings
@@ -150,7 +140,7 @@ def calibrate_gmos_s(
 
     probs = []
     for seq in tqdm(seqs, desc="gmos-s", unit="seq"):
-        results = _run(build_segmenter(_settings("gmos_s", seq, {}), model=model), seq)
+        results = run_clip(build_segmenter(_settings("gmos_s", seq, {}), model=model), seq)
         probs.append(np.stack([r.fg_prob for r in results]))
     rows = [{"fg_threshold": float(t), **score_gmos_s(probs, seqs, t)} for t in grid]
     best = max(rows, key=lambda r: (r["JF"], r["fg_threshold"]))
@@ -198,7 +188,7 @@ def calibrate_gmos(
     recorders = []
     for seq in tqdm(seqs, desc="gmos (record)", unit="seq"):
         rec = RecordingModel(model)
-        _run(build_segmenter(_settings("gmos_online", seq, {}), model=rec), seq)
+        run_clip(build_segmenter(_settings("gmos_online", seq, {}), model=rec), seq)
         recorders.append(rec)
     # (motion_prob, iou_pred) of every recorded frame's top-k proposals: independent of the
     # mask threshold, so a 1x1 output size is enough to read them.
@@ -220,7 +210,7 @@ def calibrate_gmos(
             for rec, seq in zip(recorders, seqs):
                 rec.replay(op)
                 seg = build_segmenter(_settings("gmos_online", seq, {}), model=rec)
-                results.append(_run(seg, seq))
+                results.append(run_clip(seg, seq))
             done[key] = score_gmos(results, seqs)
         rows.append(
             {

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from gmos_core.metrics.base import MosIEvaluator
 from gmos_ros.bag.ground_truth import GroundTruth
 
 
@@ -21,8 +22,6 @@ def score_mos_i(
     moving flags become the official per-channel motion scores (`___motion.npy`): an object
     that is tracked but not moving at a frame is not a moving-object prediction there.
     """
-    from gmos_core.metrics.mos_i import aggregate_mos_i, evaluate_mos_i_sequence
-
     t, h, w = gt.labels.shape
     pred = np.zeros((t, h, w), np.uint16)
     motion = np.zeros((t, num_channels), np.float32)
@@ -37,9 +36,8 @@ def score_mos_i(
         for k in moving:
             if 1 <= k <= num_channels:
                 motion[i, k - 1] = 1.0
-    from gmos_core.metrics.ranges import check_metric_ranges
-
-    res = evaluate_mos_i_sequence(gt.labels, pred, gt.intervals, pred_motion=motion, seq=seq)
-    out = {"frames": t, "missing_predictions": missing, **aggregate_mos_i([res])}
-    check_metric_ranges(out, f"{seq} MOS-I")  # never report an impossible score
-    return out
+    ev = MosIEvaluator()  # its evaluate() refuses an impossible score
+    ev.process(
+        seq, gt_labels=gt.labels, res_labels=pred, intervals=gt.intervals, pred_motion=motion
+    )
+    return {"frames": t, "missing_predictions": missing, **ev.evaluate()}

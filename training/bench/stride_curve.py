@@ -35,7 +35,7 @@ def stride_curve(num_scenes: int, device: str, bundle: Path = MICRO_BUNDLE) -> d
         return {"ran": False, "reason": "; ".join(reasons)}
     from gmos_core.pipeline import build_frame_model_from_bundle
     from gmos_core.runtime import RuntimeSettings, build_segmenter
-    from training.scoring import score_gmos
+    from training.scoring import run_clip, score_gmos
     from training.splits import SplitSpec, as_sequence, held_out_scenes
 
     model = build_frame_model_from_bundle(bundle, device=device).frame_model()
@@ -55,11 +55,7 @@ def stride_curve(num_scenes: int, device: str, bundle: Path = MICRO_BUNDLE) -> d
             )
             seg = build_segmenter(settings, model=model)
             t0 = time.perf_counter()
-            out = [
-                r
-                for i, f in enumerate(seq.frames)
-                for r in seg.step(f, int(round(i * 1e9 / seq.fps)))
-            ] + seg.flush()
+            out = run_clip(seg, seq)
             wall += time.perf_counter() - t0
             frames_total += len(seq.frames)
             results.append(out)
