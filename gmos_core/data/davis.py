@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from .label_stack import read_label_stack
+from .label_stack import read_label_stack, sequence_files
 from .palette import DataFormatError, read_label_png
 
 __all__ = ["VOID_LABEL", "DavisDataset", "check_result_sequences", "read_result_labels"]
@@ -141,13 +141,7 @@ class DavisDataset:
         Raises:
             DataFormatError: no image folder or no frames.
         """
-        d = self.image_dir / seq
-        if not d.is_dir():
-            raise DataFormatError(f"sequence {seq}: image folder {d} not found")
-        files = sorted(d.glob("*.jpg"))
-        if not files:
-            raise DataFormatError(f"sequence {seq}: no .jpg frames in {d}")
-        return files
+        return sequence_files(self.image_dir / seq, seq, ".jpg", "image")
 
     def gt_frame_names(self, seq: str) -> list[str]:
         """Stems of the ground-truth PNGs (`00000`, ...), sorted.
@@ -155,13 +149,7 @@ class DavisDataset:
         Raises:
             DataFormatError: no annotation folder or no PNGs.
         """
-        d = self.anno_dir / seq
-        if not d.is_dir():
-            raise DataFormatError(f"sequence {seq}: annotation folder {d} not found")
-        names = sorted(p.stem for p in d.glob("*.png"))
-        if not names:
-            raise DataFormatError(f"sequence {seq}: no .png annotations in {d}")
-        return names
+        return [p.stem for p in sequence_files(self.anno_dir / seq, seq, ".png", "annotation")]
 
     def gt_labels(self, seq: str) -> np.ndarray:
         """Ground-truth label maps of a sequence, void (255) kept.

@@ -1,5 +1,6 @@
-"""One reader for a sequence's stack of label PNGs (ground truth or results), used by the DAVIS
-and YouTube-VOS readers and `gmos-eval`: every error names the sequence and the frame."""
+"""One reader for a sequence's stack of label PNGs (ground truth or results) and one lister of a
+sequence folder's frame files, used by the DAVIS and YouTube-VOS readers and `gmos-eval`: every
+error names the sequence (and the frame)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,27 @@ from pathlib import Path
 import numpy as np
 
 from .palette import DataFormatError, read_label_png
+
+
+def sequence_files(folder: Path, seq: str, suffix: str, kind: str) -> list[Path]:
+    """The `*<suffix>` files of one sequence folder, sorted by name.
+
+    Args:
+        folder: the sequence's folder.
+        seq: sequence name, for the messages.
+        suffix: ".jpg" (frames) or ".png" (labels).
+        kind: "image" or "annotation", for the messages.
+
+    Raises:
+        DataFormatError: no such folder, or no such file in it.
+    """
+    if not folder.is_dir():
+        raise DataFormatError(f"sequence {seq}: {kind} folder {folder} not found")
+    files = sorted(folder.glob(f"*{suffix}"))
+    if not files:
+        what = "frames" if suffix == ".jpg" else "annotations"
+        raise DataFormatError(f"sequence {seq}: no {suffix} {what} in {folder}")
+    return files
 
 
 def read_label_stack(
