@@ -31,6 +31,7 @@ from training.bench.stages import (
     ConfigModels,
     bench_backend,
     build_models,
+    export_onnx,
     inputs_and_flops,
     torch_backend,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "build_parser",
     "count_flops",
     "end_to_end_fps",
+    "export_onnx",
     "image_msg_to_rgb",
     "inputs_and_flops",
     "limit_blas_threads",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,24 @@ def build_models(
     shapes = ModelShapes.from_config(cfg, frame_hw)
     hw = frame_hw or {"micro": (128, 128), "paper": (480, 854)}.get(cfg.name, (480, 854))
     return ConfigModels(cfg, shapes, gmos, gmos_s, hw)
+
+
+def export_onnx(m: ConfigModels, onnx_dir: Path, precision: str = "fp32") -> None:
+    """Every model part of one configuration as ONNX graphs in `onnx_dir` (gmos-export's
+    `export_model_parts`, no parity check: the callers compare the backends themselves)."""
+    from training.export.onnx_export import export_model_parts
+
+    export_model_parts(
+        m.shapes,
+        onnx_dir,
+        pi3=m.gmos.pi3,
+        sam2=m.gmos.sam2,
+        gmos_s_head=m.gmos_s.head,
+        gmos_head=m.gmos.head,
+        config=m.cfg,
+        check=False,
+        precision=precision,
+    )
 
 
 def torch_backend(m: ConfigModels, device: str, precision: str = "fp32") -> TorchBackend:

@@ -19,6 +19,7 @@ from training.bench.measure import (
 from training.bench.stages import (
     bench_backend,
     build_models,
+    export_onnx,
     inputs_and_flops,
     torch_backend,
 )
@@ -95,20 +96,9 @@ def bench_config(
         if name == "torch":
             backend: Backend = tb
         elif name == "onnxruntime":
-            from training.export.onnx_export import export_model_parts
-
             onnx_dir = out_dir / f"onnx_{config}"
             t0 = time.perf_counter()
-            export_model_parts(
-                m.shapes,
-                onnx_dir,
-                pi3=m.gmos.pi3,
-                sam2=m.gmos.sam2,
-                gmos_s_head=m.gmos_s.head,
-                gmos_head=m.gmos.head,
-                config=m.cfg,
-                check=False,
-            )
+            export_onnx(m, onnx_dir)
             log(f"[{config}] ONNX export for onnxruntime in {time.perf_counter() - t0:.1f} s")
             backend = make_backend("onnxruntime", onnx_dir=onnx_dir, device=device, threads=threads)
         else:
