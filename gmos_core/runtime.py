@@ -91,9 +91,6 @@ class RuntimeSettings:
     provider: str = "cpu"
 
 
-RuntimeError_ = ModelSetupError  # legacy name; raise and catch gmos_core.errors.ModelSetupError
-
-
 def load_frame_model(settings: RuntimeSettings) -> FrameModel:
     """Build and load the model the settings describe, on the settings' backend.
 
@@ -102,7 +99,7 @@ def load_frame_model(settings: RuntimeSettings) -> FrameModel:
     weight-free baseline variants (`gmos_core.baseline_model`) run no network.
 
     Raises:
-        RuntimeError_: no weights, wrong variant, a device this torch cannot use (checked
+        ModelSetupError: no weights, wrong variant, a device this torch cannot use (checked
             first, so the message says so instead of a CUDA assertion), or the backend
             refused (message says why).
     """
@@ -113,14 +110,14 @@ def load_frame_model(settings: RuntimeSettings) -> FrameModel:
     try:
         check_device(settings.device)
     except DeviceUnavailableError as exc:
-        raise RuntimeError_(str(exc)) from None
+        raise ModelSetupError(str(exc)) from None
     if settings.variant in BASELINE_VARIANTS:
         if settings.tracker != "mask_iou":
-            raise RuntimeError_(
+            raise ModelSetupError(
                 f"variant {settings.variant} has no SAM2 features: use tracker mask_iou"
             )
         if settings.backend != "torch":
-            raise RuntimeError_(
+            raise ModelSetupError(
                 f"variant {settings.variant} runs no network (numpy/OpenCV): backend "
                 f"{settings.backend!r} does not apply, leave backend at 'torch'"
             )
@@ -128,15 +125,15 @@ def load_frame_model(settings: RuntimeSettings) -> FrameModel:
         try:
             model.set_precision(settings.precision)
         except ValueError as exc:
-            raise RuntimeError_(str(exc)) from exc
+            raise ModelSetupError(str(exc)) from exc
         return model  # type: ignore[return-value]
     if settings.variant not in ("gmos_s", "gmos_online"):
-        raise RuntimeError_(
+        raise ModelSetupError(
             "variant must be gmos_s, gmos_online, ego_residual or frame_diff, got "
             f"{settings.variant!r}"
         )
     if settings.precision != "fp32" and settings.tracker == "sam2":
-        raise RuntimeError_(
+        raise ModelSetupError(
             f"precision {settings.precision!r} with tracker 'sam2': the SAM2 tracker needs "
             "fp32 features; use tracker mask_iou or precision fp32"
         )
@@ -148,7 +145,7 @@ def load_frame_model(settings: RuntimeSettings) -> FrameModel:
             # onnxruntime's CPU threads follow torch's (the node's torch_threads sets both).
             return load_backend_frame_model(plan, threads=torch.get_num_threads())
     except BackendRefused as exc:
-        raise RuntimeError_(str(exc)) from exc
+        raise ModelSetupError(str(exc)) from exc
     modules = _load_torch_model(settings)
     try:
         return modules.frame_model(
@@ -157,7 +154,7 @@ def load_frame_model(settings: RuntimeSettings) -> FrameModel:
             keep_sam2_backbone=settings.tracker == "sam2",
         )
     except ValueError as exc:
-        raise RuntimeError_(str(exc)) from exc
+        raise ModelSetupError(str(exc)) from exc
 
 
 def _load_torch_model(settings: RuntimeSettings) -> Any:
@@ -169,7 +166,7 @@ def _load_torch_model(settings: RuntimeSettings) -> Any:
     if settings.bundle:
         model = build_frame_model_from_bundle(settings.bundle, device=settings.device)
         if model.mode != head_variant:
-            raise RuntimeError_(
+            raise ModelSetupError(
                 f"bundle {settings.bundle} holds a {model.mode} model but variant is "
                 f"{settings.variant}"
             )
@@ -188,7 +185,7 @@ def _load_torch_model(settings: RuntimeSettings) -> Any:
         return build_frame_model_from_bundle(default, device=settings.device)
     if settings.allow_random_weights:
         return build_frame_model(settings.model_config, head_variant, device=settings.device)
-    raise RuntimeError_(
+    raise ModelSetupError(
         f"no weights for {settings.variant}: give a bundle or official checkpoints "
         f"(the shipped default {default} is missing); allow_random_weights=True builds an "
         "untrained model for timing only"
@@ -218,9 +215,9 @@ class PropagatorTracking:
         from gmos_core.propagation import PropagatorConfig
 
         if settings.tracker not in ("mask_iou", "sam2"):
-            raise RuntimeError_(f"tracker must be 'mask_iou' or 'sam2', got {settings.tracker!r}")
+            raise ModelSetupError(f"tracker must be 'mask_iou' or 'sam2', got {settings.tracker!r}")
         if settings.tracker == "sam2" and sam_model is None:
-            raise RuntimeError_(
+            raise ModelSetupError(
                 "tracker 'sam2' needs the SAM2 model of the loaded frame model (torch backend)"
             )
         overrides = dict(settings.propagator)
@@ -349,13 +346,13 @@ class PropagatorTracking:
         from gmos_core.propagation import MaskIoUTracker, iter_offline_propagate
 
         if not self.second_pass:
-            raise RuntimeError_(
+            raise ModelSetupError(
                 "offline_results needs PropagatorTracking(offline=True, second_pass=True)"
             )
         if self._propagator is None or self._spill is None:
             return
         if self.tracker_kind != "mask_iou":
-            raise RuntimeError_("the offline pass is wired for the 'mask_iou' tracker only")
+            raise ModelSetupError("the offline pass is wired for the 'mask_iou' tracker only")
         try:
             for f in iter_offline_propagate(
                 self._proposals,

@@ -26,11 +26,8 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,90 +41,14 @@ from gmos_core.baselines_extra import (
     link_instances,
     run_window_baseline,
 )
+from gmos_core.compute import apply_threads, default_threads
 from gmos_core.data.palette import read_label_png, write_indexed_png
-from gmos_core.data.synthetic import SceneConfig, SceneSample, generate_scene
-from gmos_core.data.synthetic_writers import write_davis_style
+from gmos_core.data.synthetic import SceneSample
 from gmos_core.models.preprocess import stride_from_fps
-
-HELD_OUT_SEED = 900_000
-KINDS = ("dynamic", "hard_parallax", "dynamic")
-
-
-@dataclass(frozen=True)
-class SplitSpec:
-    """The held-out split."""
-
-    num_seqs: int = 30
-    seed: int = HELD_OUT_SEED
-    num_frames: int = 24
-    fps: float = 10.0
-    size: int = 128
-
-
-def apply_tfa_rule(sample: SceneSample, min_px: int = 1) -> SceneSample:
-    """Gmos-2K's annotation rule (App. D, TFA): an invisible object counts as static.
-
-    The generator marks an object moving whenever it moves in the world, also while it is
-    out of view or fully occluded; an object that is never visible while moving would then be
-    a ground-truth object with no pixels, which the MOS-I evaluator cannot score sensibly
-    (a zero-area union). Motion states are ANDed with visibility (>= `min_px` pixels) and objects
-    that never move visibly become static (unannotated), as in Gmos-2K.
-    """
-    visible = np.stack(
-        [(sample.instance_masks == k).sum(axis=(1, 2)) >= min_px for k in sample.object_ids],
-        axis=1,
-    )  # (T, K)
-    motion = sample.motion_state & visible
-    return dataclasses.replace(sample, motion_state=motion, object_is_dynamic=motion.any(axis=0))
-
-
-def held_out_scenes(spec: SplitSpec) -> tuple[list[SceneSample], list[int]]:
-    """The held-out scenes (a pure function of the spec) and their seeds.
-
-    Seeds are taken in order from `spec.seed`; a scene with no visibly moving object after
-    `apply_tfa_rule` is skipped (the evaluators drop sequences without moving objects).
-    """
-    scenes: list[SceneSample] = []
-    seeds: list[int] = []
-    seed = spec.seed
-    while len(scenes) < spec.num_seqs:
-        s = apply_tfa_rule(
-            generate_scene(
-                SceneConfig(
-                    height=spec.size,
-                    width=spec.size,
-                    fps=spec.fps,
-                    num_frames=spec.num_frames,
-                    seed=seed,
-                    scene_kind=KINDS[len(scenes) % len(KINDS)],  # type: ignore[arg-type]
-                )
-            )
-        )
-        if s.object_is_dynamic.any():
-            scenes.append(s)
-            seeds.append(seed)
-        seed += 1
-    return scenes, seeds
-
-
-def write_split(spec: SplitSpec, data: Path) -> tuple[list[str], list[SceneSample]]:
-    """Write the DAVIS-style folder plus a MOS ground-truth root; returns (names, scenes)."""
-    scenes, seeds = held_out_scenes(spec)
-    names = [f"heldout_{sd}_{s.scene_kind}" for sd, s in zip(seeds, scenes)]
-    if data.exists():
-        shutil.rmtree(data)
-    write_davis_style(scenes, data, names=names, progress=False)
-    # Binary MOS ground truth = objects that move at some point, at every frame (DAVIS
-    # `Annotations` is all objects, static ones included, so it cannot serve here).
-    mos = data / "mos_gt"
-    (mos / "Annotations").mkdir(parents=True, exist_ok=True)
-    (mos / "Annotations" / "480p").symlink_to(
-        (data / "Annotations_unsupervised" / "480p").resolve()
-    )
-    (mos / "JPEGImages").symlink_to((data / "JPEGImages").resolve())
-    (mos / "ImageSets" / "2017").mkdir(parents=True, exist_ok=True)
-    (mos / "ImageSets" / "2017" / "val.txt").write_text("".join(f"{n}\n" for n in names))
-    return names, scenes
+from gmos_core.runtime import RuntimeSettings, load_frame_model
+from training.evaluate import evaluate_protocol, write_outputs
+from training.infer import infer_videos
+from training.splits import HELD_OUT_SEED, SplitSpec, write_split
 
 
 def write_tracks(out: Path, seq: str, per_frame: np.ndarray) -> None:
@@ -155,16 +76,14 @@ def run_baselines(names: list[str], scenes: list[SceneSample], res: Path) -> lis
 
 
 def run_learned(kind: str, bundle: Path, data: Path, names: list[str], out: Path) -> None:
-    """`gmos-infer` over the held-out sequences."""
-    from training.infer import main as gmos_infer
-
-    inputs = [str(data / "JPEGImages" / "480p" / n) for n in names]
-    model = "gmos-s" if kind == "gmos_s" else "gmos"
-    argv = ["--model", model, "--bundle", str(bundle), "--input", *inputs]
-    argv += ["--out", str(out), "--fps", "10", "--no-mp4"]
-    rc = gmos_infer(argv)
-    if rc != 0:
-        raise RuntimeError(f"gmos-infer {model} failed with status {rc}")
+    """`gmos-infer` (its library form) over the held-out sequences."""
+    inputs = [data / "JPEGImages" / "480p" / n for n in names]
+    settings = RuntimeSettings(
+        variant="gmos_s" if kind == "gmos_s" else "gmos_online", bundle=str(bundle)
+    )
+    apply_threads(default_threads())  # what gmos-infer runs with by default
+    model = load_frame_model(settings)
+    infer_videos(settings, model, inputs, out, settings.variant, fps=10.0, save_mp4=False)
     if kind == "gmos_s":
         # Gmos-S has no instances: its foreground's connected components, linked, for MOS-I.
         for seq in names:
@@ -177,32 +96,25 @@ def run_learned(kind: str, bundle: Path, data: Path, names: list[str], out: Path
 
 
 def evaluate(method_dir: Path, data: Path, eval_dir: Path) -> dict[str, Any]:
-    """MOS-I, binary MOS and DAVIS-17 unsupervised scores of one method."""
-    from training.evaluate import main as gmos_eval
-
+    """MOS-I, binary MOS and DAVIS-17 unsupervised scores of one method (`gmos-eval`'s library
+    form; each protocol's results.csv / results.json / plot under `eval_dir/<protocol>`)."""
     out: dict[str, Any] = {}
-    runs = {
-        "mos-i": [
-            "--protocol", "mos-i", "--results", str(method_dir / "mos-i_frame"),
-            "--gt", str(data / "annotations"), "--time-anno", str(data / "time_annotation.csv"),
-            "--dataset", "synthetic",
-        ],
-        "mos": [
-            "--protocol", "mos", "--results", str(method_dir / "frame"),
-            "--gt", str(data / "mos_gt"), "--year", "2017",
-        ],
-        "davis17-unsup": [
-            "--protocol", "davis17-unsup", "--results", str(method_dir / "mos_frame"),
-            "--gt", str(data),
-        ],
-    }  # fmt: skip
-    for proto, argv in runs.items():
-        if not Path(argv[3]).is_dir():
+    runs: dict[str, tuple[Path, Path, dict[str, Any]]] = {
+        "mos-i": (
+            method_dir / "mos-i_frame",
+            data / "annotations",
+            {"time_anno": data / "time_annotation.csv", "dataset": "synthetic"},
+        ),
+        "mos": (method_dir / "frame", data / "mos_gt", {"year": "2017"}),
+        "davis17-unsup": (method_dir / "mos_frame", data, {}),
+    }
+    for proto, (results, gt, options) in runs.items():
+        if not results.is_dir():
             continue
         d = eval_dir / proto
-        rc = gmos_eval([*argv, "--out", str(d), "--quiet"])
-        if rc != 0:
-            raise RuntimeError(f"gmos-eval {proto} on {method_dir} failed ({rc})")
+        report = evaluate_protocol(proto, results, gt, progress=False, **options)
+        write_outputs(report, d)
+        # Read back what was written, so the table is built from exactly the published file.
         out[proto] = json.loads((d / "results.json").read_text())
     return out
 

@@ -35,18 +35,25 @@ import itertools
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from gmos_core.compute import add_threads_argument, apply_threads
-from gmos_core.data.synthetic import SceneSample
 from gmos_core.models.prediction import head_outputs_to_prediction
 from gmos_core.operating_point import OperatingPoint
+from training.benchmark_synthetic import evaluate, run_baselines, summarise
+from training.scoring import run_clip, score_gmos, score_gmos_s
+from training.splits import (
+    HELD_OUT_SEED,
+    SplitSpec,
+    ValidationSequence,
+    as_sequence,
+    held_out_scenes,
+    write_split,
+)
 
 VALIDATION_SEED = 800_000
 DEFAULT_FG_GRID = tuple(round(float(x), 3) for x in np.arange(0.05, 0.5001, 0.025))
@@ -61,21 +68,8 @@ class CalibrationError(ValueError):
     """A request this tool refuses (held-out seeds, wrong model kind)."""
 
 
-@dataclass
-class ValidationSequence:
-    """One validation clip: frames as the benchmark stores them and its MOS / MOS-I labels."""
-
-    name: str
-    frames: np.ndarray  # (T, H, W, 3) uint8, after a JPEG (quality 95) round trip
-    fps: float
-    labels: np.ndarray  # (T, H, W) dynamic objects re-indexed 1..M at every frame
-    intervals: dict[int, list[tuple[int, int]]]
-
-
 def validation_split(num_seqs: int, seed: int = VALIDATION_SEED) -> list[ValidationSequence]:
     """`num_seqs` validation clips made like the held-out split, from seeds `seed`.."""
-    from training.benchmark_synthetic import HELD_OUT_SEED, SplitSpec, held_out_scenes
-
     if seed + 10 * num_seqs > HELD_OUT_SEED:
         raise CalibrationError(
             f"seeds from {seed} may reach the held-out split ({HELD_OUT_SEED}..): calibrating on "
@@ -84,19 +78,6 @@ def validation_split(num_seqs: int, seed: int = VALIDATION_SEED) -> list[Validat
         )
     scenes, seeds = held_out_scenes(SplitSpec(num_seqs=num_seqs, seed=seed))
     return [as_sequence(f"val_{sd}_{s.scene_kind}", s) for sd, s in zip(seeds, scenes)]
-
-
-def _jpeg(frame: np.ndarray) -> np.ndarray:
-    ok, buf = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
-    assert ok
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy()
-
-
-def as_sequence(name: str, s: SceneSample) -> ValidationSequence:
-    """A rendered clip as the benchmark stores it (JPEG q95 frames) with its MOS-I labels."""
-    mos = s.mos_i_labels()
-    frames = np.stack([_jpeg(f) for f in s.frames])
-    return ValidationSequence(name, frames, float(s.config.fps), mos.labels, mos.intervals)
 
 
 class RecordingModel:
@@ -142,16 +123,6 @@ class RecordingModel:
         )
 
 
-def _run(segmenter: Any, seq: ValidationSequence) -> list[Any]:
-    results = []
-    for i, frame in enumerate(seq.frames):
-        results.extend(segmenter.step(frame, int(round(i * 1e9 / seq.fps))))
-    results.extend(segmenter.flush())
-    if len(results) != len(seq.frames):
-        raise RuntimeError(f"{seq.name}: {len(results)} results for {len(seq.frames)} frames")
-    return results
-
-
 def _settings(variant: str, seq: ValidationSequence, propagator: dict[str, float]) -> Any:
     from gmos_core.models.preprocess import stride_from_fps
     from gmos_core.runtime import RuntimeSettings
@@ -159,20 +130,6 @@ def _settings(variant: str, seq: ValidationSequence, propagator: dict[str, float
     # The window of gmos-infer (and so of the benchmark): 5 frames at the official stride.
     span_s = 4 * stride_from_fps(seq.fps) / seq.fps
     return RuntimeSettings(variant=variant, span_s=span_s, propagator=dict(propagator))  # type: ignore[arg-type]
-
-
-def score_gmos_s(
-    probs: Sequence[np.ndarray], seqs: Sequence[ValidationSequence], threshold: float
-) -> dict[str, float]:
-    """Binary MOS J / F means (x1) of foreground probabilities thresholded at `threshold`."""
-    from gmos_core.metrics.davis import evaluate_mos_binary, global_table
-
-    res = [
-        evaluate_mos_binary(s.name, s.labels, (p > threshold).astype(np.uint8))
-        for p, s in zip(probs, seqs)
-    ]
-    g = global_table(res)
-    return {"J": float(g["J-Mean"]), "F": float(g["F-Mean"]), "JF": float(g["J&F-Mean"])}
 
 
 def calibrate_gmos_s(
@@ -183,7 +140,7 @@ def calibrate_gmos_s(
 
     probs = []
     for seq in tqdm(seqs, desc="gmos-s", unit="seq"):
-        results = _run(build_segmenter(_settings("gmos_s", seq, {}), model=model), seq)
+        results = run_clip(build_segmenter(_settings("gmos_s", seq, {}), model=model), seq)
         probs.append(np.stack([r.fg_prob for r in results]))
     rows = [{"fg_threshold": float(t), **score_gmos_s(probs, seqs, t)} for t in grid]
     best = max(rows, key=lambda r: (r["JF"], r["fg_threshold"]))
@@ -192,22 +149,6 @@ def calibrate_gmos_s(
         source=f"gmos-calibrate: binary MOS J&F on {len(seqs)} validation clips",
     )
     return op, rows
-
-
-def score_gmos(
-    results: Sequence[Sequence[Any]], seqs: Sequence[ValidationSequence]
-) -> dict[str, float]:
-    """MOS-I (sequence-level matching) of online results, as `gmos-infer` writes them."""
-    from gmos_core.metrics.mos_i import aggregate_mos_i, evaluate_mos_i_sequence
-    from training.infer import IdCompactor
-
-    per = []
-    for res, s in zip(results, seqs):
-        compact = IdCompactor()
-        pred = np.stack([compact(np.where(r.dynamic_mask, r.instance_ids, 0)) for r in res])
-        per.append(evaluate_mos_i_sequence(s.labels, pred, s.intervals, seq=s.name))
-    agg = aggregate_mos_i(per)
-    return {"mtIoU": agg["mtIoU"], "J_mov": agg["J_mov"], "FP": agg["FP"]}
 
 
 def _split_signature(
@@ -247,7 +188,7 @@ def calibrate_gmos(
     recorders = []
     for seq in tqdm(seqs, desc="gmos (record)", unit="seq"):
         rec = RecordingModel(model)
-        _run(build_segmenter(_settings("gmos_online", seq, {}), model=rec), seq)
+        run_clip(build_segmenter(_settings("gmos_online", seq, {}), model=rec), seq)
         recorders.append(rec)
     # (motion_prob, iou_pred) of every recorded frame's top-k proposals: independent of the
     # mask threshold, so a 1x1 output size is enough to read them.
@@ -269,7 +210,7 @@ def calibrate_gmos(
             for rec, seq in zip(recorders, seqs):
                 rec.replay(op)
                 seg = build_segmenter(_settings("gmos_online", seq, {}), model=rec)
-                results.append(_run(seg, seq))
+                results.append(run_clip(seg, seq))
             done[key] = score_gmos(results, seqs)
         rows.append(
             {
@@ -302,15 +243,6 @@ def validation_baselines(num_seqs: int, seed: int, work_dir: Path) -> dict[str, 
 
     Returns {method: {mtIoU, J_mov, FP, MOS_J, ...}} in the benchmark's units (x100 for scores).
     """
-    from training.benchmark_synthetic import (
-        HELD_OUT_SEED,
-        SplitSpec,
-        evaluate,
-        run_baselines,
-        summarise,
-        write_split,
-    )
-
     if seed + 10 * num_seqs > HELD_OUT_SEED:
         raise CalibrationError(f"seeds from {seed} may reach the held-out split")
     data, res = work_dir / "data", work_dir / "results"

@@ -30,6 +30,7 @@ from gmos_core.data.synthetic import SceneConfig, SceneSample, generate_scene
 from gmos_core.data.synthetic_writers import write_davis_style
 from gmos_core.models.preprocess import stride_from_fps, window_indices
 from gmos_core.visualize import prediction_sheet
+from training.evaluate import evaluate_protocol, write_outputs
 
 
 def demo_scenes(num_scenes: int, seed: int) -> list[SceneSample]:
@@ -55,8 +56,6 @@ def run_baseline(sample: SceneSample, baseline: EgoMotionResidualBaseline) -> np
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns 0 on success."""
-    from training.evaluate import main as gmos_eval
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("out/demo"))
     ap.add_argument("--num-scenes", type=int, default=6)
@@ -74,18 +73,15 @@ def main(argv: list[str] | None = None) -> int:
         preds.append(p)
         for t in range(s.num_frames):
             write_indexed_png(args.out / "baseline" / "mos-i_frame" / name / f"{t:05d}.png", p[t])
-    rc = gmos_eval(
-        [
-            "--protocol", "mos-i",
-            "--results", str(args.out / "baseline"),
-            "--gt", str(data / "annotations"),
-            "--time-anno", str(data / "time_annotation.csv"),
-            "--dataset", "synthetic",
-            "--out", str(args.out / "eval"),
-        ]
-    )  # fmt: skip
-    if rc != 0:
-        return rc
+    report = evaluate_protocol(
+        "mos-i",
+        args.out / "baseline",
+        data / "annotations",
+        time_anno=data / "time_annotation.csv",
+        dataset="synthetic",
+    )
+    write_outputs(report, args.out / "eval")
+    print(report.table)
     prediction_sheet(samples, preds, names, args.out / "contact_sheet.png")
     summary = json.loads((args.out / "eval" / "results.json").read_text())
     print(json.dumps({"demo_seconds": round(time.perf_counter() - t0, 1), **summary}, indent=1))

@@ -55,6 +55,7 @@ from gmos_core.data import (
     read_time_anno,
 )
 from gmos_core.data.gt_check import GT_CONVENTIONS, check_interval_ids, prepare_gt_labels
+from gmos_core.data.label_stack import read_label_stack
 from gmos_core.metrics.ranges import MetricRangeError
 from gmos_core.metrics.ranges import check_metric_ranges as check_metric_ranges_in
 
@@ -132,23 +133,6 @@ def resolve_results_dir(results: Path, protocol: str) -> Path:
 
 def _png_names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png")
-
-
-def _read_label_stack(folder: Path, names: Sequence[str], seq: str, what: str) -> np.ndarray:
-    """(T, H, W) uint8 from `folder/<name>` files; all frames must share frame 0's size."""
-    out: list[np.ndarray] = []
-    for n in names:
-        try:
-            lab = read_label_png(folder / n)
-        except DataFormatError as e:
-            raise DataFormatError(f"sequence {seq}, frame {Path(n).stem} ({what}): {e}") from e
-        if out and lab.shape != out[0].shape:
-            raise DataFormatError(
-                f"sequence {seq}, frame {Path(n).stem} ({what}): {lab.shape[1]}x{lab.shape[0]} "
-                f"but frame 0 is {out[0].shape[1]}x{out[0].shape[0]} (W x H)"
-            )
-        out.append(lab)
-    return np.stack(out, 0)
 
 
 def _fmt(v: float, scale: float = 100.0) -> str:
@@ -254,10 +238,10 @@ def evaluate_mos_i(
                 "frames only, in order (gmos_core.data.select_annotated maps all-frame results)"
             )
         t = min(len(gt_names), len(pred_names))  # the official evaluator's rule
-        gt = _read_label_stack(gt_dir / seq, gt_names[:t], seq, "ground truth")
+        gt = read_label_stack([gt_dir / seq / n for n in gt_names[:t]], seq, "ground truth")
         gt = prepare_gt_labels(gt, "mos-i", seq, binary_gt)
         static_ids = check_interval_ids(gt, row.intervals, seq, t)
-        pred = _read_label_stack(results_dir / seq, pred_names[:t], seq, "result")
+        pred = read_label_stack([results_dir / seq / n for n in pred_names[:t]], seq, "result")
         motion_file = results_dir / f"{seq}___motion.npy"
         pred_motion = _load_pred_motion(motion_file, seq, t) if motion_file.is_file() else None
         rec: dict[str, Any] = {
@@ -750,43 +734,76 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errs)
 
 
-def run(args: argparse.Namespace) -> EvalReport:
-    """Evaluate according to parsed arguments (no output files)."""
-    results = resolve_results_dir(args.results, args.protocol)
-    progress = not args.quiet
-    if args.protocol == "mos-i":
-        if args.time_anno is None:
+def evaluate_protocol(
+    protocol: str,
+    results: Path,
+    gt: Path,
+    *,
+    time_anno: Path | None = None,
+    dataset: str = "davis17-im",
+    frame_level_match: bool = False,
+    split: str = "val",
+    year: str | None = None,
+    resolution: str = "480p",
+    sequences: str | None = None,
+    binary_gt: bool = False,
+    image_root: Path | None = None,
+    progress: bool = True,
+) -> EvalReport:
+    """Score a results folder under one protocol (the library form of `gmos-eval`; no files
+    written). The keyword arguments are the `gmos-eval` flags of the same names.
+
+    Raises:
+        EvalInputError: a flag combination the protocol cannot use.
+        MetricRangeError: a number outside its range.
+    """
+    results = resolve_results_dir(results, protocol)
+    if protocol == "mos-i":
+        if time_anno is None:
             raise EvalInputError("--protocol mos-i needs --time-anno <time_annotation.csv>")
         report = evaluate_mos_i(
-            results,
-            args.gt,
-            args.time_anno,
-            args.dataset,
-            args.frame_level_match,
-            progress,
-            binary_gt=args.binary_gt,
+            results, gt, time_anno, dataset, frame_level_match, progress, binary_gt=binary_gt
         )
         check_metric_ranges(report)
         return report
-    if args.protocol == "moca":
-        if args.binary_gt:
+    if protocol == "moca":
+        if binary_gt:
             raise EvalInputError("--binary-gt does not apply to moca (its ground truth is boxes)")
-        report = evaluate_moca_protocol(results, args.gt, args.image_root, progress)
+        report = evaluate_moca_protocol(results, gt, image_root, progress)
         check_metric_ranges(report)
         return report
     report = evaluate_davis_protocol(
-        args.protocol,
+        protocol,
         results,
+        gt,
+        split=split,
+        year=year,
+        resolution=resolution,
+        sequences=sequences,
+        progress=progress,
+        binary_gt=binary_gt,
+    )
+    check_metric_ranges(report)
+    return report
+
+
+def run(args: argparse.Namespace) -> EvalReport:
+    """Evaluate according to parsed arguments (no output files)."""
+    return evaluate_protocol(
+        args.protocol,
+        args.results,
         args.gt,
+        time_anno=args.time_anno,
+        dataset=args.dataset,
+        frame_level_match=args.frame_level_match,
         split=args.split,
         year=args.year,
         resolution=args.resolution,
         sequences=args.sequences,
-        progress=progress,
         binary_gt=args.binary_gt,
+        image_root=args.image_root,
+        progress=not args.quiet,
     )
-    check_metric_ranges(report)
-    return report
 
 
 def default_out_dir(results: Path, protocol: str) -> Path:

@@ -62,8 +62,7 @@ def fp16_parity(
     """
     from gmos_core.backends.base import BackendFrameModel
     from gmos_core.backends.ort_backend import OrtBackend
-    from training.bench import build_models, torch_backend
-    from training.export.onnx_export import export_model_parts
+    from training.bench import build_models, export_onnx, torch_backend
 
     torch.manual_seed(seed)
     t0 = time.perf_counter()
@@ -72,17 +71,7 @@ def fp16_parity(
     log(f"[fp16/{config}] models built in {time.perf_counter() - t0:.1f} s")
     onnx_dir = out_dir / f"onnx16_{config}"
     t0 = time.perf_counter()
-    export_model_parts(
-        m.shapes,
-        onnx_dir,
-        pi3=m.gmos.pi3,
-        sam2=m.gmos.sam2,
-        gmos_s_head=m.gmos_s.head,
-        gmos_head=m.gmos.head,
-        config=m.cfg,
-        check=False,
-        precision="fp16",
-    )
+    export_onnx(m, onnx_dir, "fp16")
     export_s = time.perf_counter() - t0
     log(f"[fp16/{config}] fp16 graphs exported in {export_s:.1f} s")
     graphs = {p: json.loads((onnx_dir / f"{p}.json").read_text())["fp16_graph"] for p in PARTS}

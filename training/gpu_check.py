@@ -176,8 +176,8 @@ def stream_parity(
     """Each trained bundle streamed on the CPU and on `device` over held-out clips."""
     from gmos_core.pipeline import build_frame_model_from_bundle
     from gmos_core.runtime import RuntimeSettings, build_segmenter
-    from training.benchmark_synthetic import SplitSpec, held_out_scenes
-    from training.calibrate import as_sequence, score_gmos
+    from training.scoring import run_clip, score_gmos
+    from training.splits import SplitSpec, as_sequence, held_out_scenes
 
     scenes, seeds = held_out_scenes(SplitSpec(num_seqs=num_clips))
     seqs = [as_sequence(f"heldout_{sd}", s) for sd, s in zip(seeds, scenes)]
@@ -193,12 +193,7 @@ def stream_parity(
                 seg = build_segmenter(
                     RuntimeSettings(variant=variant, span_s=4 / seq.fps, device=dev), model=model
                 )
-                res = [
-                    r
-                    for i, f in enumerate(seq.frames)
-                    for r in seg.step(f, int(round(i * 1e9 / seq.fps)))
-                ] + seg.flush()
-                runs[dev].append(res)
+                runs[dev].append(run_clip(seg, seq))
         pix, states, n_states = [], 0, 0
         for a_seq, b_seq in zip(runs["cpu"], runs[device]):
             for a, b in zip(a_seq, b_seq):

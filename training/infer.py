@@ -46,6 +46,7 @@ from gmos_core.data.video import DataFormatError, read_frames, video_fps, write_
 from gmos_core.deploy import add_backend_arguments
 from gmos_core.errors import ModelSetupError
 from gmos_core.models.preprocess import stride_from_fps
+from gmos_core.runtime import RuntimeSettings, build_segmenter, load_frame_model
 from gmos_core.streaming import FrameResult
 from gmos_core.variants import parse_variant
 from gmos_core.visualize import overlay_labels
@@ -208,6 +209,39 @@ def _write_mos_frames(segmenter: object, folder: Path) -> None:
         write_indexed_png(folder / f"{t:05d}.png", compact(ids))
 
 
+def infer_videos(
+    settings: RuntimeSettings,
+    model: object,
+    inputs: list[Path],
+    out: Path,
+    variant: str,
+    *,
+    fps: float | None = None,
+    stride: int | None = None,
+    save_mp4: bool = True,
+    online_only: bool = False,
+    spill_dir: str | None = None,
+) -> list[SequenceOutput]:
+    """`gmos-infer`'s library form: each video / image folder through a fresh segmenter
+    (`run_sequence`), outputs under `out`. `variant` is "gmos_online" or "gmos_s"; `model` is the
+    loaded frame model (`load_frame_model(settings)`); the keywords are the CLI flags."""
+
+    def factory(span_s: float) -> object:
+        settings.span_s = span_s
+        return build_segmenter(
+            settings,
+            model=model,
+            offline=variant == "gmos_online",
+            second_pass=not online_only,
+            spill_dir=spill_dir,
+        )
+
+    return [
+        run_sequence(factory, p, out, variant, fps, stride, save_mp4, online_only=online_only)
+        for p in inputs
+    ]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gmos-infer", description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -260,8 +294,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `gmos-infer`; returns a process exit code."""
-    from gmos_core.runtime import RuntimeSettings, build_segmenter, load_frame_model
-
     args = build_parser().parse_args(argv)
     variant = parse_variant(args.model)  # legacy CLI spellings end here
     settings = RuntimeSettings(
@@ -291,30 +323,19 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 "gmos-infer: WARNING: untrained weights, outputs are meaningless", file=sys.stderr
             )
-
-        def factory(span_s: float) -> object:
-            settings.span_s = span_s
-            return build_segmenter(
-                settings,
-                model=model,
-                offline=variant == "gmos_online",
-                second_pass=not args.online_only,
-                spill_dir=args.spill_dir,
-            )
-
-        summary = []
-        for p in args.input:
-            res = run_sequence(
-                factory,
-                p,
-                args.out,
-                variant,
-                args.fps,
-                args.stride,
-                not args.no_mp4,
-                online_only=args.online_only,
-            )
-            summary.append(res.__dict__)
+        outputs = infer_videos(
+            settings,
+            model,
+            args.input,
+            args.out,
+            variant,
+            fps=args.fps,
+            stride=args.stride,
+            save_mp4=not args.no_mp4,
+            online_only=args.online_only,
+            spill_dir=args.spill_dir,
+        )
+        summary = [res.__dict__ for res in outputs]
     except (
         InferInputError,
         ModelSetupError,

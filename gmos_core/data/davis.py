@@ -20,6 +20,7 @@ from typing import Literal
 
 import numpy as np
 
+from .label_stack import read_label_stack, sequence_files
 from .palette import DataFormatError, read_label_png
 
 __all__ = ["VOID_LABEL", "DavisDataset", "check_result_sequences", "read_result_labels"]
@@ -73,31 +74,13 @@ def read_result_labels(
     seq_dir = Path(results_dir) / seq
     if not seq_dir.is_dir():
         raise DataFormatError(f"sequence {seq}: no results folder {seq_dir}")
-    if not frame_names:
-        raise DataFormatError(f"sequence {seq}: no frames requested")
-    out: list[np.ndarray] = []
-    for name in frame_names:
-        f = seq_dir / f"{name}.png"
-        if not f.is_file():
-            raise DataFormatError(f"sequence {seq}, frame {name}: result {f} is missing")
-        try:
-            lab = read_label_png(f)
-        except DataFormatError as e:
-            raise DataFormatError(f"sequence {seq}, frame {name}: {e}") from e
-        want = shape if shape is not None else (out[0].shape if out else None)
-        if want is not None and lab.shape != tuple(want):
-            raise DataFormatError(
-                f"sequence {seq}, frame {name}: result is {lab.shape[1]}x{lab.shape[0]}, "
-                f"expected {want[1]}x{want[0]} (W x H)"
-            )
-        top = int(lab.max())
-        if top > max_label:
-            raise DataFormatError(
-                f"sequence {seq}, frame {name}: label {top} exceeds the largest allowed id "
-                f"{max_label}"
-            )
-        out.append(lab)
-    return np.stack(out, 0)
+    return read_label_stack(
+        [seq_dir / f"{name}.png" for name in frame_names],
+        seq,
+        "result",
+        shape=None if shape is None else (int(shape[0]), int(shape[1])),
+        max_label=max_label,
+    )
 
 
 class DavisDataset:
@@ -158,13 +141,7 @@ class DavisDataset:
         Raises:
             DataFormatError: no image folder or no frames.
         """
-        d = self.image_dir / seq
-        if not d.is_dir():
-            raise DataFormatError(f"sequence {seq}: image folder {d} not found")
-        files = sorted(d.glob("*.jpg"))
-        if not files:
-            raise DataFormatError(f"sequence {seq}: no .jpg frames in {d}")
-        return files
+        return sequence_files(self.image_dir / seq, seq, ".jpg", "image")
 
     def gt_frame_names(self, seq: str) -> list[str]:
         """Stems of the ground-truth PNGs (`00000`, ...), sorted.
@@ -172,13 +149,7 @@ class DavisDataset:
         Raises:
             DataFormatError: no annotation folder or no PNGs.
         """
-        d = self.anno_dir / seq
-        if not d.is_dir():
-            raise DataFormatError(f"sequence {seq}: annotation folder {d} not found")
-        names = sorted(p.stem for p in d.glob("*.png"))
-        if not names:
-            raise DataFormatError(f"sequence {seq}: no .png annotations in {d}")
-        return names
+        return [p.stem for p in sequence_files(self.anno_dir / seq, seq, ".png", "annotation")]
 
     def gt_labels(self, seq: str) -> np.ndarray:
         """Ground-truth label maps of a sequence, void (255) kept.
@@ -190,22 +161,12 @@ class DavisDataset:
             DataFormatError: unreadable PNG or a frame whose size differs from the first,
                 naming the sequence and frame.
         """
+        # Every uint8 value is meaningful here (1..254 ids, 255 void), so nothing to
+        # reject; `read_label_png` already refused colour images.
         d = self.anno_dir / seq
-        out: list[np.ndarray] = []
-        for name in self.gt_frame_names(seq):
-            try:
-                lab = read_label_png(d / f"{name}.png")
-            except DataFormatError as e:
-                raise DataFormatError(f"sequence {seq}, frame {name}: {e}") from e
-            if out and lab.shape != out[0].shape:
-                raise DataFormatError(
-                    f"sequence {seq}, frame {name}: ground truth is {lab.shape[1]}x"
-                    f"{lab.shape[0]}, frame 0 is {out[0].shape[1]}x{out[0].shape[0]} (W x H)"
-                )
-            # Every uint8 value is meaningful here (1..254 ids, 255 void), so nothing to
-            # reject; `read_label_png` already refused colour images.
-            out.append(lab)
-        return np.stack(out, 0)
+        return read_label_stack(
+            [d / f"{name}.png" for name in self.gt_frame_names(seq)], seq, "ground truth"
+        )
 
     def num_objects(self, seq: str) -> int:
         """Number of GT objects as the DAVIS toolkit counts it: max id of the first frame."""

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from .davis import read_result_labels
-from .palette import DataFormatError, read_label_png
+from .label_stack import read_label_stack, sequence_files
+from .palette import DataFormatError
 
 __all__ = ["YouTubeVOSDataset", "select_annotated"]
 
@@ -131,12 +132,7 @@ class YouTubeVOSDataset:
     def all_frames(self, seq: str) -> list[str]:
         """Stems of every raw frame (from `all_frames_root`), or the sparse ones without it."""
         d = (self.all_frames_dir or self.image_dir) / seq
-        if not d.is_dir():
-            raise DataFormatError(f"sequence {seq}: image folder {d} not found")
-        names = sorted(p.stem for p in d.glob("*.jpg"))
-        if not names:
-            raise DataFormatError(f"sequence {seq}: no .jpg frames in {d}")
-        return names
+        return [p.stem for p in sequence_files(d, seq, ".jpg", "image")]
 
     def gt_labels(self, seq: str) -> tuple[list[str], np.ndarray]:
         """The sparse ground-truth PNGs of a sequence.
@@ -145,19 +141,8 @@ class YouTubeVOSDataset:
             (frame stems, (T_png, H, W) uint8 labels). In `valid` only the frames where an
             object first appears are annotated; in `train` every 5th frame.
         """
-        d = self.anno_dir / seq
-        if not d.is_dir():
-            raise DataFormatError(f"sequence {seq}: annotation folder {d} not found")
-        names = sorted(p.stem for p in d.glob("*.png"))
-        if not names:
-            raise DataFormatError(f"sequence {seq}: no .png annotations in {d}")
-        labs = []
-        for n in names:
-            lab = read_label_png(d / f"{n}.png")
-            if labs and lab.shape != labs[0].shape:
-                raise DataFormatError(f"sequence {seq}, frame {n}: size differs from frame 0")
-            labs.append(lab)
-        return names, np.stack(labs, 0)
+        files = sequence_files(self.anno_dir / seq, seq, ".png", "annotation")
+        return [f.stem for f in files], read_label_stack(files, seq, "ground truth")
 
     def read_results(
         self,
