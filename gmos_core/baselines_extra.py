@@ -15,7 +15,7 @@ is simply whether it has pixels in that frame.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -27,6 +27,8 @@ from gmos_core.models.preprocess import window_indices
 __all__ = [
     "FrameDifferencingBaseline",
     "components_to_labels",
+    "InstanceLinker",
+    "iter_window_baseline",
     "link_instances",
     "run_window_baseline",
 ]
@@ -98,33 +100,34 @@ class FrameDifferencingBaseline:
         return components_to_labels(fg, self.min_area_fraction, self.max_objects)
 
 
-def link_instances(
-    labels: np.ndarray, min_iou: float = 0.1, max_tracks: int = 20
-) -> tuple[np.ndarray, np.ndarray]:
-    """Link per-frame instance maps into tracks with consistent ids.
+class InstanceLinker:
+    """Link per-frame instance maps into tracks with consistent ids, one frame at a time.
 
     Each frame's components are matched to the previous frame's tracks by Hungarian assignment
     on mask IoU (pairs below `min_iou` stay unmatched); an unmatched component starts a new
-    track. Ids beyond `max_tracks` (the MOS-I evaluator's 20 channels) are dropped.
+    track. Ids beyond `max_tracks` (the MOS-I evaluator's 20 channels) are dropped. Causal: it
+    holds only the previous frame's track masks, so a clip of any length streams through it.
 
     Args:
-        labels: (T, H, W) integer per-frame instance maps (ids independent across frames).
         min_iou: minimum IoU to continue a track.
         max_tracks: maximum number of track ids.
-
-    Returns:
-        (tracks (T, H, W) uint8 with ids 1..max_tracks, motion (T, max_tracks) float32: 1 where
-        the track has pixels in the frame).
     """
-    t_len = labels.shape[0]
-    out = np.zeros(labels.shape, np.uint8)
-    motion = np.zeros((t_len, max_tracks), np.float32)
-    prev: dict[int, np.ndarray] = {}  # track id -> mask in the previous frame
-    next_id = 1
-    for t in range(t_len):
-        ids = [int(v) for v in np.unique(labels[t]) if v > 0]
-        masks = [labels[t] == v for v in ids]
+
+    def __init__(self, min_iou: float = 0.1, max_tracks: int = 20) -> None:
+        self.min_iou = min_iou
+        self.max_tracks = max_tracks
+        self._prev: dict[int, np.ndarray] = {}  # track id -> mask in the previous frame
+        self._next_id = 1
+
+    def step(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W) integer instance map (ids independent across frames) -> (tracks (H, W) uint8
+        with ids 1..max_tracks, motion (max_tracks,) float32: 1 where the track has pixels)."""
+        out = np.zeros(labels.shape, np.uint8)
+        motion = np.zeros(self.max_tracks, np.float32)
+        ids = [int(v) for v in np.unique(labels) if v > 0]
+        masks = [labels == v for v in ids]
         assigned: dict[int, int] = {}
+        prev = self._prev
         if ids and prev:
             tids = list(prev)
             iou = np.zeros((len(ids), len(tids)))
@@ -135,20 +138,86 @@ def link_instances(
                     iou[i, j] = inter / union if union else 0.0
             rows, cols = linear_sum_assignment(-iou)
             for r, c in zip(rows, cols):
-                if iou[r, c] >= min_iou:
+                if iou[r, c] >= self.min_iou:
                     assigned[r] = tids[c]
         cur: dict[int, np.ndarray] = {}
         for i, m in enumerate(masks):
             tid = assigned.get(i)
             if tid is None:
-                if next_id > max_tracks:
+                if self._next_id > self.max_tracks:
                     continue
-                tid, next_id = next_id, next_id + 1
-            out[t][m] = tid
-            motion[t, tid - 1] = 1.0
+                tid, self._next_id = self._next_id, self._next_id + 1
+            out[m] = tid
+            motion[tid - 1] = 1.0
             cur[tid] = m
-        prev = cur
+        self._prev = cur
+        return out, motion
+
+
+def link_instances(
+    labels: np.ndarray, min_iou: float = 0.1, max_tracks: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """Link a clip of per-frame instance maps into tracks (`InstanceLinker` over its frames).
+
+    Args:
+        labels: (T, H, W) integer per-frame instance maps (ids independent across frames).
+        min_iou: minimum IoU to continue a track.
+        max_tracks: maximum number of track ids.
+
+    Returns:
+        (tracks (T, H, W) uint8 with ids 1..max_tracks, motion (T, max_tracks) float32: 1 where
+        the track has pixels in the frame).
+    """
+    linker = InstanceLinker(min_iou, max_tracks)
+    out = np.zeros(labels.shape, np.uint8)
+    motion = np.zeros((labels.shape[0], max_tracks), np.float32)
+    for t in range(labels.shape[0]):
+        out[t], motion[t] = linker.step(labels[t])
     return out, motion
+
+
+def iter_window_baseline(
+    frames: Iterable[np.ndarray],
+    segment: Callable[[np.ndarray, int], np.ndarray],
+    stride: int,
+    num_frames: int = 5,
+) -> Iterator[np.ndarray]:
+    """Streaming form of `run_window_baseline`: frame t's labels as soon as its window is in.
+
+    The window of frame t reaches t + (num_frames // 2)·stride (clamped to the last frame), so
+    t is segmented once that frame has arrived, or at the end of the stream; only the frames
+    some pending window still needs are kept (at most num_frames // 2 · stride · 2 + 1), so the
+    memory does not grow with the clip.
+
+    Args:
+        frames: (H, W, 3) uint8 RGB frames, in order.
+        segment: `baseline.segment(window (N, H, W, 3), center) -> (H, W) labels`.
+        stride: window stride in frames (`stride_from_fps`).
+        num_frames: window length.
+
+    Yields:
+        (H, W) uint8 instance map of frame 0, 1, ... (ids independent across frames).
+    """
+    reach = (num_frames // 2) * stride
+    buf: dict[int, np.ndarray] = {}
+    received = 0
+    t = 0
+
+    def run(total: int) -> np.ndarray:
+        # Every index is < total: clamping at the end only bites at the end of the stream.
+        idx = window_indices(t, total, stride, num_frames)
+        return segment(np.stack([buf[i] for i in idx]), len(idx) // 2).astype(np.uint8)
+
+    for frame in frames:
+        buf[received] = frame
+        received += 1
+        while t + reach < received:
+            yield run(received)
+            t += 1
+            buf.pop(t - reach - 1, None)
+    while t < received:
+        yield run(received)
+        t += 1
 
 
 def run_window_baseline(
@@ -169,7 +238,6 @@ def run_window_baseline(
         (T, H, W) uint8 per-frame instance maps (ids independent across frames).
     """
     out = np.zeros(frames.shape[:3], np.uint8)
-    for t in range(frames.shape[0]):
-        idx = window_indices(t, frames.shape[0], stride, num_frames)
-        out[t] = segment(frames[idx], len(idx) // 2)
+    for t, labels in enumerate(iter_window_baseline(frames, segment, stride, num_frames)):
+        out[t] = labels
     return out

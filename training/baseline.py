@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +47,31 @@ def make_baseline(method: str) -> object:
     raise ValueError(f"unknown baseline {method!r}; choose from {', '.join(METHODS)}")
 
 
-def run_baseline_on_frames(method: str, frames: np.ndarray, stride: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 RGB -> (T, H, W) uint8 per-frame instance maps (window rule)."""
-    from gmos_core.baselines_extra import run_window_baseline
+def iter_baseline(method: str, frames: Iterable[np.ndarray], stride: int) -> Iterator[np.ndarray]:
+    """(H, W, 3) uint8 RGB frames -> (H, W) uint8 per-frame instance maps (window rule),
+    streamed: only the frames a pending window needs are held (`iter_window_baseline`)."""
+    from gmos_core.baselines_extra import iter_window_baseline
 
     base = make_baseline(method)
-    return run_window_baseline(frames, base.segment, stride)  # type: ignore[attr-defined]
+    return iter_window_baseline(frames, base.segment, stride)  # type: ignore[attr-defined]
+
+
+def _checked_frames(seq: str, path: Path, shape: list[tuple[int, ...]]) -> Iterator[np.ndarray]:
+    """`read_frames` with the errors gmos-baseline names; the first frame's shape lands in
+    `shape` and every later frame must match it."""
+    from training.infer import InferInputError
+
+    try:
+        for t, frame in enumerate(tqdm(read_frames(path), desc=seq, unit="frame")):
+            if not shape:
+                shape.append(frame.shape)
+            elif frame.shape != shape[0]:
+                raise InferInputError(
+                    f"{seq}: frame {t} is {frame.shape}, the first frame was {shape[0]}"
+                )
+            yield frame
+    except DataFormatError as exc:
+        raise InferInputError(f"{seq}: {exc}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,18 +97,13 @@ def main(argv: list[str] | None = None) -> int:
             seq = _sequence_name(path)
             _, stride = _resolve_rate(path, args.fps, args.stride)
             t0 = time.perf_counter()
-            try:
-                frames = list(tqdm(read_frames(path), desc=seq, unit="frame"))
-            except DataFormatError as exc:
-                raise InferInputError(f"{seq}: {exc}") from exc
-            if not frames:
+            shape: list[tuple[int, ...]] = []
+            frames = _checked_frames(seq, path, shape)
+            count = write_tracks(args.out, seq, iter_baseline(args.method, frames, stride))
+            if count == 0:
                 raise InferInputError(f"{seq}: no frames")
-            if any(f.shape != frames[0].shape for f in frames):
-                raise InferInputError(f"{seq}: frames of different sizes")
-            per_frame = run_baseline_on_frames(args.method, np.stack(frames), stride)
-            write_tracks(args.out, seq, per_frame)
             secs = time.perf_counter() - t0
-            summary.append({"name": seq, "num_frames": len(frames), "seconds": round(secs, 3)})
+            summary.append({"name": seq, "num_frames": count, "seconds": round(secs, 3)})
     except (InferInputError, FileNotFoundError, DataFormatError, ValueError) as exc:
         print(f"gmos-baseline: error: {exc}", file=sys.stderr)
         return 2

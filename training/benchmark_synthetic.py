@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from tqdm import tqdm
 from gmos_core.baselines import EgoMotionResidualBaseline
 from gmos_core.baselines_extra import (
     FrameDifferencingBaseline,
+    InstanceLinker,
     components_to_labels,
     link_instances,
     run_window_baseline,
@@ -51,15 +53,24 @@ from training.infer import infer_videos
 from training.splits import HELD_OUT_SEED, SplitSpec, write_split
 
 
-def write_tracks(out: Path, seq: str, per_frame: np.ndarray) -> None:
-    """Per-frame instance maps -> linked tracks in mos-i_frame/, mos_frame/ and binary frame/."""
-    tracks, motion = link_instances(per_frame)
-    for t in range(tracks.shape[0]):
+def write_tracks(out: Path, seq: str, per_frame: Iterable[np.ndarray]) -> int:
+    """Per-frame instance maps -> linked tracks in mos-i_frame/, mos_frame/ and binary frame/.
+
+    Streams: each frame is linked (`InstanceLinker`) and written as it comes, so only the
+    motion table (20 floats a frame) grows with the clip. Returns the number of frames.
+    """
+    linker = InstanceLinker()
+    motion: list[np.ndarray] = []
+    for t, labels in enumerate(per_frame):
+        tracks, row = linker.step(labels)
+        motion.append(row)
         name = f"{t:05d}.png"
-        write_indexed_png(out / "mos-i_frame" / seq / name, tracks[t])
-        write_indexed_png(out / "mos_frame" / seq / name, tracks[t])
-        write_indexed_png(out / "frame" / seq / name, (tracks[t] > 0).astype(np.uint8))
-    np.save(out / "mos-i_frame" / f"{seq}___motion.npy", motion[:, :, None])
+        write_indexed_png(out / "mos-i_frame" / seq / name, tracks)
+        write_indexed_png(out / "mos_frame" / seq / name, tracks)
+        write_indexed_png(out / "frame" / seq / name, (tracks > 0).astype(np.uint8))
+    if motion:  # an empty stream writes nothing (gmos-baseline refuses it)
+        np.save(out / "mos-i_frame" / f"{seq}___motion.npy", np.stack(motion)[:, :, None])
+    return len(motion)
 
 
 def run_baselines(names: list[str], scenes: list[SceneSample], res: Path) -> list[str]:
