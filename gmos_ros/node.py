@@ -425,7 +425,7 @@ class GmosNode(LifecycleNode):
         try:
             results = stream.step(slot.frame, slot.header)
         except StreamError as err:
-            kind = "duplicate_stamp" if "duplicate" in str(err) else "stream"
+            kind = err.kind  # "duplicate_stamp" or "bad_frame" (gmos_core.streaming.StreamError)
             cam.counters.error(kind)
             self._errlog(f"{cam.cfg.image_topic}:{kind}", f"{cam.cfg.image_topic}: {err}")
             return

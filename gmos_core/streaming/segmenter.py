@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from gmos_core.errors import GmosError
 from gmos_core.models.prediction import (
     ForegroundPrediction,
     ProposalPrediction,
@@ -72,8 +73,14 @@ class OnlineTracking(Protocol):
         ...
 
 
-class StreamError(ValueError):
-    """A frame the stream cannot take (bad array); the stream state is unchanged."""
+class StreamError(GmosError, ValueError):
+    """A frame the stream cannot take; the stream state is unchanged.
+
+    `kind`: "duplicate_stamp" (a stamp already in the buffer) or "bad_frame" (not an
+    (H, W, 3) uint8 array); callers count by kind, not by the message.
+    """
+
+    default_kind = "bad_frame"
 
 
 @dataclass
@@ -181,7 +188,9 @@ class StreamingSegmenter:
         if self._last_stamp is not None:
             if stamp_ns == self._last_stamp:
                 self.stats.rejected += 1
-                raise StreamError(f"duplicate stamp {stamp_ns} ns: frame ignored")
+                raise StreamError(
+                    f"duplicate stamp {stamp_ns} ns: frame ignored", kind="duplicate_stamp"
+                )
             if stamp_ns < self._last_stamp or frame.shape[:2] != self._shape:
                 why = "stamp went backwards" if stamp_ns < self._last_stamp else "resolution"
                 log.info("stream reset (%s)", why)

@@ -7,14 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gmos_core.runtime import DEFAULT_BUNDLES
 from training.bench.standins import (
     propagation_available,
 )
 
 STRIDES = (1, 2, 3, 5)
-MICRO_BUNDLE = (
-    Path(__file__).resolve().parents[2] / "gmos_core" / "assets" / "micro_gmos.safetensors"
-)
+MICRO_BUNDLE = DEFAULT_BUNDLES["gmos_online"]  # the shipped micro Gmos (one list of paths)
 
 
 def stride_curve(num_scenes: int, device: str, bundle: Path = MICRO_BUNDLE) -> dict[str, Any]:
