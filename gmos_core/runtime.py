@@ -322,21 +322,6 @@ class PropagatorTracking:
             history.append(frame)
         return frame
 
-    # Legacy tuple views of `step`, kept for `training/bench.py` (propagator timing) until it
-    # moves to `step`; the runtime itself no longer uses them.
-    def update(
-        self, frame_index: int, proposals: ProposalPrediction, tracker_input: Any
-    ) -> tuple[np.ndarray, dict[int, bool], dict[int, float], dict[int, float]]:
-        """`step` with proposals, as (ids (H, W) uint16, moving, motion_prob, iou) by id."""
-        hw = proposals.masks.shape[-2:]
-        return _as_tuple(self.step(frame_index, proposals, tracker_input, hw))
-
-    def carry(
-        self, frame_index: int, tracker_input: Any, out_hw: tuple[int, int]
-    ) -> tuple[np.ndarray, dict[int, bool], dict[int, float], dict[int, float]]:
-        """`step` without proposals, as `update`'s tuple."""
-        return _as_tuple(self.step(frame_index, None, tracker_input, out_hw))
-
     def iter_offline_results(self) -> Iterator[np.ndarray]:
         """Second pass over the whole clip, frame by frame: (H, W) uint16 full id maps (MOS).
 
@@ -368,18 +353,6 @@ class PropagatorTracking:
     def offline_results(self) -> list[np.ndarray]:
         """`iter_offline_results` as a list (every frame's map in RAM: short clips only)."""
         return list(self.iter_offline_results())
-
-
-def _as_tuple(
-    frame: PropagationFrame,
-) -> tuple[np.ndarray, dict[int, bool], dict[int, float], dict[int, float]]:
-    objs = frame.objects
-    return (
-        frame.full_instance_map,
-        {o.obj_id: bool(o.moving) for o in objs},
-        {o.obj_id: float(o.motion_prob) for o in objs},
-        {o.obj_id: float(o.iou) for o in objs},
-    )
 
 
 def build_segmenter(

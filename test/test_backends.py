@@ -337,10 +337,10 @@ def test_message_building_and_scripted_propagator_step():
         pytest.skip(f"propagator not available: {propagation_available()}")
     track = live_tracking()
     for i in range(3):
-        out_ids, moving, _, _ = track.update(i, scripted_proposals(i, (64, 64), 4), None)
-    assert out_ids.shape == (64, 64) and any(moving.values())
-    ids_c, *_ = track.carry(3, None, (64, 64))
-    assert ids_c.shape == (64, 64)
+        frame = track.step(i, scripted_proposals(i, (64, 64), 4), None, (64, 64))
+    assert frame.full_instance_map.shape == (64, 64) and any(o.moving for o in frame.objects)
+    carried = track.step(3, None, None, (64, 64))
+    assert carried.full_instance_map.shape == (64, 64)
 
 
 def test_torch_backend_precision_runs_autocast_and_refuses_cpu_fp16(models):

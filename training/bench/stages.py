@@ -199,14 +199,17 @@ def bench_backend(
 
         def prop_step() -> Any:
             i = next(counter)
-            return track.update(i, script[i % len(script)], None)
+            props = script[i % len(script)]
+            return track.step(i, props, None, props.masks.shape[-2:])
 
         st["propagator"] = stats(time_fn(prop_step, 2, max(repeats, 10)))
-        ids, mov, prob, iou = prop_step()
+        frame = prop_step()
 
         def msg_g() -> Any:
-            objs = objects_from_ids(ids, mov, prob, iou)
-            return build_messages(FrameResult(0, 0, ids, objs, None))
+            # The propagator's own object records, as the runtime hands them on.
+            return build_messages(
+                FrameResult(0, 0, frame.full_instance_map, frame.visible_states(), None)
+            )
 
         st["message_building_gmos"] = stats(time_fn(msg_g, 1, max(repeats, 10)))
     per_frame = {}
