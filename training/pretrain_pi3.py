@@ -23,12 +23,10 @@ Output (``out_dir``): ``pi3.safetensors`` in the official π³ key format (stage
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +62,7 @@ from training.resume import (  # noqa: E402
     rewarm_factor,
     save_fp16_state,
 )
-from training.train import CONFIG_DIR, compose_config  # noqa: E402
+from training.stage_loop import StepLog, should_stop, stage_main  # noqa: E402
 from training.trainer import (  # noqa: E402
     OptimConfig,
     ResumableBatchSampler,
@@ -417,10 +415,7 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
             {"stage": "pi3", "model": mcfg.name, "trained_by": "training.pretrain_pi3"},
         )
 
-    t0 = time.perf_counter()
-    t_last = t0
-    acc: dict[str, list[float]] = {}
-    last: dict[str, Any] = {}
+    log = StepLog(log_path, cfg.log_every, start.step)
     stopped_early = False
     bar = tqdm(total=cfg.max_steps, initial=step, desc="pretrain pi3")
     for batch in loader:
@@ -451,57 +446,31 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{parts['loss']:.3f}", iou=f"{parts['fg_iou']:.2f}")
-        for k, v in {**parts, "grad_norm": float(gnorm)}.items():
-            if math.isfinite(v):
-                acc.setdefault(k, []).append(v)
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            now = time.perf_counter()
-            row = {
-                "step": step,
-                "lr": opt.param_groups[0]["lr"],
-                **{
-                    k: float(np.mean(acc[k])) if acc.get(k) else math.nan
-                    for k in ("loss", "bce", "dice", "fg_iou", "grad_norm")
-                },
-                **(
-                    {
-                        k: float(np.mean(acc[k])) if acc.get(k) else math.nan
-                        for k in ("geo_depth", "geo_rot", "geo_trans", "geo_scale_err")
-                    }
-                    if cfg.geometry_weight > 0
-                    else {}
-                ),
-                "s_per_step": (now - t_last) / cfg.log_every,
-                "elapsed_s": now - t0,
-                "run_start_step": start.step,
-            }
-            acc, t_last, last = {}, now, row
-            new = not log_path.is_file()
-            with log_path.open("a") as f:
-                if new:
-                    f.write(",".join(row) + "\n")
-                f.write(",".join(str(v) for v in row.values()) + "\n")
+        log.add({**parts, "grad_norm": float(gnorm)})
+        keys = ["loss", "bce", "dice", "fg_iou", "grad_norm"]
+        if cfg.geometry_weight > 0:
+            keys += ["geo_depth", "geo_rot", "geo_trans", "geo_scale_err"]
+        log.write_due(step, cfg.max_steps, opt.param_groups[0]["lr"], keys)
         if step % cfg.ckpt_every == 0:
             save()
         if step % cfg.plot_every == 0:
             plot_log(log_path, out)
-        if cfg.max_minutes > 0 and time.perf_counter() - t0 > 60 * cfg.max_minutes:
-            stopped_early = True
-            break
-        if 0 < cfg.stop_at_step <= step:
-            stopped_early = step < cfg.max_steps
+        stop, stopped_early = should_stop(
+            step, log.t0, cfg.max_minutes, cfg.stop_at_step, cfg.max_steps
+        )
+        if stop:
             break
     bar.close()
     save()
     plot_log(log_path, out)
-    seconds = time.perf_counter() - t0
+    seconds = log.seconds
     summary = {
         "out_dir": str(out),
         "started_from": dataclasses.asdict(start),
         "step": step,
         "stopped_early": stopped_early,
         "seconds": seconds,
-        "last": last,
+        "last": log.last,
         "validation": validate(pi3, probe, cfg, spec) if cfg.val_windows > 0 else None,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -510,20 +479,14 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status (2: bad configuration)."""
-    p = argparse.ArgumentParser(prog="pretrain_pi3", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config-name", default="pi3_micro", help="recipe in training/configs/")
-    p.add_argument("--config-dir", type=Path, default=CONFIG_DIR)
-    p.add_argument("overrides", nargs="*", help="key=value Hydra overrides")
-    args = p.parse_args(argv)
-    try:
-        cfg = pretrain_config_from_dict(
-            compose_config(args.config_name, list(args.overrides), args.config_dir)
-        )
-    except Exception as e:  # hydra raises several types for bad overrides / missing files
-        print(f"pretrain_pi3: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(pretrain(cfg), default=str))
-    return 0
+    return stage_main(
+        argv,
+        "pretrain_pi3",
+        "pi3_micro",
+        pretrain_config_from_dict,
+        pretrain,
+        __doc__.split("\n\n")[0],
+    )
 
 
 if __name__ == "__main__":
