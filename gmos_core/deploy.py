@@ -8,7 +8,7 @@ message names the command that builds what is missing. Nothing is rebuilt and no
 back to another backend: a robot must run what its operator configured or not start.
 
 `load_backend_frame_model(plan)` then builds the `BackendFrameModel` of an onnxruntime or
-TensorRT plan (the torch backend is built by `gmos_core.runtime` from the torch modules).
+TensorRT plan (the torch backend is built by `gmos_core.streaming.build` from the torch modules).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from gmos_core.backends.base import (
 from gmos_core.operating_point import OperatingPoint
 
 if TYPE_CHECKING:
-    from gmos_core.runtime import RuntimeSettings
+    from gmos_core.streaming.build import RuntimeSettings
 
 __all__ = [
     "BACKEND_NAMES",
@@ -133,7 +133,7 @@ def _read_export(onnx_dir: Path, parts: list[str], hint: str) -> dict[str, dict[
 def _weights_source(settings: RuntimeSettings, head_variant: str) -> tuple[Path | None, Any]:
     """The bundle whose operating point (and, recorded in the export, weights) the run uses."""
     from gmos_core.bundle import read_bundle_info
-    from gmos_core.runtime import DEFAULT_BUNDLES
+    from gmos_core.streaming.build import DEFAULT_BUNDLES
 
     if any((settings.pi3_checkpoint, settings.sam2_checkpoint, settings.head_checkpoint)):
         raise BackendRefused(

@@ -28,7 +28,7 @@ class ModelSetupError(GmosError, RuntimeError):
     """Settings that cannot be turned into a model: missing weights, an unknown variant, a
     device, precision or backend this install cannot run (the message names which).
 
-    Formerly ``gmos_core.runtime.RuntimeError_``.
+    Formerly ``gmos_core.streaming.build.RuntimeError_``.
     """
 
     default_kind = "model_setup"

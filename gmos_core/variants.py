@@ -1,7 +1,7 @@
 """Model variant names: the canonical set, and the one place legacy spellings are mapped.
 
 Canonical names (``RuntimeSettings.variant``, the node's ``variant`` parameter, bundle
-selection in ``gmos_core.runtime.DEFAULT_BUNDLES``):
+selection in ``gmos_core.streaming.build.DEFAULT_BUNDLES``):
 
 - ``gmos_s``: Gmos-S, one foreground mask per frame (paper §3.4);
 - ``gmos_online``: Gmos, proposer + online propagation (the offline second pass is optional);

@@ -59,7 +59,7 @@ def loopback_env() -> None:
 
 def model_params(variant: str) -> tuple[list[str], bool]:
     """Node parameter overrides for the model, and whether the weights are untrained."""
-    from gmos_core.runtime import DEFAULT_BUNDLES
+    from gmos_core.streaming.build import DEFAULT_BUNDLES
 
     # One torch thread: on the 2 shared cores of the build machine two threads were ~18x
     # slower (OpenMP oversubscription: 0.38 vs 6.8 frames/s for gmos-bag eval).

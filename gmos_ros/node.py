@@ -46,8 +46,13 @@ from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from gmos_core.deploy import BackendPlan, plan_backend
-from gmos_core.runtime import DEFAULT_BUNDLES, RuntimeSettings, build_segmenter, load_frame_model
 from gmos_core.streaming import FrameModel, StreamError
+from gmos_core.streaming.build import (
+    DEFAULT_BUNDLES,
+    RuntimeSettings,
+    build_segmenter,
+    load_frame_model,
+)
 from gmos_core.visualize import overlay_instances
 from gmos_ros.conversions import ConversionError, compressed_to_rgb, image_to_rgb
 from gmos_ros.diagnostics import (

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from gmos_core.runtime import DEFAULT_BUNDLES
+    from gmos_core.streaming.build import DEFAULT_BUNDLES
     from gmos_ros.bag import write_synthetic_bag
     from training.bench import bench_config
     from training.export.onnx_export import export_bundle_parts

@@ -22,7 +22,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
-from gmos_core.runtime import RuntimeSettings
+from gmos_core.streaming.build import RuntimeSettings
 from gmos_ros.health import HealthThresholds, Level
 
 __all__ = [

@@ -257,7 +257,7 @@ def _big_frame_child(max_pixels: int, conn: Any) -> None:
     torch.set_num_threads(1)
     from std_msgs.msg import Header
 
-    from gmos_core.runtime import build_segmenter, load_frame_model
+    from gmos_core.streaming.build import build_segmenter, load_frame_model
     from gmos_ros.bag import load_params_file
     from gmos_ros.messages import HeaderedStream
     from gmos_ros.params import params_from_values

@@ -18,7 +18,7 @@ from gmos_core.backends import (
     make_backend,
 )
 from gmos_core.backends.torch_backend import TorchBackend
-from gmos_core.pipeline import GmosModelConfig, build_frame_model
+from gmos_core.models.build import GmosModelConfig, build_frame_model
 from gmos_core.streaming import ForegroundPrediction, ProposalPrediction, StreamingSegmenter
 from training.export.onnx_export import export_model_parts
 
@@ -235,7 +235,7 @@ def _ort_providers() -> list[str]:
 def test_torch_frame_model_streams_on_cuda_like_cpu():  # pragma: no cover - GPU only
     """A CUDA model through the streaming runtime (post-processing copies to host) gives the
     CPU model's label maps. Found on an H200: `.numpy()` on CUDA logits crashed here."""
-    from gmos_core.runtime import RuntimeSettings, build_segmenter
+    from gmos_core.streaming.build import RuntimeSettings, build_segmenter
 
     cfg = GmosModelConfig.load("micro")
     frames = [

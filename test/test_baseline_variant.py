@@ -8,8 +8,8 @@ import pytest
 from gmos_core.baseline_model import BaselineFrameModel
 from gmos_core.data.synthetic import SceneConfig, generate_scene
 from gmos_core.errors import ModelSetupError
-from gmos_core.runtime import RuntimeSettings, build_segmenter, load_frame_model
 from gmos_core.streaming import FrameResult
+from gmos_core.streaming.build import RuntimeSettings, build_segmenter, load_frame_model
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gmos_core.bundle import BundleError, read_bundle, save_bundle
-from gmos_core.pipeline import build_frame_model, build_frame_model_from_bundle
+from gmos_core.models.build import build_frame_model, build_frame_model_from_bundle
 
 
 @pytest.fixture(scope="module")

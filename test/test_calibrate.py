@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from gmos_core.bundle import BundleError, read_bundle, save_bundle, write_operating_point
+from gmos_core.models.build import build_frame_model, build_frame_model_from_bundle
 from gmos_core.models.postprocess import proposals_to_label_map
 from gmos_core.operating_point import OperatingPoint
-from gmos_core.pipeline import build_frame_model, build_frame_model_from_bundle
-from gmos_core.runtime import RuntimeSettings, build_segmenter
+from gmos_core.streaming.build import RuntimeSettings, build_segmenter
 from training.calibrate import (
     CalibrationError,
     RecordingModel,

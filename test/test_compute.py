@@ -67,7 +67,7 @@ def test_unavailable_device_is_a_clean_error(tmp_path, capsys):
     assert rc == 2 and "device 'cuda'" in err and "Traceback" not in err
     # The runtime checks too: the node's activate and gmos-bag eval get the same message.
     from gmos_core.errors import ModelSetupError
-    from gmos_core.runtime import RuntimeSettings, load_frame_model
+    from gmos_core.streaming.build import RuntimeSettings, load_frame_model
 
     with pytest.raises(ModelSetupError, match="device 'cuda'"):
         load_frame_model(RuntimeSettings(device="cuda"))

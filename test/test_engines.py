@@ -227,7 +227,7 @@ def test_without_tensorrt_the_cli_stops_with_a_clear_message(setup, capsys):
 )
 def test_trt_backend_without_tensorrt_raises_backend_unavailable(tmp_path):
     from gmos_core.backends.base import ModelShapes
-    from gmos_core.pipeline import GmosModelConfig
+    from gmos_core.models.build import GmosModelConfig
 
     shapes = ModelShapes.from_config(GmosModelConfig.load("micro"))
     with pytest.raises(BackendUnavailable, match="TensorRT"):
@@ -247,7 +247,7 @@ def test_real_tensorrt_build_and_backend_parity(tmp_path):  # pragma: no cover -
 
     from gmos_core.backends import make_backend
     from gmos_core.backends.base import ModelShapes
-    from gmos_core.pipeline import GmosModelConfig, build_frame_model
+    from gmos_core.models.build import GmosModelConfig, build_frame_model
     from training.export.onnx_export import export_model_parts
 
     cfg = GmosModelConfig.load("micro")

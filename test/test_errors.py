@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gmos_core.errors import GmosError, ModelSetupError
-from gmos_core.runtime import RuntimeSettings, load_frame_model
+from gmos_core.streaming.build import RuntimeSettings, load_frame_model
 
 
 def test_model_setup_error_has_a_kind_and_stays_a_runtime_error():

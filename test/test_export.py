@@ -13,7 +13,7 @@ import torch
 from onnx import TensorProto, helper
 
 from gmos_core.backends.base import PARTS, ModelShapes, onnx_files, onnx_sha256
-from gmos_core.pipeline import GmosModelConfig, build_frame_model
+from gmos_core.models.build import GmosModelConfig, build_frame_model
 from training.export import onnx_export
 from training.export.onnx_export import export_model_parts
 from training.export.trt_ops import (

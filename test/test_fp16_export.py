@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from gmos_core.deploy import BackendRefused, plan_backend  # noqa: E402
-from gmos_core.runtime import DEFAULT_BUNDLES, RuntimeSettings  # noqa: E402
+from gmos_core.streaming.build import DEFAULT_BUNDLES, RuntimeSettings  # noqa: E402
 from training.fp16_check import fp16_parity  # noqa: E402
 from training.gpu_check import PARTS  # noqa: E402
 

@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from gmos_core.backends import BackendFrameModel, ModelShapes
+from gmos_core.models.build import GmosTorchModel, build_frame_model, build_frame_model_from_bundle
 from gmos_core.models.prediction import (
     ForegroundPrediction,
     ProposalPrediction,
     head_outputs_to_prediction,
 )
 from gmos_core.models.preprocess import pi3_preprocess, sam2_preprocess
-from gmos_core.pipeline import GmosTorchModel, build_frame_model, build_frame_model_from_bundle
-from gmos_core.runtime import DEFAULT_BUNDLES
+from gmos_core.streaming.build import DEFAULT_BUNDLES
 
 REPO = Path(__file__).resolve().parents[1]
 

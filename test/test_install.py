@@ -37,8 +37,8 @@ def test_non_editable_install_builds_the_micro_model_from_package_data(tmp_path)
     probe = """
 import json
 import gmos_core
-from gmos_core.pipeline import CONFIG_DIR, GmosModelConfig, build_frame_model
-from gmos_core.runtime import DEFAULT_BUNDLES
+from gmos_core.models.build import CONFIG_DIR, GmosModelConfig, build_frame_model
+from gmos_core.streaming.build import DEFAULT_BUNDLES
 model = build_frame_model("micro", "gmos_s")
 print(json.dumps({
     "package": gmos_core.__file__,

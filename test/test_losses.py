@@ -17,7 +17,12 @@ from training.losses import (
     mask_loss,
     sigmoid_focal_loss,
 )
-from training.matching import HungarianMatcher, pairwise_dice_cost, pairwise_focal_cost
+from training.matching import (
+    HungarianMatcher,
+    pairwise_bce_cost,
+    pairwise_dice_cost,
+    pairwise_focal_cost,
+)
 
 LN2 = math.log(2.0)
 
@@ -116,6 +121,31 @@ def test_pairwise_costs_equal_the_losses():
             assert dc[q, g].item() == pytest.approx(
                 dice_loss(lg[q : q + 1], tg[g : g + 1]).item(), rel=1e-5
             )
+
+
+def test_bce_term_of_the_mask_loss_and_its_matching_cost():
+    torch.manual_seed(1)
+    lg = torch.randn(3, 10)
+    tg = (torch.rand(4, 10) > 0.5).float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    # Mask2Former's 5 BCE + 5 dice with the focal term off.
+    got = mask_loss(lg, tg[:3], focal_weight=0.0, dice_weight=5.0, bce_weight=5.0)
+    for q in range(3):
+        want = 5 * bce(lg[q], tg[q]) + 5 * dice_loss(lg[q : q + 1], tg[q : q + 1])[0]
+        assert got[q].item() == pytest.approx(want.item(), rel=1e-5)
+    bc = pairwise_bce_cost(lg, tg)
+    for q in range(3):
+        for g in range(4):
+            assert bc[q, g].item() == pytest.approx(bce(lg[q], tg[g]).item(), rel=1e-5)
+    # The matcher's mask cost follows the same weights: with BCE only it picks the target
+    # of lowest BCE for each query.
+    m = HungarianMatcher(focal_weight=0.0, dice_weight=0.0, bce_weight=1.0, motion_weight=0.0)
+    c = m.cost_matrix(lg.view(3, 1, 10), torch.zeros(3), tg.view(4, 1, 10), torch.zeros(4))
+    assert torch.allclose(c, m.mask_weight * bc, rtol=1e-5)
+    # Default weights (Eq. 2) keep the loss as it was: focal + dice, no BCE.
+    assert torch.allclose(
+        mask_loss(lg, tg[:3]), 20 * sigmoid_focal_loss(lg, tg[:3]) + dice_loss(lg, tg[:3])
+    )
 
 
 def _targets():

@@ -22,7 +22,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 
 from gmos_core.backends import ModelShapes  # noqa: E402
 from gmos_core.deploy import BackendRefused, plan_backend  # noqa: E402
-from gmos_core.runtime import DEFAULT_BUNDLES, RuntimeSettings  # noqa: E402
+from gmos_core.streaming.build import DEFAULT_BUNDLES, RuntimeSettings  # noqa: E402
 from gmos_ros.node import GmosNode  # noqa: E402
 from gmos_ros.node_bench import InProcessNode, bag_images  # noqa: E402
 from training.export.onnx_export import export_bundle_parts  # noqa: E402

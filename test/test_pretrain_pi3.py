@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gmos_core.pipeline import GmosModelConfig, build_frame_model
+from gmos_core.models.build import GmosModelConfig, build_frame_model
 from training.pretrain_pi3 import (
     MotionProbe,
     Pi3PretrainConfig,
@@ -98,11 +98,11 @@ def test_config_composes_and_rejects_unknown_keys():
         raw = compose_config(name, [])
         assert raw["pi3_checkpoint"] == "out/train/pi3_micro/pi3.safetensors"
         assert raw["train_pi3"] is False
-    # Gmos-S trains SAM2 from scratch; Gmos starts SAM2 + proposer from stage 1b (SAM2 frozen).
-    assert compose_config("gmos_s_micro", [])["train_encoders"] is True
-    gmos = compose_config("gmos_micro", [])
-    assert gmos["train_encoders"] is False
-    assert gmos["init_objects"] == "training/checkpoints/micro/objects_stage1b.safetensors"
+    # Both start from stage 1b with its SAM2 frozen (Gmos also takes the proposer from it).
+    for name in ("gmos_s_micro", "gmos_micro"):
+        raw = compose_config(name, [])
+        assert raw["train_encoders"] is False
+        assert raw["init_objects"] == "training/checkpoints/micro/objects_stage1b.safetensors"
 
 
 def test_composing_a_recipe_leaves_sam2_buildable():

@@ -220,6 +220,63 @@ def test_stage2_starts_from_stage1b_and_resumes_from_its_fp16_state(tiny_model, 
         assert [int(r["step"]) for r in csv.DictReader(f)] == [3, 4]
 
 
+def test_gmos_s_takes_stage1b_sam2_frozen_and_exports_snapshots(tiny_model, tmp_path):
+    from gmos_core.bundle import read_bundle
+    from training.datasets import SyntheticDataConfig, SyntheticWindowDataset
+    from training.train import window_spec
+    from training.trainer import TrainConfig, Trainer, snapshot_path
+
+    torch.set_num_threads(1)
+    pretrain_objects(_objects_cfg(tiny_model, tmp_path / "objects", max_steps=1))
+    objects = tmp_path / "objects" / "state_fp16.safetensors"
+    bundle = tmp_path / "s" / "gs.safetensors"
+    c = TrainConfig(
+        model=tiny_model,
+        variant="gmos_s",
+        train_encoders=False,
+        init_objects=str(objects),
+        max_steps=2,
+        batch_size=1,
+        threads=1,
+        log_every=1,
+        ckpt_every=1,
+        plot_every=100,
+        out_dir=str(tmp_path / "s"),
+        export_bundle=str(bundle),
+        export_every=1,
+        optim=OptimConfig(lr=1e-3),
+        data={"kind": "synthetic", "height": 64, "width": 64, "duration_s": 1.0},
+    )
+    d = dict(c.data)
+    d.pop("kind")
+    tr = Trainer(c, SyntheticWindowDataset(SyntheticDataConfig(**d), window_spec(c)))
+    st = load_fp16_state(objects)
+    sam = tr.module.sam2.sam_model.state_dict()
+    assert all(torch.equal(sam[k], v.float()) for k, v in st.parts["sam2"].items())
+    sam_before = {k: v.clone() for k, v in sam.items()}
+    tr.fit()
+    after = tr.module.sam2.sam_model.state_dict()
+    assert all(torch.equal(v, sam_before[k]) for k, v in after.items())
+    assert set(load_fp16_state(tmp_path / "s" / "state_fp16.safetensors").parts) == {"head"}
+    # One bundle per export_every steps next to the final one.
+    assert snapshot_path(bundle, 1).name == "gs_step1.safetensors"
+    for p in (snapshot_path(bundle, 1), snapshot_path(bundle, 2), bundle):
+        assert p.is_file() and read_bundle(p) is not None
+
+
+def test_a_finished_stage_resumed_from_its_committed_state_is_a_no_op(tiny_model, tmp_path):
+    # A fresh clone has the committed state of a finished stage and no log yet: rerunning the
+    # stage (make train-gmos runs stage 1 first) must export and stop, not fail on the log.
+    first = _objects_cfg(tiny_model, tmp_path / "a", max_steps=2)
+    pretrain_objects(first)
+    committed = tmp_path / "objects_stage1b.safetensors"
+    shutil.copy(tmp_path / "a" / "state_fp16.safetensors", committed)
+    again = dataclasses.replace(first, out_dir=str(tmp_path / "clone"), resume_fp16=str(committed))
+    summary = pretrain_objects(again)
+    assert summary["step"] == 2
+    assert not (tmp_path / "clone" / "log.csv").exists()
+
+
 def test_rendering_only_some_frames_equals_the_whole_scene():
     from gmos_core.data.synthetic import SceneConfig, generate_scene, render_layout, sample_layout
 

@@ -412,8 +412,8 @@ def test_decision_thresholds_apply_live_to_the_running_segmenter(ros):
 def test_propagator_thresholds_reach_the_running_propagator(ros):
     import dataclasses
 
-    from gmos_core.runtime import PropagatorTracking, RuntimeSettings
     from gmos_core.streaming import StreamingSegmenter
+    from gmos_core.streaming.tracking import PropagatorTracking, RuntimeSettings
 
     _, _, make = ros
     node = make()

@@ -288,7 +288,7 @@ def test_lifecycle_activate_loads_once_deactivate_frees(ros):
 
 
 def test_missing_weights_fail_activation_clearly(ros, tmp_path):
-    from gmos_core.runtime import load_frame_model
+    from gmos_core.streaming.build import load_frame_model
 
     _, _, make = ros
     node = make({"autostart": False, "bundle": str(tmp_path / "nope.safetensors")})

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from gmos_core.errors import ModelSetupError
-from gmos_core.runtime import (
+from gmos_core.streaming import ProposalPrediction, StreamingSegmenter
+from gmos_core.streaming.build import (
     PropagatorTracking,
     RuntimeSettings,
     build_segmenter,
     load_frame_model,
 )
-from gmos_core.streaming import ProposalPrediction, StreamingSegmenter
 
 H, W = 48, 64
 MS = 1_000_000
@@ -140,7 +140,7 @@ def test_offline_pass_keeps_its_frames_on_disk_not_in_ram() -> None:
 
 
 def test_missing_weights_is_a_clear_error(tmp_path, monkeypatch) -> None:
-    import gmos_core.runtime as rt
+    import gmos_core.streaming.build as rt
 
     monkeypatch.setattr(rt, "DEFAULT_BUNDLES", {k: tmp_path / "none" for k in rt.DEFAULT_BUNDLES})
     with pytest.raises(ModelSetupError, match="no weights"):
@@ -153,7 +153,7 @@ def test_sam2_tracker_runs_on_the_proposers_cached_sam2_features() -> None:
     """tracker='sam2': the SAM2 tracker consumes the same cached SAM2 features the proposer
     used (each frame encoded once) and carries the scripted object with a persistent id.
     Micro SAM2 with untrained weights: this checks the wiring, not the masks' quality."""
-    from gmos_core.pipeline import build_frame_model
+    from gmos_core.models.build import build_frame_model
 
     micro = build_frame_model("micro", "gmos", seed=0).frame_model(keep_sam2_backbone=True)
 
@@ -206,7 +206,7 @@ def test_precision_runs_the_network_under_autocast_and_refuses_what_cannot_work(
     import torch
 
     from gmos_core.errors import ModelSetupError
-    from gmos_core.runtime import RuntimeSettings, load_frame_model
+    from gmos_core.streaming.build import RuntimeSettings, load_frame_model
 
     frames = [np.random.default_rng(i).integers(0, 255, (40, 48, 3), np.uint8) for i in range(5)]
     out = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gmos_core.runtime import DEFAULT_BUNDLES
+from gmos_core.streaming.build import DEFAULT_BUNDLES
 from gmos_core.variants import (
     BASELINE_VARIANTS,
     NETWORK_VARIANTS,

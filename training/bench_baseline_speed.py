@@ -3,7 +3,7 @@
     python -m training.bench_baseline_speed [--frames 60] [--height 480 --width 640]
                                             [--threads 1] [--out out/bench_baseline_speed]
 
-Streams a synthetic dynamic scene through `gmos_core.runtime.build_segmenter` exactly as the
+Streams a synthetic dynamic scene through `gmos_core.streaming.build.build_segmenter` exactly as the
 ROS node does (10 fps stamps, the 5-frame window over 0.4 s, the online propagator) and
 reports, per variant: end-to-end frames/s and per-frame milliseconds (p50 / p95) of the
 `step` calls that returned a result, plus the baseline's own `segment` time on one window.
@@ -23,7 +23,7 @@ import numpy as np
 
 from gmos_core.compute import apply_threads
 from gmos_core.data.synthetic import SceneConfig, generate_scene
-from gmos_core.runtime import RuntimeSettings, build_segmenter, load_frame_model
+from gmos_core.streaming.build import RuntimeSettings, build_segmenter, load_frame_model
 
 VARIANTS = ("ego_residual", "frame_diff")
 

@@ -57,7 +57,7 @@ from gmos_core.geometry import (  # noqa: E402
     measure_object,
 )
 from gmos_core.geometry.visual_odometry import DepthVisualOdometry  # noqa: E402
-from gmos_core.runtime import RuntimeSettings, build_segmenter  # noqa: E402
+from gmos_core.streaming.build import RuntimeSettings, build_segmenter  # noqa: E402
 
 WINDOW_S = 0.5
 

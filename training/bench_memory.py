@@ -3,7 +3,7 @@
     python -m training.bench_memory --frames 10000 [--variant gmos_online] [--out out/bench_memory]
 
 Streams synthetic frames (scenes generated once and replayed back to back with ever
-increasing stamps at 10 fps) through `gmos_core.runtime.build_segmenter` exactly as the ROS
+increasing stamps at 10 fps) through `gmos_core.streaming.build.build_segmenter` exactly as the ROS
 node does, samples the process RSS every `--every` frames, and reports the peak RSS after
 the first `--warmup` frames against the peak at the end. Prints JSON, writes it and a plot.
 Uses the shipped micro bundle when present, else an untrained micro model (memory does not
@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from gmos_core.data.synthetic import SceneConfig, generate_scene  # noqa: E402
-from gmos_core.runtime import RuntimeSettings, build_segmenter  # noqa: E402
+from gmos_core.streaming.build import RuntimeSettings, build_segmenter  # noqa: E402
 
 
 def rss_mib() -> float:

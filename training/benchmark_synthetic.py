@@ -47,7 +47,7 @@ from gmos_core.compute import apply_threads, default_threads
 from gmos_core.data.palette import read_label_png, write_indexed_png
 from gmos_core.data.synthetic import SceneSample
 from gmos_core.models.preprocess import stride_from_fps
-from gmos_core.runtime import RuntimeSettings, load_frame_model
+from gmos_core.streaming.build import RuntimeSettings, load_frame_model
 from training.evaluate import evaluate_protocol, write_outputs
 from training.infer import infer_videos
 from training.splits import HELD_OUT_SEED, SplitSpec, write_split

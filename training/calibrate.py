@@ -125,7 +125,7 @@ class RecordingModel:
 
 def _settings(variant: str, seq: ValidationSequence, propagator: dict[str, float]) -> Any:
     from gmos_core.models.preprocess import stride_from_fps
-    from gmos_core.runtime import RuntimeSettings
+    from gmos_core.streaming.build import RuntimeSettings
 
     # The window of gmos-infer (and so of the benchmark): 5 frames at the official stride.
     span_s = 4 * stride_from_fps(seq.fps) / seq.fps
@@ -136,7 +136,7 @@ def calibrate_gmos_s(
     model: Any, seqs: Sequence[ValidationSequence], grid: Sequence[float] = DEFAULT_FG_GRID
 ) -> tuple[OperatingPoint, list[dict[str, float]]]:
     """Foreground threshold maximising J&F on `seqs` (ties: the higher threshold)."""
-    from gmos_core.runtime import build_segmenter
+    from gmos_core.streaming.build import build_segmenter
 
     probs = []
     for seq in tqdm(seqs, desc="gmos-s", unit="seq"):
@@ -183,7 +183,7 @@ def calibrate_gmos(
     the online propagator on identical inputs, so the second reuses the first's scores (exact;
     with a nearly constant motion head most of the grid collapses this way).
     """
-    from gmos_core.runtime import build_segmenter
+    from gmos_core.streaming.build import build_segmenter
 
     recorders = []
     for seq in tqdm(seqs, desc="gmos (record)", unit="seq"):
@@ -336,7 +336,7 @@ def calibrate_bundle(
     for the chosen point, on which MOS-I metrics it beats them (reported, not optimised: the
     objective stays the declared one)."""
     from gmos_core.bundle import write_operating_point
-    from gmos_core.pipeline import build_frame_model_from_bundle
+    from gmos_core.models.build import build_frame_model_from_bundle
 
     seqs = validation_split(num_seqs, seed)  # refuses held-out seeds before any work
     model = build_frame_model_from_bundle(bundle).frame_model()

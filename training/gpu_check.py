@@ -39,7 +39,7 @@ import torch
 
 from gmos_core.backends.torch_backend import TorchBackend
 from gmos_core.compute import add_threads_argument
-from gmos_core.runtime import DEFAULT_BUNDLES
+from gmos_core.streaming.build import DEFAULT_BUNDLES
 from gmos_core.variants import variant_of_head
 
 PARTS = ("pi3_encoder", "pi3_decoder", "sam2_encoder", "gmos_s_head", "gmos_head")
@@ -174,8 +174,8 @@ def stream_parity(
     bundles: Sequence[Path], device: str, num_clips: int, log: Any = print
 ) -> dict[str, Any]:
     """Each trained bundle streamed on the CPU and on `device` over held-out clips."""
-    from gmos_core.pipeline import build_frame_model_from_bundle
-    from gmos_core.runtime import RuntimeSettings, build_segmenter
+    from gmos_core.models.build import build_frame_model_from_bundle
+    from gmos_core.streaming.build import RuntimeSettings, build_segmenter
     from training.scoring import run_clip, score_gmos
     from training.splits import SplitSpec, as_sequence, held_out_scenes
 

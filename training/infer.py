@@ -46,8 +46,8 @@ from gmos_core.data.video import DataFormatError, read_frames, video_fps, write_
 from gmos_core.deploy import add_backend_arguments
 from gmos_core.errors import ModelSetupError
 from gmos_core.models.preprocess import stride_from_fps
-from gmos_core.runtime import RuntimeSettings, build_segmenter, load_frame_model
 from gmos_core.streaming import FrameResult
+from gmos_core.streaming.build import RuntimeSettings, build_segmenter, load_frame_model
 from gmos_core.variants import parse_variant
 from gmos_core.visualize import overlay_labels
 

@@ -77,6 +77,10 @@ class GmosLossWeights:
     dice_weight: float = 1.0
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    # Plain BCE inside L_mask (0 = Eq. 2). The micro recipe uses Mask2Former's BCE 5 + dice 5
+    # with focal 0, as stage 1b does: the focal term's α = 0.25 favours background pixels and
+    # emptied the masks stage 1b had learned (docs/training.md).
+    bce_weight: float = 0.0
     # Weight of an unmatched ("no object") query in the motion and confidence terms relative
     # to a matched one; the terms are then normalised by the summed weights (DETR's eos_coef
     # convention). 1.0 = the plain average over all B·Q queries (our reading of Eq. 2, which
@@ -99,6 +103,7 @@ class GmosSLossWeights:
     dice_weight: float = 1.0
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    bce_weight: float = 0.0  # plain BCE inside L_mask (0 = Eq. A1)
 
 
 @dataclass
@@ -162,18 +167,26 @@ def mask_loss(
     dice_weight: float = 1.0,
     alpha: float = 0.25,
     gamma: float = 2.0,
+    bce_weight: float = 0.0,
 ) -> Tensor:
-    """L_mask = 20 · focal + 1 · dice per mask.
+    """L_mask = 20 · focal + 1 · dice per mask (+ bce_weight · BCE, 0 in the paper).
 
     Args:
         logits: (N, H, W) or (N, P) logits; targets: same shape, {0, 1}.
+        bce_weight: weight of a plain per-pixel BCE term.
 
     Returns:
         (N,) per-mask loss.
     """
     lg = logits.flatten(1).float()
     tg = targets.flatten(1).to(lg.dtype)
-    return focal_weight * sigmoid_focal_loss(lg, tg, alpha, gamma) + dice_weight * dice_loss(lg, tg)
+    loss = dice_weight * dice_loss(lg, tg)
+    if focal_weight:
+        loss = loss + focal_weight * sigmoid_focal_loss(lg, tg, alpha, gamma)
+    if bce_weight:
+        bce = F.binary_cross_entropy_with_logits(lg, tg, reduction="none").mean(-1)
+        loss = loss + bce_weight * bce
+    return loss
 
 
 @torch.no_grad()
@@ -223,6 +236,7 @@ def gmos_proposer_loss(
         dice_weight=w.dice_weight,
         focal_alpha=w.focal_alpha,
         focal_gamma=w.focal_gamma,
+        bce_weight=w.bce_weight,
     )
     masks = out["mask"].float()
     motion = out["motion_logits"].float()[..., 0]  # (B, Q)
@@ -266,7 +280,9 @@ def gmos_proposer_loss(
         qs, bs = torch.cat(q_idx_all), torch.cat(b_idx_all)
         tgt = torch.cat(g_masks)
         pm = masks[bs, qs]  # (M, h, w)
-        l_mask = mask_loss(pm, tgt, w.focal_weight, w.dice_weight, w.focal_alpha, w.focal_gamma)
+        l_mask = mask_loss(
+            pm, tgt, w.focal_weight, w.dice_weight, w.focal_alpha, w.focal_gamma, w.bce_weight
+        )
         iou_true = binary_iou(pm, tgt, w.iou_threshold)
         l_iou = (iou_pred[bs, qs] - iou_true) ** 2
         n_matched = int(qs.numel())
@@ -314,7 +330,9 @@ def gmos_s_loss(
     conf = out["conf_pred"].float()[:, 0]
     iou_pred = out["iou_pred"].float()[:, 0]
     tgt = gt_fg.to(logits.device).float()
-    l_mask = mask_loss(logits, tgt, w.focal_weight, w.dice_weight, w.focal_alpha, w.focal_gamma)
+    l_mask = mask_loss(
+        logits, tgt, w.focal_weight, w.dice_weight, w.focal_alpha, w.focal_gamma, w.bce_weight
+    )
     iou_true = binary_iou(logits, tgt)
     l_iou = (iou_pred - iou_true) ** 2
     total = (w.iou * l_iou + conf * w.mask * l_mask - w.conf * conf.log()).mean()

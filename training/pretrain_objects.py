@@ -66,7 +66,7 @@ from gmos_core.models.gmos import GmosProposer  # noqa: E402
 from gmos_core.models.preprocess import sam2_preprocess  # noqa: E402
 from training.datasets import downsample_mask, synthetic_config_from_dict  # noqa: E402
 from training.losses import dice_loss  # noqa: E402
-from training.matching import pairwise_dice_cost  # noqa: E402
+from training.matching import pairwise_bce_cost, pairwise_dice_cost  # noqa: E402
 from training.resume import (  # noqa: E402
     ResumePoint,
     atomic_torch_save,
@@ -291,13 +291,6 @@ class ObjectLossWeights:
     iou_threshold: float = 0.0
 
 
-def pairwise_bce_cost(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean BCE of every pair: (Q, P) logits x (G, P) {0, 1} targets -> (Q, G)."""
-    pos = F.softplus(-logits)  # BCE of a pixel whose target is 1
-    neg = F.softplus(logits)  # ... and 0
-    return (pos @ targets.T + neg @ (1 - targets).T) / logits.shape[1]
-
-
 @torch.no_grad()
 def match_objects(
     masks: Tensor, gt_masks: list[Tensor], w: ObjectLossWeights
@@ -408,7 +401,7 @@ def validate_objects(
 
 def build_parts(cfg: ObjectPretrainConfig) -> tuple[nn.Module, GmosProposer, Any]:
     """(SAM2 feature extractor, proposer, model config), random init from `cfg.seed`."""
-    from gmos_core.pipeline import GmosModelConfig, build_frame_model
+    from gmos_core.models.build import GmosModelConfig, build_frame_model
 
     mcfg = GmosModelConfig.load(cfg.model)
     fm = build_frame_model(mcfg, "gmos", seed=cfg.seed)

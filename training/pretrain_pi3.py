@@ -313,7 +313,7 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
         return done  # already trained to max_steps: `make` reruns are no-ops
     from safetensors.torch import save_file
 
-    from gmos_core.pipeline import GmosModelConfig, build_pi3
+    from gmos_core.models.build import GmosModelConfig, build_pi3
 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)

@@ -104,7 +104,7 @@ def build_dataset(cfg: TrainConfig, spec: WindowSpec) -> tuple[Any, bool]:
 
 def window_spec(cfg: TrainConfig) -> WindowSpec:
     """WindowSpec with sizes taken from the model config unless `window` overrides them."""
-    from gmos_core.pipeline import GmosModelConfig
+    from gmos_core.models.build import GmosModelConfig
 
     m = GmosModelConfig.load(cfg.model)
     base = {

@@ -40,9 +40,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from gmos_core.bundle import sam2_feature_state, save_bundle
+from gmos_core.models.build import CONFIG_DIR, GmosModelConfig, GmosTorchModel, build_frame_model
 from gmos_core.models.checkpoints import save_gmos_checkpoint
 from gmos_core.models.gmos import GmosProposer, GmosS
-from gmos_core.pipeline import CONFIG_DIR, GmosModelConfig, GmosTorchModel, build_frame_model
 from training.datasets import collate_windows
 from training.losses import (
     GmosLossWeights,
@@ -119,6 +119,8 @@ class TrainConfig:
         window: WindowSpec fields (sizes default to the model config).
         export_bundle: if set, rank 0 also writes a float16 bundle there at the end (the
             shipped-checkpoint format, `save_bundle(..., half=True)`).
+        export_every: also write ``<export_bundle stem>_step<N>.safetensors`` every N steps
+            (0 = never): snapshots to pick the checkpoint from on validation clips.
         init_objects: stage-1b state (`training.pretrain_objects`, ``state_fp16.safetensors``):
             SAM2's image-feature weights and the proposer start from it (with
             ``train_encoders: false`` SAM2 then stays frozen, as the paper's pretrained SAM2).
@@ -152,6 +154,7 @@ class TrainConfig:
     data: dict[str, Any] = field(default_factory=dict)
     window: dict[str, Any] = field(default_factory=dict)
     export_bundle: str = ""
+    export_every: int = 0
     init_objects: str = ""
     head_dropout: float | None = None
     resume_fp16: str = ""
@@ -277,15 +280,22 @@ class GmosTrainModule(nn.Module):
         return self.head(token, sam.bottleneck, high_res_features=list(sam.high_res))
 
 
+def snapshot_path(bundle: str | Path, step: int) -> Path:
+    """Where `export_every` writes the bundle of `step`: next to `bundle`, step in the name."""
+    b = Path(bundle)
+    return b.with_name(f"{b.stem}_step{step}{b.suffix}")
+
+
 def init_from_objects(fm: GmosTorchModel, path: str | Path) -> None:
-    """Load a stage-1b state (SAM2 image features + proposer) into a frame model."""
+    """Load a stage-1b state into a frame model: SAM2's image features, and the proposer
+    when the model is Gmos (Gmos-S's head is not the proposer and starts fresh)."""
     st = load_fp16_state(path)
     if st.meta.get("stage") != "objects" or set(st.parts) != {"sam2", "head"}:
         raise ValueError(f"{path} is not a stage-1b object-pretraining state")
-    if not isinstance(fm.head, GmosProposer):
-        raise ValueError("init_objects needs the proposer (variant gmos)")
     load_part(fm.sam2.sam_model, st.parts["sam2"], f"{path} [sam2]", strict=False)
-    load_part(fm.head, st.parts["head"], f"{path} [head]")
+    # Gmos-S has its own head: it takes the object-pretrained SAM2 features only.
+    if isinstance(fm.head, GmosProposer):
+        load_part(fm.head, st.parts["head"], f"{path} [head]")
 
 
 def _is_dist() -> bool:
@@ -303,7 +313,13 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def plot_log(csv_path: Path, out_dir: Path) -> list[Path]:
-    """Draw ``loss.png`` (total and parts, log scale) and ``metrics.png`` from ``log.csv``."""
+    """Draw ``loss.png`` (total and parts, log scale) and ``metrics.png`` from ``log.csv``.
+
+    No log yet (a finished stage resumed from its committed state on a fresh clone logs no
+    step) draws nothing.
+    """
+    if not Path(csv_path).is_file():
+        return []
     import matplotlib
 
     matplotlib.use("Agg")
@@ -693,6 +709,9 @@ class Trainer:
                 self.save()
             if self.rank == 0 and self.step % cfg.plot_every == 0:
                 plot_log(self.out / "log.csv", self.out)
+            if self.rank == 0 and cfg.export_bundle and cfg.export_every > 0:
+                if self.step % cfg.export_every == 0:
+                    self.export(snapshot_path(cfg.export_bundle, self.step), half=True)
             if cfg.max_minutes > 0:
                 over = torch.tensor(
                     float(time.perf_counter() - t_start > 60 * cfg.max_minutes), device=self.device

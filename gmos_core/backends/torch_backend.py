@@ -24,7 +24,7 @@ from gmos_core.models.sam2_features import Sam2FeatureExtractor, Sam2Features
 from gmos_core.precision import AUTOCAST_DTYPES, autocast, check_precision
 
 if TYPE_CHECKING:
-    from gmos_core.pipeline import GmosTorchModel
+    from gmos_core.models.build import GmosTorchModel
 
 __all__ = [
     "HeadPart",

@@ -55,7 +55,7 @@ class FrameModel(Protocol):
 
 
 class OnlineTracking(Protocol):
-    """The causal propagator as the runtime drives it (`gmos_core.runtime.PropagatorTracking`
+    """The causal propagator as the runtime drives it (`gmos_core.streaming.tracking.PropagatorTracking`
     over `gmos_core.propagation.OnlinePropagator`)."""
 
     def reset(self) -> None: ...

@@ -78,7 +78,7 @@ def run_eval(
     """
     from sensor_msgs.msg import CompressedImage, Image
 
-    from gmos_core.runtime import build_segmenter, load_frame_model
+    from gmos_core.streaming.build import build_segmenter, load_frame_model
 
     with Reader(bag) as reader:
         image_types = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")

@@ -13,7 +13,7 @@ import torch
 from gmos_core.backends import BackendFrameModel, ModelShapes
 from gmos_core.backends.base import Backend
 from gmos_core.backends.torch_backend import TorchBackend
-from gmos_core.pipeline import GmosModelConfig, GmosTorchModel, build_frame_model
+from gmos_core.models.build import GmosModelConfig, GmosTorchModel, build_frame_model
 from gmos_core.streaming import FrameResult, objects_from_ids
 from training.bench.measure import (
     StageStats,

@@ -69,7 +69,7 @@ def synthetic_frames(n: int, hw: tuple[int, int], seed: int = 0) -> list[np.ndar
 
 def live_tracking() -> Any:
     """The runtime's live-stream propagator (`MaskIoUTracker`, paper thresholds)."""
-    from gmos_core.runtime import PropagatorTracking, RuntimeSettings
+    from gmos_core.streaming.tracking import PropagatorTracking, RuntimeSettings
 
     return PropagatorTracking(RuntimeSettings(variant="gmos_online"))
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gmos_core.runtime import DEFAULT_BUNDLES
+from gmos_core.streaming.build import DEFAULT_BUNDLES
 from training.bench.standins import (
     propagation_available,
 )
@@ -32,8 +32,8 @@ def stride_curve(num_scenes: int, device: str, bundle: Path = MICRO_BUNDLE) -> d
         reasons.append(str(propagation_available()))
     if reasons:
         return {"ran": False, "reason": "; ".join(reasons)}
-    from gmos_core.pipeline import build_frame_model_from_bundle
-    from gmos_core.runtime import RuntimeSettings, build_segmenter
+    from gmos_core.models.build import build_frame_model_from_bundle
+    from gmos_core.streaming.build import RuntimeSettings, build_segmenter
     from training.scoring import run_clip, score_gmos
     from training.splits import SplitSpec, as_sequence, held_out_scenes
 

@@ -11,7 +11,7 @@ import torch
 
 from gmos_core.backends import BackendFrameModel, make_backend
 from gmos_core.backends.base import Backend
-from gmos_core.pipeline import GmosModelConfig
+from gmos_core.models.build import GmosModelConfig
 from training.bench.measure import (
     matmul_peak,
     peak_rss_mb,

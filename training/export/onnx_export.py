@@ -353,8 +353,8 @@ def export_bundle_parts(
     """`gmos-export --bundle`: the bundle's parts (default: those its variant runs), with the
     bundle's sha256 in the metadata (the runtime runs them only with that bundle)."""
     from gmos_core.backends.base import head_part
+    from gmos_core.models.build import build_frame_model_from_bundle
     from gmos_core.models.gmos import GmosProposer, GmosS
-    from gmos_core.pipeline import build_frame_model_from_bundle
 
     m = build_frame_model_from_bundle(bundle)
     wanted = parts or ["pi3_encoder", "pi3_decoder", "sam2_encoder", head_part(m.mode)]
@@ -406,8 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``gmos-export``; returns the exit code."""
+    from gmos_core.models.build import (
+        GmosModelConfig,
+        build_frame_model,
+        build_frame_model_from_bundle,
+    )
     from gmos_core.models.gmos import GmosProposer, GmosS
-    from gmos_core.pipeline import GmosModelConfig, build_frame_model, build_frame_model_from_bundle
 
     args = build_parser().parse_args(argv)
     if args.opset < 17:

@@ -23,7 +23,7 @@ from gmos_core.operating_point import OperatingPoint
 # Model configurations ship inside the package (package data), so a non-editable install
 # (`pip install .`, `colcon build` without --symlink-install) finds them; the repo-root
 # config/ holds node parameters only.
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 @dataclass(frozen=True)
