@@ -74,7 +74,6 @@ from training.stage_loop import (  # noqa: E402
     run_stage,
     save_stage_state,
     stage_config_from_dict,
-    stage_loader,
     stage_main,
 )
 
@@ -427,7 +426,6 @@ def pretrain_objects(cfg: ObjectPretrainConfig) -> dict[str, Any]:
         cfg.min_object_px,
     )
     val_ds = _val_dataset(cfg, sam_size, mask_size)
-    loader = stage_loader(ds, cfg, start.step, collate_frames)
     weights = ObjectLossWeights(
         cfg.mask_weight, cfg.bce_weight, cfg.dice_weight, cfg.iou_weight, cfg.iou_threshold
     )
@@ -468,7 +466,7 @@ def pretrain_objects(cfg: ObjectPretrainConfig) -> dict[str, Any]:
         validate=run_val if cfg.val_clips > 0 else None,
         after_step=after_step,
     )
-    return run_stage(cfg, hooks, loader, opt, params, start, rewarm_at)
+    return run_stage(cfg, hooks, ds, collate_frames, opt, params, start, rewarm_at)
 
 
 def main(argv: list[str] | None = None) -> int:

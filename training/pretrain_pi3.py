@@ -63,7 +63,6 @@ from training.stage_loop import (  # noqa: E402
     run_stage,
     save_stage_state,
     stage_config_from_dict,
-    stage_loader,
     stage_main,
 )
 
@@ -314,8 +313,6 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
             num_scenes=-(-n_easy // easy_cfg.windows_per_scene),
         )
         ds = ConcatDataset([SyntheticWindowDataset(easy_cfg, spec), ds])
-    # Consecutive items share a rendered scene (windows_per_scene).
-    loader = stage_loader(ds, cfg, start.step, collate_windows)
 
     def save(step: int) -> None:
         # Official π³ key names (our module mirrors them): stage 2 loads this file through the
@@ -365,7 +362,8 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
         validate=(lambda _step: validate(pi3, probe, cfg, spec)) if cfg.val_windows > 0 else None,
         save_on_nonfinite=True,
     )
-    return run_stage(cfg, hooks, loader, opt, params, start, rewarm_at)
+    # Consecutive items share a rendered scene (windows_per_scene), in step order.
+    return run_stage(cfg, hooks, ds, collate_windows, opt, params, start, rewarm_at)
 
 
 def main(argv: list[str] | None = None) -> int:

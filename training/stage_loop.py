@@ -17,7 +17,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,7 +38,13 @@ from training.resume import (
     save_fp16_state,
 )
 from training.train import CONFIG_DIR, compose_config
-from training.trainer import OptimConfig, ResumableBatchSampler, lr_lambda, plot_log
+from training.trainer import (
+    OptimConfig,
+    ResumableBatchSampler,
+    config_from_dict,
+    lr_lambda,
+    plot_log,
+)
 
 __all__ = [
     "NO_REWARM",
@@ -51,7 +57,6 @@ __all__ = [
     "save_stage_state",
     "should_stop",
     "stage_config_from_dict",
-    "stage_loader",
     "stage_main",
 ]
 
@@ -112,17 +117,9 @@ class StageSettings:
 
 
 def stage_config_from_dict(cls: type[C], raw: dict[str, Any], what: str) -> C:
-    """A typed stage config (a `StageSettings` subclass) from a composed dict; unknown keys
-    are an error naming `what` (e.g. "pi3 pretraining")."""
-    raw = dict(raw)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ValueError(f"unknown {what} keys {unknown} (known: {sorted(names)})")
-    optim = dict(raw.pop("optim", {}) or {})
-    if "betas" in optim:
-        optim["betas"] = tuple(optim["betas"])
-    return cls(**raw, optim=OptimConfig(**optim))
+    """A typed stage config (a `StageSettings` subclass) from a composed dict
+    (`training.trainer.config_from_dict`: unknown keys are an error naming `what`)."""
+    return config_from_dict(cls, raw, what)
 
 
 def finished_stage(cfg: StageSettings) -> dict[str, Any] | None:
@@ -188,21 +185,6 @@ def save_stage_state(
         out / "last.pt",
     )
     save_fp16_state(out / "state_fp16.safetensors", fp16, step, meta)
-
-
-def stage_loader(
-    ds: Dataset, cfg: StageSettings, start_step: int, collate: Callable[[list[Any]], Any]
-) -> DataLoader:
-    """Batches in the order of the TOTAL step (`ResumableBatchSampler`): a resumed run sees
-    the batches the uninterrupted run would have seen; a short dataset repeats."""
-    return DataLoader(
-        ds,
-        batch_sampler=ResumableBatchSampler(
-            len(ds), cfg.batch_size, start_step=start_step, max_steps=cfg.max_steps
-        ),
-        collate_fn=collate,
-        num_workers=cfg.num_workers,
-    )
 
 
 class StepLog:
@@ -303,14 +285,19 @@ class StageHooks:
 def run_stage(
     cfg: StageSettings,
     hooks: StageHooks,
-    loader: Iterable[dict[str, Any]],
+    ds: Dataset,
+    collate: Callable[[list[Any]], dict[str, Any]],
     optimizer: torch.optim.Optimizer,
     params: Sequence[Tensor],
     start: ResumePoint,
     rewarm_at: int,
 ) -> dict[str, Any]:
-    """Train from `start` until the loader ends (`max_steps`) or a stop rule fires; save,
-    plot, validate and write ``summary.json``.
+    """Train from `start` until `max_steps` or a stop rule fires; save, plot, validate and
+    write ``summary.json``.
+
+    Batches of `ds` (made by `collate`) come in the order of the TOTAL step
+    (`ResumableBatchSampler`): a resumed run sees the batches the uninterrupted run would
+    have seen; a short dataset repeats.
 
     Each step: the learning rate of the total step (cosine schedule over `max_steps`, times
     the re-warm ramp after an fp16 resume), the stage's loss, gradient clipping at
@@ -327,6 +314,14 @@ def run_stage(
     out = Path(cfg.out_dir)
     o = cfg.optim
     step = start.step
+    loader = DataLoader(
+        ds,
+        batch_sampler=ResumableBatchSampler(
+            len(ds), cfg.batch_size, start_step=step, max_steps=cfg.max_steps
+        ),
+        collate_fn=collate,
+        num_workers=cfg.num_workers,
+    )
 
     def lr_at(s: int) -> float:
         # The schedule is a function of the TOTAL step (several runs = one long run).
