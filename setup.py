@@ -54,7 +54,7 @@ setup(
     zip_safe=True,
     entry_points={
         "console_scripts": [
-            "gmos-eval = training.evaluate:main",
+            "gmos-eval = training.evaluate.cli:main",
             "gmos-infer = training.infer:main",
             "gmos-baseline = training.baseline:main",
             "gmos-synth = gmos_core.data.synthetic:main",

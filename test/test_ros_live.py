@@ -413,7 +413,8 @@ def test_propagator_thresholds_reach_the_running_propagator(ros):
     import dataclasses
 
     from gmos_core.streaming import StreamingSegmenter
-    from gmos_core.streaming.tracking import PropagatorTracking, RuntimeSettings
+    from gmos_core.streaming.build import RuntimeSettings
+    from gmos_core.streaming.tracking import PropagatorTracking
 
     _, _, make = ros
     node = make()

@@ -37,11 +37,10 @@ parts ``sam2`` and ``head``); the schedule runs over the TOTAL ``max_steps``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +49,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from torch.utils.data import Dataset
 
 import training as _training_pkg
 
@@ -67,17 +65,17 @@ from gmos_core.models.preprocess import sam2_preprocess  # noqa: E402
 from training.datasets import downsample_mask, synthetic_config_from_dict  # noqa: E402
 from training.losses import dice_loss  # noqa: E402
 from training.matching import pairwise_bce_cost, pairwise_dice_cost  # noqa: E402
-from training.resume import (  # noqa: E402
-    ResumePoint,
-    atomic_torch_save,
-    finished_summary,
-    load_fp16_state,
-    load_part,
-    rewarm_factor,
-    save_fp16_state,
+from training.resume import Fp16State, load_part  # noqa: E402
+from training.stage_loop import (  # noqa: E402
+    StageHooks,
+    StageSettings,
+    finished_stage,
+    resume_stage,
+    run_stage,
+    save_stage_state,
+    stage_config_from_dict,
+    stage_main,
 )
-from training.stage_loop import StepLog, should_stop, stage_main  # noqa: E402
-from training.trainer import OptimConfig, ResumableBatchSampler, lr_lambda, plot_log  # noqa: E402
 
 __all__ = [
     "ObjectFrameDataset",
@@ -91,17 +89,14 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class ObjectPretrainConfig:
+class ObjectPretrainConfig(StageSettings):
     """One object-pretraining run (`training/configs/objects_micro.yaml`).
 
+    The loop, resumption and data-order settings are `StageSettings'` (`model` gives the SAM2
+    and head sizes; `batch_size` counts frames, each from its own scene; ``data``'s
+    ``windows_per_scene`` and ``fps_choices`` are ignored: one frame per scene).
+
     Attributes:
-        model: model config name or path (`gmos_core/configs/<name>.yaml`): SAM2 and head sizes.
-        max_steps: TOTAL optimiser steps of the schedule (over all resumptions).
-        max_minutes: wall-clock budget of THIS run; it saves and stops when spent (0 = none).
-        batch_size: frames per step, each from its own scene.
-        num_workers: DataLoader workers (1 renders on the second core).
-        threads: torch CPU threads (0 = torch's default).
-        seed: model init seed.
         head_dropout: p of the proposer's feature-projector dropout (official 0.2; micro 0).
         query_init_std: std of the initial object queries (the official init is 1e-6: nearly
             identical queries that only the matching tells apart; DETR / SAM draw theirs
@@ -109,28 +104,15 @@ class ObjectPretrainConfig:
         min_object_px: an object with fewer pixels at the mask resolution is not a target.
         iou_threshold: mask logit whose binarisation the IoU head learns to predict.
         mask_weight, bce_weight, dice_weight, iou_weight: loss weights (module docstring).
-        log_every, ckpt_every, plot_every: in steps.
-        out_dir: run folder.
-        resume: ``auto`` (out_dir/last.pt, else `resume_fp16`), ``never``.
-        resume_fp16: committed float16 state to start from when out_dir has no last.pt.
-        rewarm_steps: LR ramp after a resume without optimiser state.
-        stop_at_step: end this run once the TOTAL step reaches it (0 = run to max_steps);
-            the schedule still follows max_steps (a run in chunks).
-        optim: optimiser / schedule.
-        data: synthetic data section (`SyntheticDataConfig` fields; ``windows_per_scene``
-            and ``fps_choices`` are ignored: one frame per scene).
-        val_clips, val_frames_per_clip, val_seed: the gate's validation frames (held-out mix,
-            24 frames at 10 fps like the calibration clips; seeds from val_seed).
+        val_clips, val_frames_per_clip: the gate's validation frames (held-out mix, 24 frames
+            at 10 fps like the calibration clips; seeds from `val_seed`).
         val_every: validate every this many steps (0 = only at the end).
     """
 
-    model: str = "micro"
     max_steps: int = 4000
-    max_minutes: float = 0.0
     batch_size: int = 4
-    num_workers: int = 0
-    threads: int = 0
-    seed: int = 0
+    ckpt_every: int = 100
+    out_dir: str = "out/train/objects_micro"
     head_dropout: float = 0.0
     query_init_std: float = 1.0
     min_object_px: int = 4
@@ -139,33 +121,14 @@ class ObjectPretrainConfig:
     bce_weight: float = 5.0
     dice_weight: float = 5.0
     iou_weight: float = 1.0
-    log_every: int = 10
-    ckpt_every: int = 100
-    plot_every: int = 100
-    out_dir: str = "out/train/objects_micro"
-    resume: str = "auto"
-    resume_fp16: str = ""
-    rewarm_steps: int = 50
-    stop_at_step: int = 0
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    data: dict[str, Any] = field(default_factory=dict)
     val_clips: int = 16
     val_frames_per_clip: int = 4
-    val_seed: int = 800_000
     val_every: int = 500
 
 
 def object_config_from_dict(raw: dict[str, Any]) -> ObjectPretrainConfig:
     """Typed config from a composed dict; unknown keys are an error."""
-    raw = dict(raw)
-    names = {f.name for f in dataclasses.fields(ObjectPretrainConfig)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ValueError(f"unknown object pretraining keys {unknown} (known: {sorted(names)})")
-    optim = dict(raw.pop("optim", {}) or {})
-    if "betas" in optim:
-        optim["betas"] = tuple(optim["betas"])
-    return ObjectPretrainConfig(**raw, optim=OptimConfig(**optim))
+    return stage_config_from_dict(ObjectPretrainConfig, raw, "object pretraining")
 
 
 class ObjectFrameDataset(Dataset):
@@ -423,11 +386,9 @@ def set_dropout(module: nn.Module, p: float) -> None:
 
 def pretrain_objects(cfg: ObjectPretrainConfig) -> dict[str, Any]:
     """Run (or continue) stage 1b; returns a summary (also written to summary.json)."""
-    done = finished_summary(cfg.out_dir, cfg.max_steps) if cfg.resume == "auto" else None
+    done = finished_stage(cfg)
     if done is not None:
-        return done  # already trained to max_steps: `make` reruns are no-ops
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+        return done
     sam2, head, mcfg = build_parts(cfg)
     sam_model = sam2.sam_model
     # Only the image-feature path trains (the memory modules never run in Gmos).
@@ -438,27 +399,16 @@ def pretrain_objects(cfg: ObjectPretrainConfig) -> dict[str, Any]:
     opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    start = ResumePoint("fresh", 0)
-    last_pt = out / "last.pt"
-    if cfg.resume == "auto" and last_pt.is_file():
-        st = torch.load(last_pt, weights_only=True)
+
+    def load_full(st: dict[str, Any]) -> None:
         load_part(sam_model, st["sam2"], "sam2", strict=False)
         head.load_state_dict(st["head"])
-        opt.load_state_dict(st["optimizer"])
-        start = ResumePoint("full", int(st["step"]), str(last_pt))
-        rewarm_at = int(st.get("rewarm_at", -(10**9)))
-    elif cfg.resume == "auto" and cfg.resume_fp16 and Path(cfg.resume_fp16).is_file():
-        st16 = load_fp16_state(cfg.resume_fp16)
+
+    def load_fp16(st16: Fp16State) -> None:
         load_part(sam_model, st16.parts["sam2"], "sam2", strict=False)
         load_part(head, st16.parts["head"], "head")
-        start = ResumePoint("fp16", st16.step, cfg.resume_fp16)
-        rewarm_at = st16.step
-    else:
-        rewarm_at = -(10**9)
-    step = start.step
 
-    def lr_at(s: int) -> float:
-        return lr_lambda(s, cfg.max_steps, o) * rewarm_factor(s, rewarm_at, cfg.rewarm_steps)
+    start, rewarm_at = resume_stage(cfg, opt, load_full, load_fp16)
 
     data = {k: v for k, v in cfg.data.items() if k != "kind"}
     dcfg = synthetic_config_from_dict(data)
@@ -476,99 +426,47 @@ def pretrain_objects(cfg: ObjectPretrainConfig) -> dict[str, Any]:
         cfg.min_object_px,
     )
     val_ds = _val_dataset(cfg, sam_size, mask_size)
-    loader = DataLoader(
-        ds,
-        batch_sampler=ResumableBatchSampler(
-            len(ds), cfg.batch_size, start_step=step, max_steps=cfg.max_steps
-        ),
-        collate_fn=collate_frames,
-        num_workers=cfg.num_workers,
-    )
     weights = ObjectLossWeights(
         cfg.mask_weight, cfg.bce_weight, cfg.dice_weight, cfg.iou_weight, cfg.iou_threshold
     )
-    log_path = out / "log.csv"
-    if start.kind == "fresh":
-        log_path.unlink(missing_ok=True)
     val_path = out / "val.jsonl"
 
-    def save() -> None:
-        atomic_torch_save(
-            {
-                "sam2": sam2_feature_state(sam_model),
-                "head": head.state_dict(),
-                "optimizer": opt.state_dict(),
-                "step": step,
-                "rewarm_at": rewarm_at,
-            },
-            last_pt,
-        )
-        save_fp16_state(
-            out / "state_fp16.safetensors",
+    def save(step: int) -> None:
+        save_stage_state(
+            cfg,
+            {"sam2": sam2_feature_state(sam_model), "head": head.state_dict()},
             {"sam2": sam2_feature_state(sam_model), "head": head},
+            opt,
             step,
+            rewarm_at,
             {"stage": "objects", "model": mcfg.name, "trained_by": "training.pretrain_objects"},
         )
 
-    def run_val() -> dict[str, float]:
+    def run_val(step: int) -> dict[str, float]:
         v = {"step": step, **validate_objects(sam2, head, val_ds)}
         with val_path.open("a") as f:
             f.write(json.dumps(v) + "\n")
         return v
 
+    def loss(batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
+        return object_loss(proposer_on_frames(sam2, head, batch["sam"]), batch["gt_masks"], weights)
+
+    def after_step(step: int) -> None:
+        if cfg.val_every > 0 and step % cfg.val_every == 0:
+            run_val(step)
+
     sam_model.train()
     head.train()
-    log = StepLog(log_path, cfg.log_every, start.step)
-    stopped_early = False
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="pretrain objects")
-    for batch in loader:
-        for g in opt.param_groups:
-            g["lr"] = o.lr * lr_at(step)
-        res = proposer_on_frames(sam2, head, batch["sam"])
-        loss, parts = object_loss(res, batch["gt_masks"], weights)
-        if not torch.isfinite(loss):
-            bar.close()
-            raise FloatingPointError(f"non-finite loss at step {step} ({batch['keys']})")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
-        opt.step()
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{parts['loss']:.3f}", iou=f"{parts['matched_iou']:.2f}")
-        log.add({**parts, "grad_norm": float(gnorm)})
-        log.write_due(
-            step,
-            cfg.max_steps,
-            opt.param_groups[0]["lr"],
-            ("loss", "mask", "iou", "matched_iou", "grad_norm"),
-        )
-        if step % cfg.ckpt_every == 0:
-            save()
-        if step % cfg.plot_every == 0:
-            plot_log(log_path, out)
-        if cfg.val_every > 0 and step % cfg.val_every == 0:
-            run_val()
-        stop, stopped_early = should_stop(
-            step, log.t0, cfg.max_minutes, cfg.stop_at_step, cfg.max_steps
-        )
-        if stop:
-            break
-    bar.close()
-    save()
-    if log_path.is_file():
-        plot_log(log_path, out)
-    summary = {
-        "out_dir": str(out),
-        "started_from": dataclasses.asdict(start),
-        "step": step,
-        "stopped_early": stopped_early,
-        "seconds": log.seconds,
-        "last": log.last,
-        "validation": run_val() if cfg.val_clips > 0 else None,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    hooks = StageHooks(
+        desc="pretrain objects",
+        loss=loss,
+        log_keys=("loss", "mask", "iou", "matched_iou", "grad_norm"),
+        iou_key="matched_iou",
+        save=save,
+        validate=run_val if cfg.val_clips > 0 else None,
+        after_step=after_step,
+    )
+    return run_stage(cfg, hooks, ds, collate_frames, opt, params, start, rewarm_at)
 
 
 def main(argv: list[str] | None = None) -> int:

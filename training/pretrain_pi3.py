@@ -24,7 +24,6 @@ Output (``out_dir``): ``pi3.safetensors`` in the official π³ key format (stage
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -35,8 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import ConcatDataset, DataLoader
-from tqdm import tqdm
+from torch.utils.data import ConcatDataset
 
 import training as _training_pkg
 
@@ -45,6 +43,9 @@ _HERE = str(Path(__file__).resolve().parent)
 if list(_training_pkg.__path__)[:1] != [_HERE]:
     _training_pkg.__path__.insert(0, _HERE)
 
+from safetensors.torch import save_file  # noqa: E402
+
+from gmos_core.models.build import GmosModelConfig, build_pi3  # noqa: E402
 from gmos_core.models.pi3_heads import Pi3Geometry, build_heads  # noqa: E402
 from training.datasets import (  # noqa: E402
     SyntheticWindowDataset,
@@ -53,50 +54,36 @@ from training.datasets import (  # noqa: E402
     synthetic_config_from_dict,
 )
 from training.geometry_losses import geometry_loss  # noqa: E402
-from training.resume import (  # noqa: E402
-    ResumePoint,
-    atomic_torch_save,
-    finished_summary,
-    load_fp16_state,
-    load_part,
-    rewarm_factor,
-    save_fp16_state,
-)
-from training.stage_loop import StepLog, should_stop, stage_main  # noqa: E402
-from training.trainer import (  # noqa: E402
-    OptimConfig,
-    ResumableBatchSampler,
-    lr_lambda,
-    plot_log,
+from training.resume import Fp16State, load_part  # noqa: E402
+from training.stage_loop import (  # noqa: E402
+    StageHooks,
+    StageSettings,
+    finished_stage,
+    resume_stage,
+    run_stage,
+    save_stage_state,
+    stage_config_from_dict,
+    stage_main,
 )
 
 
 @dataclass(frozen=True)
-class Pi3PretrainConfig:
+class Pi3PretrainConfig(StageSettings):
     """One π³ motion-pretraining run (`training/configs/pi3_micro.yaml`).
 
+    The loop, resumption and data-order settings are `StageSettings`' (only its ``pi3``
+    section of `model` is used; `batch_size` counts windows, each giving N supervised frames).
+
     Attributes:
-        model: model config name (`gmos_core/configs/<name>.yaml`); only its ``pi3`` section is used.
-        max_steps: optimiser steps (the cosine schedule's length).
-        max_minutes: wall-clock budget; the run saves and stops when it is spent (0 = none).
-        batch_size: windows per step (each gives N supervised frames).
-        num_workers: DataLoader workers (1 renders scenes on the second core).
-        threads: torch CPU threads of the training process (0 = torch's default).
-        seed: model init seed.
         probe_subdivide: p; the probe predicts p×p sub-cells per π³ token.
         pos_weight: BCE weight of moving cells (moving pixels are a minority).
         dice_weight: weight of the per-frame soft dice term.
-        log_every, ckpt_every, plot_every: in steps.
-        out_dir: run folder.
-        optim: optimiser / schedule (`OptimConfig`).
-        data: synthetic dataset section (`SyntheticDataConfig` fields, ``kind: synthetic``).
         curriculum_steps: the first steps draw scenes with `curriculum_scene` merged into
             ``data.scene`` (an easier mix: a slow camera, so image change means motion) before
             the regular mix (0 = none).
         curriculum_scene: `SceneConfig` overrides of the curriculum's scenes.
         val_windows: windows of the validation scenes (regular mix, seeds from `val_seed`)
             scored at the end (0 = none); never used for training.
-        val_seed: first validation scene seed (not the held-out benchmark's 900000..).
         device: torch device of π³ and the probe ("cpu", "cuda", "cuda:1"); float32 on every
             device, so a GPU run follows the CPU recipe step for step, only faster.
         geometry_weight: > 0 adds π³'s point and camera heads (official key names, saved with
@@ -104,60 +91,29 @@ class Pi3PretrainConfig:
             weight (`training.geometry_losses`); 0 = the motion probe alone (the recipe).
         geometry_head_width, geometry_head_depth, geometry_head_heads, geometry_camera_width:
             sizes of the micro heads (official: 1024, 5, 16, 512).
-        resume: ``auto``: continue from out_dir/last.pt (model, optimiser, schedule position,
-            step; the data stream is a function of the step), else from `resume_fp16`;
-            ``never``: start fresh. `max_steps` is the TOTAL schedule length, so runs cut by
-            `max_minutes` add up to one long run (`training.resume`).
-        resume_fp16: committed float16 state (`state_fp16.safetensors` of a run) to start from
-            when out_dir has no last.pt; a fresh optimiser, re-warmed over `rewarm_steps`.
-        rewarm_steps: LR ramp after a resume without optimiser state.
-        stop_at_step: end this run once the TOTAL step reaches it (0 = run to max_steps);
-            the schedule still follows max_steps (a run in chunks).
     """
 
-    model: str = "micro"
     max_steps: int = 1500
-    max_minutes: float = 0.0
     batch_size: int = 8
-    num_workers: int = 0
-    threads: int = 0
-    seed: int = 0
+    ckpt_every: int = 200
+    out_dir: str = "out/train/pi3_micro"
     probe_subdivide: int = 2
     pos_weight: float = 3.0
     dice_weight: float = 1.0
-    log_every: int = 10
-    ckpt_every: int = 200
-    plot_every: int = 100
-    out_dir: str = "out/train/pi3_micro"
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    data: dict[str, Any] = field(default_factory=dict)
     curriculum_steps: int = 0
     curriculum_scene: dict[str, Any] = field(default_factory=dict)
     val_windows: int = 64
-    val_seed: int = 800_000
     device: str = "cpu"
     geometry_weight: float = 0.0
     geometry_head_width: int = 64
     geometry_head_depth: int = 1
     geometry_head_heads: int = 4
     geometry_camera_width: int = 64
-    resume: str = "auto"
-    resume_fp16: str = ""
-    rewarm_steps: int = 50
-    stop_at_step: int = 0
 
 
 def pretrain_config_from_dict(raw: dict[str, Any]) -> Pi3PretrainConfig:
     """Typed config from a composed dict; unknown keys are an error."""
-    raw = dict(raw)
-    names = {f.name for f in dataclasses.fields(Pi3PretrainConfig)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ValueError(f"unknown pi3 pretraining keys {unknown} (known: {sorted(names)})")
-    optim = dict(raw.pop("optim", {}) or {})
-    if "betas" in optim:
-        optim["betas"] = tuple(optim["betas"])
-    cfg = Pi3PretrainConfig(**raw, optim=OptimConfig(**optim))
+    cfg = stage_config_from_dict(Pi3PretrainConfig, raw, "pi3 pretraining")
     if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {cfg.device!r} asked for, but torch has no CUDA device here")
     return cfg
@@ -308,15 +264,9 @@ def validate(
 
 def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
     """Run the pretraining; returns a summary dict (also written to summary.json)."""
-    done = finished_summary(cfg.out_dir, cfg.max_steps) if cfg.resume == "auto" else None
+    done = finished_stage(cfg)
     if done is not None:
-        return done  # already trained to max_steps: `make` reruns are no-ops
-    from safetensors.torch import save_file
-
-    from gmos_core.models.build import GmosModelConfig, build_pi3
-
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+        return done
     torch.manual_seed(cfg.seed)
     mcfg = GmosModelConfig.load(cfg.model)
     device = torch.device(cfg.device)
@@ -330,29 +280,16 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
     opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    last_pt = out / "last.pt"
-    start = ResumePoint("fresh", 0)
-    rewarm_at = -(10**9)
-    if cfg.resume not in ("auto", "never"):
-        raise ValueError(f"resume must be 'auto' or 'never', got {cfg.resume!r}")
-    if cfg.resume == "auto" and last_pt.is_file():
-        st = torch.load(last_pt, map_location=device, weights_only=True)
+
+    def load_full(st: dict[str, Any]) -> None:
         pi3.load_state_dict(st["pi3"])
         probe.load_state_dict(st["probe"])
-        opt.load_state_dict(st["optimizer"])
-        start = ResumePoint("full", int(st["step"]), str(last_pt))
-        rewarm_at = int(st.get("rewarm_at", rewarm_at))
-    elif cfg.resume == "auto" and cfg.resume_fp16 and Path(cfg.resume_fp16).is_file():
-        st16 = load_fp16_state(cfg.resume_fp16)
+
+    def load_fp16(st16: Fp16State) -> None:
         load_part(pi3, st16.parts["pi3"], "pi3")
         load_part(probe, st16.parts["probe"], "probe")
-        start = ResumePoint("fp16", st16.step, cfg.resume_fp16)
-        rewarm_at = st16.step
-    step = start.step
 
-    def lr_at(s: int) -> float:
-        # The schedule is a function of the TOTAL step (several runs = one long run).
-        return lr_lambda(s, cfg.max_steps, o) * rewarm_factor(s, rewarm_at, cfg.rewarm_steps)
+    start, rewarm_at = resume_stage(cfg, opt, load_full, load_fp16, map_location=device)
 
     spec = WindowSpec(
         num_frames=mcfg.num_frames,
@@ -376,20 +313,8 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
             num_scenes=-(-n_easy // easy_cfg.windows_per_scene),
         )
         ds = ConcatDataset([SyntheticWindowDataset(easy_cfg, spec), ds])
-    loader = DataLoader(
-        ds,
-        # Consecutive items share a rendered scene (windows_per_scene); a short dataset repeats.
-        batch_sampler=ResumableBatchSampler(
-            len(ds), cfg.batch_size, start_step=step, max_steps=cfg.max_steps
-        ),
-        collate_fn=collate_windows,
-        num_workers=cfg.num_workers,
-    )
-    log_path = out / "log.csv"
-    if start.kind == "fresh":
-        log_path.unlink(missing_ok=True)  # a resumed run appends to its log
 
-    def save() -> None:
+    def save(step: int) -> None:
         # Official π³ key names (our module mirrors them): stage 2 loads this file through the
         # same `load_official_state_dict` path as a downloaded yyfz233/Pi3 checkpoint.
         sd = {k: v.detach().cpu().contiguous() for k, v in pi3.state_dict().items()}
@@ -398,83 +323,47 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
             {k: v.detach().cpu().contiguous() for k, v in probe.state_dict().items()},
             str(out / "probe.safetensors"),
         )
-        atomic_torch_save(
-            {
-                "pi3": pi3.state_dict(),
-                "probe": probe.state_dict(),
-                "optimizer": opt.state_dict(),
-                "step": step,
-                "rewarm_at": rewarm_at,
-            },
-            last_pt,
-        )
-        save_fp16_state(
-            out / "state_fp16.safetensors",
+        save_stage_state(
+            cfg,
+            {"pi3": pi3.state_dict(), "probe": probe.state_dict()},
             {"pi3": pi3, "probe": probe},
+            opt,
             step,
+            rewarm_at,
             {"stage": "pi3", "model": mcfg.name, "trained_by": "training.pretrain_pi3"},
         )
 
-    log = StepLog(log_path, cfg.log_every, start.step)
-    stopped_early = False
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="pretrain pi3")
-    for batch in loader:
-        for g in opt.param_groups:
-            g["lr"] = o.lr * lr_at(step)
+    def loss(batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
         frames = batch["pi3"].to(device, non_blocking=True)
         logits, geom = _forward_geometry(pi3, probe, frames)
         target = F.adaptive_avg_pool2d(
             batch["gt_fg_window"].to(device, non_blocking=True), logits.shape[-2:]
         )
-        loss, parts = motion_probe_loss(logits, target, cfg.pos_weight, cfg.dice_weight)
+        total, parts = motion_probe_loss(logits, target, cfg.pos_weight, cfg.dice_weight)
         if geom is not None:
             g_loss, g_parts = geometry_loss(
                 geom,
                 batch["gt_depth_window"].to(device, non_blocking=True),
                 batch["gt_cam_to_world"].to(device, non_blocking=True),
             )
-            loss = loss + cfg.geometry_weight * g_loss
+            total = total + cfg.geometry_weight * g_loss
             parts = {**parts, **g_parts}
-        if not torch.isfinite(loss):
-            bar.close()
-            save()
-            raise FloatingPointError(f"non-finite loss at step {step} ({batch['keys']})")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
-        opt.step()
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{parts['loss']:.3f}", iou=f"{parts['fg_iou']:.2f}")
-        log.add({**parts, "grad_norm": float(gnorm)})
-        keys = ["loss", "bce", "dice", "fg_iou", "grad_norm"]
-        if cfg.geometry_weight > 0:
-            keys += ["geo_depth", "geo_rot", "geo_trans", "geo_scale_err"]
-        log.write_due(step, cfg.max_steps, opt.param_groups[0]["lr"], keys)
-        if step % cfg.ckpt_every == 0:
-            save()
-        if step % cfg.plot_every == 0:
-            plot_log(log_path, out)
-        stop, stopped_early = should_stop(
-            step, log.t0, cfg.max_minutes, cfg.stop_at_step, cfg.max_steps
-        )
-        if stop:
-            break
-    bar.close()
-    save()
-    plot_log(log_path, out)
-    seconds = log.seconds
-    summary = {
-        "out_dir": str(out),
-        "started_from": dataclasses.asdict(start),
-        "step": step,
-        "stopped_early": stopped_early,
-        "seconds": seconds,
-        "last": log.last,
-        "validation": validate(pi3, probe, cfg, spec) if cfg.val_windows > 0 else None,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+        return total, parts
+
+    keys = ["loss", "bce", "dice", "fg_iou", "grad_norm"]
+    if cfg.geometry_weight > 0:
+        keys += ["geo_depth", "geo_rot", "geo_trans", "geo_scale_err"]
+    hooks = StageHooks(
+        desc="pretrain pi3",
+        loss=loss,
+        log_keys=keys,
+        iou_key="fg_iou",
+        save=save,
+        validate=(lambda _step: validate(pi3, probe, cfg, spec)) if cfg.val_windows > 0 else None,
+        save_on_nonfinite=True,
+    )
+    # Consecutive items share a rendered scene (windows_per_scene), in step order.
+    return run_stage(cfg, hooks, ds, collate_windows, opt, params, start, rewarm_at)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """Scores of segmenter results on the in-memory evaluation clips (`training.splits`), as the
 held-out benchmark computes them from `gmos-infer`'s files: shared by `gmos-calibrate`, the
-stride curve of `gmos-bench` and `gmos-gpu-check`."""
+stride curve of `gmos-bench` and `gmos-gpu-check`. `run_clip` is the loop of a segmenter over
+a clip's frames; the scores go through the evaluator loop (`gmos_core.metrics.loop`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from gmos_core.metrics.base import DavisEvaluator, MosIEvaluator
+from gmos_core.metrics.loop import SequenceInputs, run_evaluator
 from training.infer import IdCompactor
 from training.splits import ValidationSequence
 
@@ -38,10 +40,15 @@ def score_gmos_s(
 ) -> dict[str, float]:
     """Binary MOS J / F means (x1) of foreground probabilities thresholded at `threshold`
     (`DavisEvaluator("mos")`)."""
-    ev = DavisEvaluator("mos")
-    for p, s in zip(probs, seqs):
-        ev.process(s.name, gt_labels=s.labels, res_labels=(p > threshold).astype(np.uint8))
-    g = ev.evaluate()
+    g = run_evaluator(
+        DavisEvaluator("mos"),
+        (
+            SequenceInputs(
+                s.name, {"gt_labels": s.labels, "res_labels": (p > threshold).astype(np.uint8)}
+            )
+            for p, s in zip(probs, seqs)
+        ),
+    ).summary
     return {"J": float(g["J-Mean"]), "F": float(g["F-Mean"]), "JF": float(g["J&F-Mean"])}
 
 
@@ -50,10 +57,13 @@ def score_gmos(
 ) -> dict[str, float]:
     """MOS-I (sequence-level matching, `MosIEvaluator`) of online results, as `gmos-infer`
     writes them (dynamic objects only, ids compacted)."""
-    ev = MosIEvaluator()
-    for res, s in zip(results, seqs):
+
+    def inputs(res: Sequence[Any], s: ValidationSequence) -> SequenceInputs:
         compact = IdCompactor()
         pred = np.stack([compact(np.where(r.dynamic_mask, r.instance_ids, 0)) for r in res])
-        ev.process(s.name, gt_labels=s.labels, res_labels=pred, intervals=s.intervals)
-    agg = ev.evaluate()
+        return SequenceInputs(
+            s.name, {"gt_labels": s.labels, "res_labels": pred, "intervals": s.intervals}
+        )
+
+    agg = run_evaluator(MosIEvaluator(), (inputs(r, s) for r, s in zip(results, seqs))).summary
     return {"mtIoU": agg["mtIoU"], "J_mov": agg["J_mov"], "FP": agg["FP"]}

@@ -16,7 +16,6 @@ Exit status: 0 done, 2 bad configuration, 3 non-finite loss (the last good check
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -40,7 +39,7 @@ from training.datasets import (  # noqa: E402
     WindowSpec,
     synthetic_config_from_dict,
 )
-from training.trainer import OptimConfig, TrainConfig, Trainer, main_guard  # noqa: E402
+from training.trainer import TrainConfig, Trainer, config_from_dict, main_guard  # noqa: E402
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -73,18 +72,7 @@ def compose_config(
 
 def train_config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     """Typed `TrainConfig` from a composed dict; unknown keys are an error."""
-    raw = dict(raw)
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ValueError(f"unknown training config keys {unknown} (known: {sorted(names)})")
-    optim = dict(raw.pop("optim", {}) or {})
-    o_names = {f.name for f in dataclasses.fields(OptimConfig)}
-    if set(optim) - o_names:
-        raise ValueError(f"unknown optim keys {sorted(set(optim) - o_names)}")
-    if "betas" in optim:
-        optim["betas"] = tuple(optim["betas"])
-    return TrainConfig(**raw, optim=OptimConfig(**optim))
+    return config_from_dict(TrainConfig, raw, "training config")
 
 
 def build_dataset(cfg: TrainConfig, spec: WindowSpec) -> tuple[Any, bool]:

@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import random
@@ -30,7 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -76,6 +77,9 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN / inf; the run stopped and kept its last good checkpoint."""
 
 
+C = TypeVar("C")
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     """Optimiser and schedule (paper values by default)."""
@@ -87,6 +91,28 @@ class OptimConfig:
     warmup_fraction: float = 0.05
     min_lr_ratio: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
+
+
+def config_from_dict(cls: type[C], raw: dict[str, Any], what: str) -> C:
+    """A typed run config (a dataclass with an ``optim: OptimConfig`` field: `TrainConfig`,
+    the pretraining stages' configs) from a composed dict.
+
+    Raises:
+        ValueError: a key the config (or its ``optim`` section) does not have, naming `what`
+            (e.g. "training config") and the known keys.
+    """
+    raw = dict(raw)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ValueError(f"unknown {what} keys {unknown} (known: {sorted(names)})")
+    optim = dict(raw.pop("optim", {}) or {})
+    o_names = {f.name for f in dataclasses.fields(OptimConfig)}
+    if set(optim) - o_names:
+        raise ValueError(f"unknown optim keys {sorted(set(optim) - o_names)}")
+    if "betas" in optim:
+        optim["betas"] = tuple(optim["betas"])
+    return cls(**raw, optim=OptimConfig(**optim))
 
 
 @dataclass(frozen=True)

@@ -64,13 +64,23 @@ class Evaluator(Protocol):
         """Aggregate every processed sequence into named numbers."""
         ...
 
+    def sequence_rows(self) -> list[dict[str, Any]]:
+        """One row of numbers per processed sequence, ``"sequence"`` first, in process order."""
+        ...
+
+    def object_rows(self) -> list[dict[str, Any]]:
+        """One row of numbers per object (empty where the protocol scores no objects)."""
+        ...
+
 
 class DavisEvaluator:
     """DAVIS J&F for one task.
 
     ``process(seq, gt_labels=(T,H,W) uint8, res_labels=(T,H,W) int)`` per sequence, then
     ``evaluate()`` -> the global table (J&F-Mean, J-Mean, J-Recall, J-Decay, F-Mean,
-    F-Recall, F-Decay). :meth:`per_object` gives the per-object rows.
+    F-Recall, F-Decay). :meth:`per_object` gives the toolkit's per-object rows,
+    :meth:`object_rows` the same with their J&F-Mean and :meth:`sequence_rows` the mean J&F
+    of each sequence's objects.
     """
 
     _TASKS: tuple[str, ...] = ("semi-supervised", "unsupervised", "davis16", "mos")
@@ -121,13 +131,39 @@ class DavisEvaluator:
         """Per-object rows (see :func:`~gmos_core.metrics.davis.per_object_table`)."""
         return per_object_table(self.results, compat_uint8=self.compat_uint8)
 
+    def object_rows(self) -> list[dict[str, Any]]:
+        """:meth:`per_object` rows, each with ``J&F-Mean`` = (J-Mean + F-Mean) / 2 added last
+        (the rows of ``gmos-eval``'s results.csv)."""
+        rows: list[dict[str, Any]] = list(self.per_object())
+        for r in rows:
+            r["J&F-Mean"] = (float(r["J-Mean"]) + float(r["F-Mean"])) / 2.0
+        return rows
+
+    def sequence_rows(self) -> list[dict[str, Any]]:
+        """``{"sequence", "num_objects", "J&F-Mean"}`` per sequence that has objects: the plain
+        mean of its objects' J&F-Mean (a sequence without objects has no DAVIS score)."""
+        objects = self.object_rows()
+        rows: list[dict[str, Any]] = []
+        for res in self.results:
+            mine = [float(r["J&F-Mean"]) for r in objects if r["seq"] == res.seq]
+            if mine:
+                rows.append(
+                    {
+                        "sequence": res.seq,
+                        "num_objects": len(mine),
+                        "J&F-Mean": float(np.mean(mine)),
+                    }
+                )
+        return rows
+
 
 class MosIEvaluator:
     """Gmos MOS-I benchmark.
 
     ``process(seq, gt_labels=(T,H,W), res_labels=(T',h,w), intervals={id: [(s, e), ...]},
     pred_motion=None)`` per sequence in CSV order, then ``evaluate()`` -> mtIoU, J_mov, FP
-    and mtIoU@tau.
+    and mtIoU@tau; :meth:`sequence_rows` gives the official ``--verbose`` numbers per
+    sequence and :meth:`object_rows` the J_mov of each moving object (what J_mov pools).
     """
 
     def __init__(self, frame_level_match: bool = False) -> None:
@@ -169,5 +205,29 @@ class MosIEvaluator:
                 not match its masks), never reported.
         """
         out = aggregate_mos_i(self.results)
-        check_metric_ranges(out, "MOS-I")
+        matching = "frame-level" if self.frame_level_match else "sequence-level"
+        check_metric_ranges(out, f"MOS-I ({matching} matching)")
         return out
+
+    def sequence_rows(self) -> list[dict[str, Any]]:
+        """Per sequence: mtIoU (mean over the thresholds), J_mov (mean over its moving
+        objects, NaN if none), FP (mean false-positive objects per frame) and the number of
+        moving objects."""
+        return [
+            {
+                "sequence": r.seq,
+                "mtIoU": r.mtiou_mean,
+                "J_mov": r.j_mov_mean,
+                "FP": float(r.fp_count),
+                "num_moving_objects": int(np.asarray(r.j_mov).size),
+            }
+            for r in self.results
+        ]
+
+    def object_rows(self) -> list[dict[str, Any]]:
+        """Per moving object: ``{"sequence", "object_id" (label id, 1-based), "J_mov"}``."""
+        return [
+            {"sequence": r.seq, "object_id": int(ch) + 1, "J_mov": float(jm)}
+            for r in self.results
+            for ch, jm in zip(np.asarray(r.motion_channels), np.asarray(r.j_mov))
+        ]

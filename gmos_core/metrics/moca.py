@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -150,7 +151,9 @@ class MocaVideoResult:
 class MocaEvaluator:
     """Accumulates MoCA videos and reports the pooled success rates.
 
-    ``process(seq, masks=..., gt_boxes=...)`` per video, then ``evaluate()``.
+    ``process(seq, masks=..., gt_boxes=...)`` per video, then ``evaluate()``;
+    :meth:`sequence_rows` gives each video's numbers (MoCA scores one box per frame, so there
+    are no per-object rows).
     """
 
     def __init__(self, thresholds: Sequence[float] = MOCA_THRESHOLDS) -> None:
@@ -233,6 +236,26 @@ class MocaEvaluator:
                 f"{seq}: motion label {label} of frame {frame} is not one of {sorted(MOCA_MOTION_NAMES)}"
             )
         return label
+
+    def sequence_rows(self) -> list[dict[str, Any]]:
+        """Per video: ``frames_scored``, ``mean_iou`` and the video's own ``SR@tau`` (NaN
+        where no frame was scored)."""
+        return [
+            {
+                "sequence": v.seq,
+                "frames_scored": int(v.ious.size),
+                "mean_iou": v.mean_iou,
+                **{
+                    f"SR@{th:g}": (float(np.mean(v.ious > th)) if v.ious.size else float("nan"))
+                    for th in self.thresholds
+                },
+            }
+            for v in self.videos
+        ]
+
+    def object_rows(self) -> list[dict[str, Any]]:
+        """None: MoCA annotates one box per frame, not objects."""
+        return []
 
     def evaluate(self) -> dict[str, float]:
         """Overall numbers.

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from gmos_core.metrics.base import MosIEvaluator
+from gmos_core.metrics.loop import SequenceInputs, run_evaluator
 from gmos_ros.bag.ground_truth import GroundTruth
 
 
@@ -36,8 +37,12 @@ def score_mos_i(
         for k in moving:
             if 1 <= k <= num_channels:
                 motion[i, k - 1] = 1.0
-    ev = MosIEvaluator()  # its evaluate() refuses an impossible score
-    ev.process(
-        seq, gt_labels=gt.labels, res_labels=pred, intervals=gt.intervals, pred_motion=motion
-    )
-    return {"frames": t, "missing_predictions": missing, **ev.evaluate()}
+    inputs = {
+        "gt_labels": gt.labels,
+        "res_labels": pred,
+        "intervals": gt.intervals,
+        "pred_motion": motion,
+    }
+    # The evaluator loop every scorer uses; MosIEvaluator.evaluate() refuses an impossible score.
+    scored = run_evaluator(MosIEvaluator(), [SequenceInputs(seq, inputs)])
+    return {"frames": t, "missing_predictions": missing, **scored.summary}

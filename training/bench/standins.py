@@ -69,7 +69,8 @@ def synthetic_frames(n: int, hw: tuple[int, int], seed: int = 0) -> list[np.ndar
 
 def live_tracking() -> Any:
     """The runtime's live-stream propagator (`MaskIoUTracker`, paper thresholds)."""
-    from gmos_core.streaming.tracking import PropagatorTracking, RuntimeSettings
+    from gmos_core.streaming.build import RuntimeSettings
+    from gmos_core.streaming.tracking import PropagatorTracking
 
     return PropagatorTracking(RuntimeSettings(variant="gmos_online"))
 
