@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from gmos_core.models.pi3_heads import HEAD_NAMES
 from training.pretrain_objects import (
     ObjectFrameDataset,
     ObjectLossWeights,
@@ -135,6 +136,39 @@ def test_pi3_pretraining_two_chunks_equal_one_run_bitwise(tiny_model, tmp_path):
         "pi3",
         "probe",
     }
+
+
+def test_motion_only_pi3_state_continues_with_geometry_heads(tiny_model, tmp_path):
+    # The committed stage 1 has no heads; continuing it with geometry targets keeps its
+    # encoder, decoder and probe and starts the heads fresh (issue 16's comparison).
+    torch.set_num_threads(1)
+    base = dict(
+        model=tiny_model,
+        batch_size=1,
+        threads=1,
+        log_every=1,
+        ckpt_every=1,
+        plot_every=100,
+        val_windows=0,
+        data={**DATA, "windows_per_scene": 1},
+        optim=OptimConfig(lr=1e-3, warmup_fraction=0.25),
+    )
+    pretrain(Pi3PretrainConfig(**base, max_steps=2, out_dir=str(tmp_path / "a")))
+    committed = tmp_path / "pi3_stage1.safetensors"
+    shutil.copy(tmp_path / "a" / "state_fp16.safetensors", committed)
+    motion_only = load_fp16_state(committed).parts["pi3"]
+    geo = Pi3PretrainConfig(
+        **base,
+        max_steps=3,
+        out_dir=str(tmp_path / "g"),
+        resume_fp16=str(committed),
+        geometry_weight=1.0,
+    )
+    summary = pretrain(geo)
+    assert summary["started_from"]["kind"] == "fp16" and summary["step"] == 3
+    parts = load_fp16_state(tmp_path / "g" / "state_fp16.safetensors").parts["pi3"]
+    heads = [k for k in parts if k not in motion_only]
+    assert heads and all(k.split(".")[0] in HEAD_NAMES for k in heads)
 
 
 def test_rewarm_factor_ramps_after_an_fp16_resume():

@@ -46,7 +46,7 @@ if list(_training_pkg.__path__)[:1] != [_HERE]:
 from safetensors.torch import save_file  # noqa: E402
 
 from gmos_core.models.build import GmosModelConfig, build_pi3  # noqa: E402
-from gmos_core.models.pi3_heads import Pi3Geometry, build_heads  # noqa: E402
+from gmos_core.models.pi3_heads import HEAD_NAMES, Pi3Geometry, build_heads  # noqa: E402
 from training.datasets import (  # noqa: E402
     SyntheticWindowDataset,
     WindowSpec,
@@ -286,7 +286,18 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
         probe.load_state_dict(st["probe"])
 
     def load_fp16(st16: Fp16State) -> None:
-        load_part(pi3, st16.parts["pi3"], "pi3")
+        state = st16.parts["pi3"]
+        has_heads = any(k.split(".", 1)[0] in HEAD_NAMES for k in state)
+        if cfg.geometry_weight > 0 and not has_heads:
+            # A motion-only state (the committed stage 1) continued with geometry targets:
+            # the encoder, decoder and probe carry on, the heads start from their init.
+            missing = [k for k in pi3.state_dict() if k not in state]
+            if any(k.split(".", 1)[0] not in HEAD_NAMES for k in missing):
+                raise ValueError(f"pi3: missing keys outside the heads: {missing[:3]}")
+            print(f"pretrain_pi3: {len(missing)} head tensors start fresh (state has no heads)")
+            load_part(pi3, state, "pi3", strict=False)
+        else:
+            load_part(pi3, state, "pi3")
         load_part(probe, st16.parts["probe"], "probe")
 
     start, rewarm_at = resume_stage(cfg, opt, load_full, load_fp16, map_location=device)
