@@ -55,7 +55,7 @@ from gmos_core.geometry import (
 )
 from gmos_core.geometry.slam_masks import INSTANCE_ENCODINGS
 from gmos_core.geometry.visual_odometry import DepthVisualOdometry
-from gmos_ros.messages import copy_header, make_image, stamp_to_ns
+from gmos_ros.messages import ResultMasks, copy_header, make_image, stamp_to_ns
 
 __all__ = ["GEOMETRY_PARAMS", "CameraGeometry", "GeometryOutputs", "GeometrySettings"]
 
@@ -254,34 +254,48 @@ class GeometryOutputs:
         self.cams = {}
 
     # ---- per result ------------------------------------------------------------------------------
+    def mask_images(self, masks: ResultMasks, header: Any) -> tuple[Image, Image]:
+        """``~/instance_mask`` and ``~/dynamic_mask`` of a result, encoded once per the SLAM
+        parameters (instance encoding, dynamic-mask dilation) from the node's arrays."""
+        s = self.settings
+        if s.instance_encoding == "32SC1":
+            inst = _int32_image(encode_instance_mask(masks.ids, "32SC1"), header)
+        else:
+            inst = make_image(masks.ids, "mono16", header)
+        dynamic = masks.dynamic
+        if s.dilation_px > 0:
+            dynamic = dilate_mask(dynamic, s.dilation_px)
+        return inst, make_image(dynamic, "mono8", header)
+
     def process(
-        self, cam: Any, item: Any, inst: Image, dyn: Image, objs: MovingObjectArray
-    ) -> tuple[Image, Image, list[tuple[Any, Any]]]:
-        """Fill ``objs``' 3-D fields, re-encode the masks per the SLAM parameters.
+        self, cam: Any, item: Any, masks: ResultMasks, objs: MovingObjectArray
+    ) -> list[tuple[Any, Any]]:
+        """Fill ``objs``' 3-D fields from the result's masks (the arrays the node encodes).
+
+        Args:
+            cam: the node's camera.
+            item: the `StampedResult` (header, RGB frame when kept).
+            masks: `result_masks` of the result (``ids`` (H, W) uint16, capped like ``objs``).
+            objs: the result's objects message, filled in place.
 
         Returns:
-            ``(instance_mask, dynamic_mask, extra (publisher, message) pairs)``.
+            extra (publisher, message) pairs (ego-motion, markers).
         """
         s = self.settings
-        ids = np.frombuffer(inst.data, np.uint16).reshape(inst.height, inst.width)
-        if s.dilation_px > 0:
-            dynamic = np.frombuffer(dyn.data, np.uint8).reshape(dyn.height, dyn.width)
-            dyn = make_image(dilate_mask(dynamic, s.dilation_px), "mono8", item.header)
-        if s.instance_encoding == "32SC1":
-            inst = _int32_image(encode_instance_mask(ids, "32SC1"), item.header)
+        ids = masks.ids
         g = self.cams.get(id(cam))
         extra: list[tuple[Any, Any]] = []
         if g is None or not g.depth_topic:
-            return inst, dyn, extra
+            return extra
         stamp = stamp_to_ns(item.header)
         depth_msg = g.depth_for(stamp, s.depth_stamp_tolerance_ns)
         if depth_msg is None:
             cam.counters.error("depth_unmatched")
-            return inst, dyn, extra
+            return extra
         info = self.node._matching_info(cam, stamp)
         if info is None:
             cam.counters.error("camera_info_missing")
-            return inst, dyn, extra
+            return extra
         try:
             raw, enc = depth_image_to_array(depth_msg)
             depth = decode_depth(raw, enc, expected_hw=ids.shape)
@@ -289,7 +303,7 @@ class GeometryOutputs:
         except (DepthError, ValueError) as err:
             cam.counters.error("depth_invalid")
             self.node._errlog(f"{g.depth_topic}:depth", f"{g.depth_topic}: {err}")
-            return inst, dyn, extra
+            return extra
         points = backproject_depth(depth, intr)
         meas: dict[int, ObjectMeasurement] = {}
         for o in objs.objects:
@@ -300,8 +314,7 @@ class GeometryOutputs:
         if item.frame is not None and item.frame.shape[:2] == ids.shape:
             if g.vo is None or g.vo.intrinsics != intr:
                 g.vo = DepthVisualOdometry(intr)
-            moving = np.isin(ids, [o.id for o in objs.objects if o.moving])
-            ego = g.vo.step(item.frame, depth, moving, stamp)
+            ego = g.vo.step(item.frame, depth, masks.dynamic > 0, stamp)
         prev_stamp = g.last_stamp_ns
         g.last_stamp_ns = stamp
         states = {st.object_id: st for st in g.estimator.update(stamp, meas, ego)}
@@ -320,7 +333,7 @@ class GeometryOutputs:
         pm = g.pub_markers
         if pm is not None and pm.get_subscription_count() > 0:
             extra.append((pm, markers_msg(objs)))
-        return inst, dyn, extra
+        return extra
 
 
 def _intrinsics(info: CameraInfo, hw: tuple[int, int]) -> PinholeIntrinsics:

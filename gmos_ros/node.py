@@ -67,9 +67,9 @@ from gmos_ros.messages import (
     HeaderedStream,
     StampedResult,
     make_image,
+    objects_msg,
     restamp_camera_info,
     result_masks,
-    result_messages,
     stamp_to_ns,
 )
 from gmos_ros.params import (
@@ -453,16 +453,15 @@ class GmosNode(LifecycleNode):
     def _publish(self, cam: _Camera, results: list[StampedResult]) -> None:
         assert self.params is not None
         for item in results:
-            # Arrays first: the overlay is drawn from them, the messages encode them once.
+            # Arrays first, computed once: the masks are encoded once (in the SLAM encoding),
+            # the 3-D states are measured on them and the overlay is drawn from them.
             masks = result_masks(item.result, self.params.max_objects)
-            inst, dyn, objs = result_messages(
-                item.result, item.header, self.params.max_objects, masks=masks
-            )
-            # Fills objs' 3-D fields; the masks may be re-encoded (dilation, 32SC1) for SLAM.
-            inst_out, dyn_out, extra = self.geometry.process(cam, item, inst, dyn, objs)
+            objs = objects_msg(item.result, item.header, self.params.max_objects)
+            inst, dyn = self.geometry.mask_images(masks, item.header)
+            extra = self.geometry.process(cam, item, masks, objs)  # fills objs' 3-D fields
             outs: list[tuple[Publisher | None, Any]] = [
-                (cam.pub_instance, inst_out),
-                (cam.pub_dynamic, dyn_out),
+                (cam.pub_instance, inst),
+                (cam.pub_dynamic, dyn),
                 (cam.pub_objects, objs),
                 *extra,
             ]
