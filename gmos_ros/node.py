@@ -280,7 +280,9 @@ class GmosNode(LifecycleNode):
                 + (f" + {cam.cfg.camera_info_topic}" if cam.cfg.camera_info_topic else "")
                 + f" -> {self.resolve_topic_name(cam.cfg.output('instance_mask'))}"
             )
-        self.geometry.activate(self.cameras, in_qos)
+        # Cameras without depth get up-to-scale states when the model runs the π³ heads.
+        heads = bool(getattr(self.model, "window_geometry", False))
+        self.geometry.activate(self.cameras, in_qos, window_geometry=heads)
         self._active = True
         return super().on_activate(state)
 

@@ -2,7 +2,8 @@
 
 Pure numpy/OpenCV (no ROS, no torch). Camera axes are OpenCV's: x right, y down, z forward.
 Lengths are metres when the values are metric (depth images) and π³ units otherwise (one unknown
-scale per window); every result says which (``metric`` flags).
+scale per window, chained from window to window by :class:`Pi3ObjectStates`); every result says
+which (``metric`` flags).
 """
 
 from gmos_core.geometry.camera import (
@@ -25,6 +26,7 @@ from gmos_core.geometry.slam_masks import (
     dilate_mask,
     encode_instance_mask,
 )
+from gmos_core.geometry.window_states import Pi3ObjectStates, Pi3StatesUpdate
 
 __all__ = [
     "DEPTH_ENCODINGS",
@@ -34,6 +36,8 @@ __all__ = [
     "ObjectMeasurement",
     "ObjectState",
     "ObjectStateEstimator",
+    "Pi3ObjectStates",
+    "Pi3StatesUpdate",
     "PinholeIntrinsics",
     "align_to_depth",
     "apply_transform",
