@@ -51,22 +51,28 @@ from visualization_msgs.msg import Marker, MarkerArray
 from gmos_core.geometry import (
     DepthError,
     EgoMotion,
-    ObjectMeasurement,
     ObjectState,
-    ObjectStateEstimator,
     Pi3ObjectStates,
     PinholeIntrinsics,
-    backproject_depth,
     decode_depth,
     dilate_mask,
     encode_instance_mask,
-    measure_object,
 )
+from gmos_core.geometry.depth_states import DepthObjectStates, DepthStatesUpdate
 from gmos_core.geometry.slam_masks import INSTANCE_ENCODINGS
-from gmos_core.geometry.visual_odometry import DepthVisualOdometry
 from gmos_ros.messages import ResultMasks, copy_header, make_image, stamp_to_ns
 
-__all__ = ["GEOMETRY_PARAMS", "CameraGeometry", "GeometryOutputs", "GeometrySettings"]
+__all__ = [
+    "GEOMETRY_PARAMS",
+    "CameraGeometry",
+    "GeometryOutputs",
+    "GeometrySettings",
+    "depth_image_to_array",
+    "depth_states_from_messages",
+    "ego_motion_msg",
+    "fill_object_states",
+    "markers_msg",
+]
 
 _DEPTH_KEEP = (
     32  # depth images kept per camera for stamp pairing (results come ~half a window late)
@@ -175,8 +181,7 @@ class CameraGeometry:
 
     depth_topic: str
     depths: deque[tuple[int, Any]] = field(default_factory=lambda: deque(maxlen=_DEPTH_KEEP))
-    estimator: ObjectStateEstimator = field(default_factory=ObjectStateEstimator)
-    vo: DepthVisualOdometry | None = None
+    depth_states: DepthObjectStates = field(default_factory=DepthObjectStates)
     # Up-to-scale states from the π³ heads (no depth topic, a model with loaded heads).
     pi3: Pi3ObjectStates | None = None
     pub_ego: Any = None
@@ -221,7 +226,9 @@ class GeometryOutputs:
         self.cams = {}
         for i, cam in enumerate(cameras):
             topic = s.depth_topics[i] if i < len(s.depth_topics) else ""
-            g = CameraGeometry(topic, estimator=ObjectStateEstimator(window_s=s.velocity_window_s))
+            g = CameraGeometry(
+                topic, depth_states=DepthObjectStates(s.min_points, s.velocity_window_s)
+            )
             if topic:
                 g.pub_ego = self.node.create_publisher(
                     EgoMotionMsg, cam.cfg.output("ego_motion"), out_qos
@@ -252,8 +259,7 @@ class GeometryOutputs:
             g = self.cams.get(id(cam))
             if g is None:
                 continue
-            g.estimator.reset()
-            g.vo = None
+            g.depth_states.reset()
             g.pi3 = None
             g.last_stamp_ns = None
             seg = cam.stream.segmenter if cam.stream is not None else None
@@ -351,7 +357,7 @@ class GeometryOutputs:
         up = g.pi3.update(stamp, geom, masks.ids, [int(o.id) for o in objs.objects])
         prev_stamp = g.last_stamp_ns
         g.last_stamp_ns = stamp
-        _fill_states(objs, up.states)
+        fill_object_states(objs, up.states)
         return self._extras(g, objs, up.ego, item.header, prev_stamp)
 
     def _extras(
@@ -365,7 +371,7 @@ class GeometryOutputs:
         """The ego-motion message (when known) and the markers (while subscribed)."""
         extra: list[tuple[Any, Any]] = []
         if ego is not None and prev_stamp is not None and g.pub_ego is not None:
-            extra.append((g.pub_ego, _ego_msg(ego, header, prev_stamp)))
+            extra.append((g.pub_ego, ego_motion_msg(ego, header, prev_stamp)))
         pm = g.pub_markers
         if pm is not None and pm.get_subscription_count() > 0:
             extra.append((pm, markers_msg(objs)))
@@ -376,43 +382,58 @@ class GeometryOutputs:
     ) -> list[tuple[Any, Any]]:
         """Metric states from the aligned depth image of the result's stamp."""
         s = self.settings
-        ids = masks.ids
-        extra: list[tuple[Any, Any]] = []
         stamp = stamp_to_ns(item.header)
         depth_msg = g.depth_for(stamp, s.depth_stamp_tolerance_ns)
         if depth_msg is None:
             cam.counters.error("depth_unmatched")
-            return extra
+            return []
         info = self.node._matching_info(cam, stamp)
         if info is None:
             cam.counters.error("camera_info_missing")
-            return extra
+            return []
         try:
-            raw, enc = depth_image_to_array(depth_msg)
-            depth = decode_depth(raw, enc, expected_hw=ids.shape)
-            intr = _intrinsics(info, ids.shape)
+            up = depth_states_from_messages(
+                g.depth_states,
+                stamp,
+                depth_msg,
+                info,
+                masks,
+                [o.id for o in objs.objects],
+                item.frame,
+            )
         except (DepthError, ValueError) as err:
             cam.counters.error("depth_invalid")
             self.node._errlog(f"{g.depth_topic}:depth", f"{g.depth_topic}: {err}")
-            return extra
-        points = backproject_depth(depth, intr)
-        meas: dict[int, ObjectMeasurement] = {}
-        for o in objs.objects:
-            m = measure_object(ids == o.id, points, True, min_points=s.min_points)
-            if m is not None:
-                meas[int(o.id)] = m
-        ego = None
-        if item.frame is not None and item.frame.shape[:2] == ids.shape:
-            if g.vo is None or g.vo.intrinsics != intr:
-                g.vo = DepthVisualOdometry(intr)
-            ego = g.vo.step(item.frame, depth, masks.dynamic > 0, stamp)
+            return []
         prev_stamp = g.last_stamp_ns
         g.last_stamp_ns = stamp
-        _fill_states(objs, g.estimator.update(stamp, meas, ego))
-        return self._extras(g, objs, ego, item.header, prev_stamp)
+        fill_object_states(objs, up.states)
+        return self._extras(g, objs, up.ego, item.header, prev_stamp)
 
 
-def _fill_states(objs: MovingObjectArray, states: list[ObjectState]) -> None:
+def depth_states_from_messages(
+    states: DepthObjectStates,
+    stamp_ns: int,
+    depth_msg: Any,
+    info: CameraInfo,
+    masks: ResultMasks,
+    object_ids: list[int],
+    frame_rgb: np.ndarray | None,
+) -> DepthStatesUpdate:
+    """Metric states of one result from its depth image and camera_info messages (the node's
+    and ``gmos-bag eval``'s one path).
+
+    Raises:
+        DepthError: unknown encoding, malformed data, or a depth image of another size.
+        ValueError: camera_info with no size.
+    """
+    raw, enc = depth_image_to_array(depth_msg)
+    depth = decode_depth(raw, enc, expected_hw=masks.ids.shape)
+    intr = _intrinsics(info, masks.ids.shape)
+    return states.update(stamp_ns, depth, intr, masks.ids, object_ids, masks.dynamic > 0, frame_rgb)
+
+
+def fill_object_states(objs: MovingObjectArray, states: list[ObjectState]) -> None:
     """Write the 3-D fields of the listed objects that have a state (the others keep
     has_position / has_velocity false)."""
     by_id = {st.object_id: st for st in states}
@@ -449,7 +470,7 @@ def _int32_image(arr: np.ndarray, header: Any) -> Image:
     return msg
 
 
-def _ego_msg(ego: EgoMotion, header: Any, prev_stamp_ns: int) -> EgoMotionMsg:
+def ego_motion_msg(ego: EgoMotion, header: Any, prev_stamp_ns: int) -> EgoMotionMsg:
     msg = EgoMotionMsg()
     msg.header = copy_header(header)
     msg.previous_stamp.sec, msg.previous_stamp.nanosec = divmod(int(prev_stamp_ns), 1_000_000_000)

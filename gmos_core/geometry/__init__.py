@@ -13,6 +13,7 @@ from gmos_core.geometry.camera import (
     invert_transform,
 )
 from gmos_core.geometry.depth import DEPTH_ENCODINGS, DepthError, decode_depth
+from gmos_core.geometry.depth_states import DepthObjectStates, DepthStatesUpdate
 from gmos_core.geometry.ego_motion import EgoMotion, ego_motion_from_poses, median_scale_ratio
 from gmos_core.geometry.objects import (
     ObjectMeasurement,
@@ -32,6 +33,8 @@ __all__ = [
     "DEPTH_ENCODINGS",
     "INSTANCE_ENCODINGS",
     "DepthError",
+    "DepthObjectStates",
+    "DepthStatesUpdate",
     "EgoMotion",
     "ObjectMeasurement",
     "ObjectState",
