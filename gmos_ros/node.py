@@ -543,8 +543,11 @@ class GmosNode(LifecycleNode):
                     Image, cam.cfg.output("overlay"), make_qos(old.qos_output)
                 )
             if cam.stream is not None:
-                # Frames are kept for the overlay only while it is drawn.
-                cam.stream.keep_frames = cam.pub_overlay is not None and new.publish_overlay
+                # Frames are kept for the overlay only while it is drawn, and always for a
+                # camera whose depth odometry needs them.
+                cam.stream.keep_frames = (
+                    cam.pub_overlay is not None and new.publish_overlay
+                ) or self.geometry.needs_frames(cam)
         if new.diagnostics_period_s != old.diagnostics_period_s and self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = self.create_timer(new.diagnostics_period_s, self.publish_diagnostics)

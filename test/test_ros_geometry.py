@@ -329,6 +329,16 @@ def test_bad_depth_and_missing_camera_info_are_counted_node_alive(ros):
     assert cam.counters.errors["camera_info_missing"] >= 1
 
 
+def test_a_live_parameter_change_keeps_the_frames_the_odometry_needs(ros):
+    _ctx, _executor, make = ros
+    node = make({})  # depth topic, no overlay
+    assert autostart(node)
+    cam = node.cameras[0]
+    assert cam.stream.keep_frames
+    node.set_parameters([Parameter("publish_overlay", value=False)])
+    assert cam.stream.keep_frames  # the depth odometry still gets its RGB frames
+
+
 def test_bad_slam_parameters_fail_configure(ros):
     _ctx, _executor, make = ros
     node = make({"slam.instance_mask_encoding": "8UC1"})
