@@ -22,6 +22,10 @@ Per camera, optionally:
   a box per object, its id, a velocity arrow; built only while someone subscribes), for cameras
   with depth or with the π³ heads.
 
+The metric path from the depth and camera_info messages (`depth_states_from_messages`, over
+:class:`~gmos_core.geometry.depth_states.DepthObjectStates`) is also what ``gmos-bag eval
+--depth-topic`` runs, so a bag evaluated offline gets the node's 3-D states.
+
 Bad input is counted, never fatal: ``errors.depth_invalid`` (unknown encoding, wrong size,
 truncated data), ``errors.camera_info_missing`` (depth but no intrinsics yet).
 
