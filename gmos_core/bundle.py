@@ -11,7 +11,8 @@ train ourselves (the micro configuration trains its encoders too) is one safeten
 
 with metadata `{"format": "gmos-bundle-v1", "config": <name>, "variant": "gmos_s"|"gmos",
 "config_yaml": <the model YAML>}` and optionally `"operating_point": <JSON>` (the decision
-thresholds picked on a validation split, `gmos_core.operating_point`). Tensors may be stored as float16 to keep shipped
+thresholds picked on a validation split, `gmos_core.operating_point`), and `"pi3_heads": <JSON>` when
+the π³ part has its geometry heads (their sizes, `Pi3HeadSizes`). Tensors may be stored as float16 to keep shipped
 checkpoints small; they are cast back to the model's dtype on load. Nothing is unpickled.
 """
 
@@ -27,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from gmos_core.models.pi3_heads import Pi3HeadSizes
 from gmos_core.operating_point import OperatingPoint
 
 FORMAT = "gmos-bundle-v1"
@@ -50,6 +52,8 @@ class BundleInfo:
     extra: dict[str, str]
     # The paper's thresholds unless the bundle was calibrated (`training.calibrate`).
     operating_point: OperatingPoint = OperatingPoint()
+    # Sizes of π³'s geometry heads when the bundle holds them (`pi3.point_decoder.*` ...).
+    pi3_heads: Pi3HeadSizes | None = None
 
 
 def sam2_feature_state(sam_model: nn.Module) -> dict[str, torch.Tensor]:
@@ -86,6 +90,9 @@ def save_bundle(
     meta.update({f"extra.{k}": str(v) for k, v in (extra or {}).items()})
     if operating_point is not None:
         meta["operating_point"] = operating_point.to_json()
+    if getattr(pi3, "with_heads", False):
+        # The heads' attention head count is not in the tensor shapes.
+        meta["pi3_heads"] = Pi3HeadSizes.of(pi3).to_json()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=meta)
@@ -120,12 +127,17 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
         )
     except ValueError as exc:
         raise BundleError(f"{path}: bad operating_point metadata: {exc}") from exc
+    try:
+        heads = Pi3HeadSizes.from_json(meta["pi3_heads"]) if "pi3_heads" in meta else None
+    except ValueError as exc:
+        raise BundleError(f"{path}: bad pi3_heads metadata: {exc}") from exc
     return BundleInfo(
         meta.get("config", ""),
         variant,
         meta.get("config_yaml", ""),
         extra,
         op if op is not None else OperatingPoint(),
+        heads,
     )
 
 

@@ -1,6 +1,7 @@
 """`make demo`: the ROS 2 node end to end over real DDS (loopback only) on a synthetic scene.
 
-1. Write a synthetic scene bag with ground truth (`gmos-bag synth`).
+1. Write a synthetic scene bag with ground truth (`gmos-bag synth`) and an aligned depth topic
+   (the renderer's exact depth as 16UC1 millimetres, same stamps as the images).
 2. Start `gmos_node` (micro Gmos online, CPU) as its own process. With no trained bundle in
    gmos_core/assets/ it runs an untrained model (allow_random_weights) and this script says
    so loudly: the masks and scores are then plumbing checks, not results.
@@ -8,8 +9,9 @@
    node took the previous one and published the results it made ready: on 2 CPU cores it
    keeps up without dropping frames; the measured throughput is printed), record its outputs
    with the raw recorder, and deactivate it (the last frames of the window are finished).
-4. Score the recorded outputs against the ground truth (MOS-I), run `gmos-bag eval` on the
-   same bag (offline, same code path) and print both.
+4. Score the recorded outputs against the ground truth (MOS-I, and the metric 3-D object states
+   the node computed from the depth against the renderer's object trajectories), run
+   `gmos-bag eval` on the same bag (offline, same code path) and print both.
 5. Write out/demo/overlay.mp4 (the node's ~/overlay stream) and out/demo/contact_sheet.png.
 
 Takes one to three minutes on the 2-core build machine.
@@ -38,6 +40,7 @@ from gmos_core.visualize import labelled_rows_sheet, overlay_instances, write_rg
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = "/camera/image_raw"
 INFO = "/camera/camera_info"
+DEPTH = "/camera/depth"
 NS = "/gmos"
 OUTPUTS = {
     f"{NS}/instance_mask": "sensor_msgs/msg/Image",
@@ -45,6 +48,7 @@ OUTPUTS = {
     f"{NS}/objects": "gmos_msgs/msg/MovingObjectArray",
     f"{NS}/overlay": "sensor_msgs/msg/Image",
     f"{NS}/camera_info": "sensor_msgs/msg/CameraInfo",
+    f"{NS}/ego_motion": "gmos_msgs/msg/EgoMotion",
 }
 
 
@@ -110,7 +114,9 @@ def run_node_over_dds(
            "-p", "qos.input:=reliable", "-p", "qos.camera_info:=reliable",
            # No end-of-stream flush mid-replay: a slow step on a loaded machine would finish
            # the window early and the live masks would differ from the offline ones.
-           "-p", "idle_flush_s:=0.0"]  # fmt: skip
+           "-p", "idle_flush_s:=0.0",
+           # The aligned depth of the bag: metric 3-D object states and ego-motion.
+           "-p", f"geometry.depth_topics:=[{DEPTH}]"]  # fmt: skip
     for p in params:
         cmd += ["-p", p]
     log = open(log_path, "w")  # noqa: SIM115 - closed below
@@ -130,7 +136,7 @@ def run_node_over_dds(
     rec = None
     out: dict = {}
     try:
-        player = BagPlayer(node, bag, topics=[IMAGE, INFO])
+        player = BagPlayer(node, bag, topics=[IMAGE, INFO, DEPTH])
         monitor = OutputMonitor(node, NS)
         rec = Recorder(node, recorded, OUTPUTS, storage="mcap")
         spinner.start()
@@ -176,7 +182,7 @@ def run_node_over_dds(
 
 def read_outputs(recorded: Path) -> dict[str, dict[int, object]]:
     """Recorded messages by topic and header stamp."""
-    from gmos_msgs.msg import MovingObjectArray
+    from gmos_msgs.msg import EgoMotion, MovingObjectArray
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import CameraInfo, Image
 
@@ -187,6 +193,7 @@ def read_outputs(recorded: Path) -> dict[str, dict[int, object]]:
         "sensor_msgs/msg/Image": Image,
         "sensor_msgs/msg/CameraInfo": CameraInfo,
         "gmos_msgs/msg/MovingObjectArray": MovingObjectArray,
+        "gmos_msgs/msg/EgoMotion": EgoMotion,
     }
     out: dict[str, dict[int, object]] = {t: {} for t in OUTPUTS}
     for topic, msgtype, _, raw in iter_messages(recorded):
@@ -236,6 +243,10 @@ def contact_sheet(
     write_rgb(path, labelled_rows_sheet(rows, [f"t={t}" for t in times], titles))
 
 
+def _fmt(x: float) -> str:
+    return f"{x:8.3f}" if np.isfinite(x) else "     n/a"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns 0 on success."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -246,8 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     loopback_env()
     from gmos_core.data.synthetic import SceneConfig, generate_scene
+    from gmos_core.metrics.object_states import score_object_states
     from gmos_ros.bag import load_params_file, read_ground_truth, run_eval, score_mos_i
     from gmos_ros.bag import write_synthetic_bag as synth
+    from gmos_ros.bag.ground_truth import read_scene_truth
+    from gmos_ros.bag.scoring import frame_estimate
     from gmos_ros.params import params_from_values
 
     t0 = time.perf_counter()
@@ -262,7 +276,14 @@ def main(argv: list[str] | None = None) -> int:
             "model (allow_random_weights). Masks and MOS-I numbers below measure the "
             "plumbing, NOT the method."
         )
-    info = synth(out / "scene", "mcap", seed=args.seed, num_frames=args.frames)
+    info = synth(
+        out / "scene",
+        "mcap",
+        seed=args.seed,
+        num_frames=args.frames,
+        depth_topic=DEPTH,
+        depth_encoding="16UC1",
+    )
     print(f"[1/4] synthetic bag: {out / 'scene'} ({info['frames']} frames, intervals "
           f"{info['intervals']})", flush=True)  # fmt: skip
     values = load_params_file(REPO / "config" / "gmos.yaml")
@@ -284,8 +305,17 @@ def main(argv: list[str] | None = None) -> int:
         objs = outputs[f"{NS}/objects"].get(s)
         preds[s] = (ids, {o.id for o in objs.objects if o.moving} if objs else set())
     live_score = score_mos_i(gt, preds, seq="demo")
+    scene_truth = read_scene_truth(out / "scene")
+    estimates = [
+        frame_estimate(s, preds[s][0], objs, outputs[f"{NS}/ego_motion"].get(s))
+        for s, objs in outputs[f"{NS}/objects"].items()
+        if s in preds
+    ]
+    live_3d, _ = score_object_states(scene_truth, estimates)
     print("[3/4] gmos-bag eval on the same bag (offline)...", flush=True)
-    rep = run_eval(out / "scene", out / "eval", settings, metrics_path=out / "eval.json")
+    rep = run_eval(
+        out / "scene", out / "eval", settings, metrics_path=out / "eval.json", depth_topic=DEPTH
+    )
     print("[4/4] video and contact sheet", flush=True)
     stamps = gt.stamps_ns
     overlays = [_rgb(outputs[f"{NS}/overlay"][s]) for s in stamps if s in outputs[f"{NS}/overlay"]]
@@ -307,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         "offline_eval_frames_per_s": round(rep.fps, 3),
         "mos_i_live_over_dds": {k: live_score[k] for k in ("mtIoU", "J_mov", "FP")},
         "mos_i_gmos_bag_eval": {k: rep.mos_i[k] for k in ("mtIoU", "J_mov", "FP")},
+        # Metric 3-D states from the aligned depth, scored against the renderer's truth.
+        "states_3d_live_over_dds": live_3d.to_json(),
+        "states_3d_gmos_bag_eval": rep.states_3d.to_json() if rep.states_3d else None,
         "outputs": {
             "recorded_bag": str(out / "recorded"),
             "eval_bag": str(out / "eval"),
@@ -319,6 +352,18 @@ def main(argv: list[str] | None = None) -> int:
     print("\nMOS-I on the synthetic scene            mtIoU    J_mov    FP")
     for name, sc in (("gmos_node over DDS", live_score), ("gmos-bag eval (offline)", rep.mos_i)):
         print(f"  {name:<36} {sc['mtIoU']:.4f}   {sc['J_mov']:.4f}   {sc['FP']:.3f}")
+    print(
+        "\n3-D object states (metric, from the depth topic)   matched/estimated   pos err m"
+        "   static speed m/s   moving vel err m/s"
+    )
+    for name, st in (("gmos_node over DDS", live_3d), ("gmos-bag eval (offline)", rep.states_3d)):
+        if st is None:
+            continue
+        print(
+            f"  {name:<48} {st.objects_matched:>4}/{st.objects_estimated:<4}"
+            f"   {_fmt(st.position_err_m_median)}   {_fmt(st.static_speed_mps_median)}"
+            f"   {_fmt(st.moving_velocity_err_mps_median)}"
+        )
     print(json.dumps(summary, indent=1))
     if untrained:
         banner("These numbers come from an UNTRAINED model (no bundle in gmos_core/assets/).")

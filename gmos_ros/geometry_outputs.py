@@ -11,9 +11,20 @@ Per camera, optionally:
   metric positions, extents and ego-motion-compensated velocities (the ego-motion from
   :class:`~gmos_core.geometry.visual_odometry.DepthVisualOdometry` on the non-moving pixels).
   A result with no depth of its stamp gets no 3-D state (``has_position`` false) and counts
-  ``errors.depth_unmatched``: never a wrong pairing.
+  ``errors.depth_unmatched``: never a wrong pairing. The π³ heads are not run for such a camera.
+- without a depth topic, when the model runs the π³ geometry heads (a π³ whose heads were loaded:
+  official checkpoints, bundles saved with heads): **up-to-scale** states (``metric`` false) from
+  the π³ point map of each result's window and ego-motion from its camera head
+  (:class:`~gmos_core.geometry.window_states.Pi3ObjectStates`: units of the current window's
+  point map, consecutive windows chained by a depth ratio). Without heads: no 3-D state
+  (``has_position`` false), logged once at activation.
 - outputs ``~/ego_motion`` (gmos_msgs/EgoMotion) and ``~/markers`` (visualization_msgs/MarkerArray:
-  a box per object, its id, a velocity arrow; built only while someone subscribes).
+  a box per object, its id, a velocity arrow; built only while someone subscribes), for cameras
+  with depth or with the π³ heads.
+
+The metric path from the depth and camera_info messages (`depth_states_from_messages`, over
+:class:`~gmos_core.geometry.depth_states.DepthObjectStates`) is also what ``gmos-bag eval
+--depth-topic`` runs, so a bag evaluated offline gets the node's 3-D states.
 
 Bad input is counted, never fatal: ``errors.depth_invalid`` (unknown encoding, wrong size,
 truncated data), ``errors.camera_info_missing`` (depth but no intrinsics yet).
@@ -44,20 +55,28 @@ from visualization_msgs.msg import Marker, MarkerArray
 from gmos_core.geometry import (
     DepthError,
     EgoMotion,
-    ObjectMeasurement,
-    ObjectStateEstimator,
+    ObjectState,
+    Pi3ObjectStates,
     PinholeIntrinsics,
-    backproject_depth,
     decode_depth,
     dilate_mask,
     encode_instance_mask,
-    measure_object,
 )
+from gmos_core.geometry.depth_states import DepthObjectStates, DepthStatesUpdate
 from gmos_core.geometry.slam_masks import INSTANCE_ENCODINGS
-from gmos_core.geometry.visual_odometry import DepthVisualOdometry
-from gmos_ros.messages import copy_header, make_image, stamp_to_ns
+from gmos_ros.messages import ResultMasks, copy_header, make_image, stamp_to_ns
 
-__all__ = ["GEOMETRY_PARAMS", "CameraGeometry", "GeometryOutputs", "GeometrySettings"]
+__all__ = [
+    "GEOMETRY_PARAMS",
+    "CameraGeometry",
+    "GeometryOutputs",
+    "GeometrySettings",
+    "depth_image_to_array",
+    "depth_states_from_messages",
+    "ego_motion_msg",
+    "fill_object_states",
+    "markers_msg",
+]
 
 _DEPTH_KEEP = (
     32  # depth images kept per camera for stamp pairing (results come ~half a window late)
@@ -166,8 +185,9 @@ class CameraGeometry:
 
     depth_topic: str
     depths: deque[tuple[int, Any]] = field(default_factory=lambda: deque(maxlen=_DEPTH_KEEP))
-    estimator: ObjectStateEstimator = field(default_factory=ObjectStateEstimator)
-    vo: DepthVisualOdometry | None = None
+    depth_states: DepthObjectStates = field(default_factory=DepthObjectStates)
+    # Up-to-scale states from the π³ heads (no depth topic, a model with loaded heads).
+    pi3: Pi3ObjectStates | None = None
     pub_ego: Any = None
     pub_markers: Any = None
     sub_depth: Any = None
@@ -194,12 +214,14 @@ class GeometryOutputs:
             )
         self.settings = GeometrySettings()
         self.cams: dict[int, CameraGeometry] = {}
+        self._out_qos: Any = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def configure(self, cameras: list[Any], out_qos: Any) -> None:
         """Read parameters, create ~/ego_motion and ~/markers per camera. Raises ValueError."""
         vals = {p.name: self.node.get_parameter(p.name).value for p in GEOMETRY_PARAMS}
         self.settings = s = GeometrySettings.from_values(vals)
+        self._out_qos = out_qos
         if len(s.depth_topics) not in (1, len(cameras)) and any(s.depth_topics):
             raise ValueError(
                 f"geometry.depth_topics has {len(s.depth_topics)} entries for {len(cameras)} "
@@ -208,7 +230,9 @@ class GeometryOutputs:
         self.cams = {}
         for i, cam in enumerate(cameras):
             topic = s.depth_topics[i] if i < len(s.depth_topics) else ""
-            g = CameraGeometry(topic, estimator=ObjectStateEstimator(window_s=s.velocity_window_s))
+            g = CameraGeometry(
+                topic, depth_states=DepthObjectStates(s.min_points, s.velocity_window_s)
+            )
             if topic:
                 g.pub_ego = self.node.create_publisher(
                     EgoMotionMsg, cam.cfg.output("ego_motion"), out_qos
@@ -223,21 +247,55 @@ class GeometryOutputs:
         g = self.cams.get(id(cam))
         return bool(g and g.depth_topic)
 
-    def activate(self, cameras: list[Any], in_qos: Any) -> None:
-        """Subscribe to the depth topics."""
+    def activate(self, cameras: list[Any], in_qos: Any, window_geometry: bool = False) -> None:
+        """Subscribe to the depth topics; set up the up-to-scale path of the other cameras.
+
+        Args:
+            cameras: the node's cameras (their streams are built).
+            in_qos: QoS of the depth subscriptions.
+            window_geometry: the loaded model runs the π³ heads (`BackendFrameModel.
+                window_geometry`): cameras without depth get up-to-scale states from them.
+                A camera with depth does not use them, so its segmenter skips the heads.
+        """
+        s = self.settings
+        without = []
         for cam in cameras:
             g = self.cams.get(id(cam))
-            if g is None or not g.depth_topic:
+            if g is None:
                 continue
-            g.depths.clear()
-            g.estimator.reset()
-            g.vo = None
+            g.depth_states.reset()
+            g.pi3 = None
             g.last_stamp_ns = None
+            seg = cam.stream.segmenter if cam.stream is not None else None
+            if g.depth_topic:
+                if seg is not None and seg.window_geometry:
+                    seg.window_geometry = False  # metric from depth: the heads are not run
+                g.depths.clear()
 
-            def callback(msg: Image, g: CameraGeometry = g) -> None:
-                g.depths.append((stamp_to_ns(msg.header), msg))
+                def callback(msg: Image, g: CameraGeometry = g) -> None:
+                    g.depths.append((stamp_to_ns(msg.header), msg))
 
-            g.sub_depth = self.node.create_subscription(Image, g.depth_topic, callback, in_qos)
+                g.sub_depth = self.node.create_subscription(Image, g.depth_topic, callback, in_qos)
+            elif window_geometry:
+                g.pi3 = Pi3ObjectStates(
+                    min_points=s.min_points, velocity_window_s=s.velocity_window_s
+                )
+                if g.pub_ego is None:
+                    g.pub_ego = self.node.create_publisher(
+                        EgoMotionMsg, cam.cfg.output("ego_motion"), self._out_qos
+                    )
+                if g.pub_markers is None:
+                    g.pub_markers = self.node.create_publisher(
+                        MarkerArray, cam.cfg.output("markers"), self._out_qos
+                    )
+            else:
+                without.append(cam.cfg.name or cam.cfg.image_topic)
+        if without:
+            self.node.get_logger().info(
+                f"no 3-D object states for {', '.join(without)}: no depth topic "
+                "(geometry.depth_topics) and the model has no π³ geometry heads (has_position "
+                "stays false; official π³ checkpoints and bundles saved with heads have them)"
+            )
 
     def deactivate(self) -> None:
         for g in self.cams.values():
@@ -254,73 +312,145 @@ class GeometryOutputs:
         self.cams = {}
 
     # ---- per result ------------------------------------------------------------------------------
+    def mask_images(self, masks: ResultMasks, header: Any) -> tuple[Image, Image]:
+        """``~/instance_mask`` and ``~/dynamic_mask`` of a result, encoded once per the SLAM
+        parameters (instance encoding, dynamic-mask dilation) from the node's arrays."""
+        s = self.settings
+        if s.instance_encoding == "32SC1":
+            inst = _int32_image(encode_instance_mask(masks.ids, "32SC1"), header)
+        else:
+            inst = make_image(masks.ids, "mono16", header)
+        dynamic = masks.dynamic
+        if s.dilation_px > 0:
+            dynamic = dilate_mask(dynamic, s.dilation_px)
+        return inst, make_image(dynamic, "mono8", header)
+
     def process(
-        self, cam: Any, item: Any, inst: Image, dyn: Image, objs: MovingObjectArray
-    ) -> tuple[Image, Image, list[tuple[Any, Any]]]:
-        """Fill ``objs``' 3-D fields, re-encode the masks per the SLAM parameters.
+        self, cam: Any, item: Any, masks: ResultMasks, objs: MovingObjectArray
+    ) -> list[tuple[Any, Any]]:
+        """Fill ``objs``' 3-D fields from the result's masks (the arrays the node encodes).
+
+        Args:
+            cam: the node's camera.
+            item: the `StampedResult` (header, RGB frame when kept).
+            masks: `result_masks` of the result (``ids`` (H, W) uint16, capped like ``objs``).
+            objs: the result's objects message, filled in place.
 
         Returns:
-            ``(instance_mask, dynamic_mask, extra (publisher, message) pairs)``.
+            extra (publisher, message) pairs (ego-motion, markers).
         """
-        s = self.settings
-        ids = np.frombuffer(inst.data, np.uint16).reshape(inst.height, inst.width)
-        if s.dilation_px > 0:
-            dynamic = np.frombuffer(dyn.data, np.uint8).reshape(dyn.height, dyn.width)
-            dyn = make_image(dilate_mask(dynamic, s.dilation_px), "mono8", item.header)
-        if s.instance_encoding == "32SC1":
-            inst = _int32_image(encode_instance_mask(ids, "32SC1"), item.header)
         g = self.cams.get(id(cam))
+        if g is None:
+            return []
+        if g.depth_topic:
+            return self._process_depth(cam, g, item, masks, objs)
+        if g.pi3 is not None:
+            return self._process_pi3(g, item, masks, objs)
+        return []
+
+    def _process_pi3(
+        self, g: CameraGeometry, item: Any, masks: ResultMasks, objs: MovingObjectArray
+    ) -> list[tuple[Any, Any]]:
+        """Up-to-scale states from the result's π³ window (no state where the decoder did
+        not run, e.g. between proposer strides)."""
+        assert g.pi3 is not None
+        geom = item.result.geometry
+        if geom is None:
+            return []
+        stamp = stamp_to_ns(item.header)
+        up = g.pi3.update(stamp, geom, masks.ids, [int(o.id) for o in objs.objects])
+        prev_stamp = g.last_stamp_ns
+        g.last_stamp_ns = stamp
+        fill_object_states(objs, up.states)
+        return self._extras(g, objs, up.ego, item.header, prev_stamp)
+
+    def _extras(
+        self,
+        g: CameraGeometry,
+        objs: MovingObjectArray,
+        ego: EgoMotion | None,
+        header: Any,
+        prev_stamp: int | None,
+    ) -> list[tuple[Any, Any]]:
+        """The ego-motion message (when known) and the markers (while subscribed)."""
         extra: list[tuple[Any, Any]] = []
-        if g is None or not g.depth_topic:
-            return inst, dyn, extra
+        if ego is not None and prev_stamp is not None and g.pub_ego is not None:
+            extra.append((g.pub_ego, ego_motion_msg(ego, header, prev_stamp)))
+        pm = g.pub_markers
+        if pm is not None and pm.get_subscription_count() > 0:
+            extra.append((pm, markers_msg(objs)))
+        return extra
+
+    def _process_depth(
+        self, cam: Any, g: CameraGeometry, item: Any, masks: ResultMasks, objs: MovingObjectArray
+    ) -> list[tuple[Any, Any]]:
+        """Metric states from the aligned depth image of the result's stamp."""
+        s = self.settings
         stamp = stamp_to_ns(item.header)
         depth_msg = g.depth_for(stamp, s.depth_stamp_tolerance_ns)
         if depth_msg is None:
             cam.counters.error("depth_unmatched")
-            return inst, dyn, extra
+            return []
         info = self.node._matching_info(cam, stamp)
         if info is None:
             cam.counters.error("camera_info_missing")
-            return inst, dyn, extra
+            return []
         try:
-            raw, enc = depth_image_to_array(depth_msg)
-            depth = decode_depth(raw, enc, expected_hw=ids.shape)
-            intr = _intrinsics(info, ids.shape)
+            up = depth_states_from_messages(
+                g.depth_states,
+                stamp,
+                depth_msg,
+                info,
+                masks,
+                [o.id for o in objs.objects],
+                item.frame,
+            )
         except (DepthError, ValueError) as err:
             cam.counters.error("depth_invalid")
             self.node._errlog(f"{g.depth_topic}:depth", f"{g.depth_topic}: {err}")
-            return inst, dyn, extra
-        points = backproject_depth(depth, intr)
-        meas: dict[int, ObjectMeasurement] = {}
-        for o in objs.objects:
-            m = measure_object(ids == o.id, points, True, min_points=s.min_points)
-            if m is not None:
-                meas[int(o.id)] = m
-        ego = None
-        if item.frame is not None and item.frame.shape[:2] == ids.shape:
-            if g.vo is None or g.vo.intrinsics != intr:
-                g.vo = DepthVisualOdometry(intr)
-            moving = np.isin(ids, [o.id for o in objs.objects if o.moving])
-            ego = g.vo.step(item.frame, depth, moving, stamp)
+            return []
         prev_stamp = g.last_stamp_ns
         g.last_stamp_ns = stamp
-        states = {st.object_id: st for st in g.estimator.update(stamp, meas, ego)}
-        for o in objs.objects:
-            st = states.get(int(o.id))
-            if st is None:
-                continue
-            o.has_position = True
-            o.metric = st.metric
-            o.position.x, o.position.y, o.position.z = (float(v) for v in st.position)
-            o.extent.x, o.extent.y, o.extent.z = (float(v) for v in st.extent)
-            o.has_velocity = bool(st.velocity_valid)
-            o.velocity.x, o.velocity.y, o.velocity.z = (float(v) for v in st.velocity)
-        if ego is not None and prev_stamp is not None and g.pub_ego is not None:
-            extra.append((g.pub_ego, _ego_msg(ego, item.header, prev_stamp)))
-        pm = g.pub_markers
-        if pm is not None and pm.get_subscription_count() > 0:
-            extra.append((pm, markers_msg(objs)))
-        return inst, dyn, extra
+        fill_object_states(objs, up.states)
+        return self._extras(g, objs, up.ego, item.header, prev_stamp)
+
+
+def depth_states_from_messages(
+    states: DepthObjectStates,
+    stamp_ns: int,
+    depth_msg: Any,
+    info: CameraInfo,
+    masks: ResultMasks,
+    object_ids: list[int],
+    frame_rgb: np.ndarray | None,
+) -> DepthStatesUpdate:
+    """Metric states of one result from its depth image and camera_info messages (the node's
+    and ``gmos-bag eval``'s one path).
+
+    Raises:
+        DepthError: unknown encoding, malformed data, or a depth image of another size.
+        ValueError: camera_info with no size.
+    """
+    raw, enc = depth_image_to_array(depth_msg)
+    depth = decode_depth(raw, enc, expected_hw=masks.ids.shape)
+    intr = _intrinsics(info, masks.ids.shape)
+    return states.update(stamp_ns, depth, intr, masks.ids, object_ids, masks.dynamic > 0, frame_rgb)
+
+
+def fill_object_states(objs: MovingObjectArray, states: list[ObjectState]) -> None:
+    """Write the 3-D fields of the listed objects that have a state (the others keep
+    has_position / has_velocity false)."""
+    by_id = {st.object_id: st for st in states}
+    for o in objs.objects:
+        st = by_id.get(int(o.id))
+        if st is None:
+            continue
+        o.has_position = True
+        o.metric = st.metric
+        o.position.x, o.position.y, o.position.z = (float(v) for v in st.position)
+        o.extent.x, o.extent.y, o.extent.z = (float(v) for v in st.extent)
+        o.has_velocity = bool(st.velocity_valid)
+        o.velocity.x, o.velocity.y, o.velocity.z = (float(v) for v in st.velocity)
 
 
 def _intrinsics(info: CameraInfo, hw: tuple[int, int]) -> PinholeIntrinsics:
@@ -344,7 +474,7 @@ def _int32_image(arr: np.ndarray, header: Any) -> Image:
     return msg
 
 
-def _ego_msg(ego: EgoMotion, header: Any, prev_stamp_ns: int) -> EgoMotionMsg:
+def ego_motion_msg(ego: EgoMotion, header: Any, prev_stamp_ns: int) -> EgoMotionMsg:
     msg = EgoMotionMsg()
     msg.header = copy_header(header)
     msg.previous_stamp.sec, msg.previous_stamp.nanosec = divmod(int(prev_stamp_ns), 1_000_000_000)

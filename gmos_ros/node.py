@@ -67,9 +67,9 @@ from gmos_ros.messages import (
     HeaderedStream,
     StampedResult,
     make_image,
+    objects_msg,
     restamp_camera_info,
     result_masks,
-    result_messages,
     stamp_to_ns,
 )
 from gmos_ros.params import (
@@ -280,7 +280,9 @@ class GmosNode(LifecycleNode):
                 + (f" + {cam.cfg.camera_info_topic}" if cam.cfg.camera_info_topic else "")
                 + f" -> {self.resolve_topic_name(cam.cfg.output('instance_mask'))}"
             )
-        self.geometry.activate(self.cameras, in_qos)
+        # Cameras without depth get up-to-scale states when the model runs the π³ heads.
+        heads = bool(getattr(self.model, "window_geometry", False))
+        self.geometry.activate(self.cameras, in_qos, window_geometry=heads)
         self._active = True
         return super().on_activate(state)
 
@@ -453,16 +455,15 @@ class GmosNode(LifecycleNode):
     def _publish(self, cam: _Camera, results: list[StampedResult]) -> None:
         assert self.params is not None
         for item in results:
-            # Arrays first: the overlay is drawn from them, the messages encode them once.
+            # Arrays first, computed once: the masks are encoded once (in the SLAM encoding),
+            # the 3-D states are measured on them and the overlay is drawn from them.
             masks = result_masks(item.result, self.params.max_objects)
-            inst, dyn, objs = result_messages(
-                item.result, item.header, self.params.max_objects, masks=masks
-            )
-            # Fills objs' 3-D fields; the masks may be re-encoded (dilation, 32SC1) for SLAM.
-            inst_out, dyn_out, extra = self.geometry.process(cam, item, inst, dyn, objs)
+            objs = objects_msg(item.result, item.header, self.params.max_objects)
+            inst, dyn = self.geometry.mask_images(masks, item.header)
+            extra = self.geometry.process(cam, item, masks, objs)  # fills objs' 3-D fields
             outs: list[tuple[Publisher | None, Any]] = [
-                (cam.pub_instance, inst_out),
-                (cam.pub_dynamic, dyn_out),
+                (cam.pub_instance, inst),
+                (cam.pub_dynamic, dyn),
                 (cam.pub_objects, objs),
                 *extra,
             ]
@@ -542,8 +543,11 @@ class GmosNode(LifecycleNode):
                     Image, cam.cfg.output("overlay"), make_qos(old.qos_output)
                 )
             if cam.stream is not None:
-                # Frames are kept for the overlay only while it is drawn.
-                cam.stream.keep_frames = cam.pub_overlay is not None and new.publish_overlay
+                # Frames are kept for the overlay only while it is drawn, and always for a
+                # camera whose depth odometry needs them.
+                cam.stream.keep_frames = (
+                    cam.pub_overlay is not None and new.publish_overlay
+                ) or self.geometry.needs_frames(cam)
         if new.diagnostics_period_s != old.diagnostics_period_s and self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = self.create_timer(new.diagnostics_period_s, self.publish_diagnostics)

@@ -50,6 +50,49 @@ class StubModel:
         return ForegroundPrediction((segmentation[..., 0] > 128).astype(np.float32), iou=0.9)
 
 
+class HeadsModel:
+    """The stand-in's masks (red = foreground) on a real micro π³ whose heads have random
+    weights: the window geometry comes from the real decoder and heads, one pass per window."""
+
+    def __init__(self, real):
+        assert real.window_geometry
+        self.real = real
+        self.window_geometry = True
+        self.geometry_calls = 0
+
+    def geometry_features(self, frame):
+        return self.real.geometry_features(frame)
+
+    def segmentation_features(self, frame):
+        return frame, self.real.segmentation_features(frame)
+
+    def predict(self, geometry, segmentation, out_hw):
+        return StubModel().predict(None, segmentation[0], out_hw)
+
+    def predict_with_geometry(self, geometry, segmentation, out_hw):
+        self.geometry_calls += 1
+        _, geom = self.real.predict_with_geometry(geometry, segmentation[1], out_hw)
+        return self.predict(None, segmentation, out_hw), geom
+
+
+@pytest.fixture(scope="module")
+def heads_bundle(tmp_path_factory):
+    """A micro Gmos-S bundle whose π³ has (random-weight) geometry heads."""
+    from gmos_core.bundle import save_bundle
+    from gmos_core.models.build import build_frame_model
+    from gmos_core.models.pi3_heads import Pi3HeadSizes
+
+    m = build_frame_model("micro", "gmos_s", pi3_heads=Pi3HeadSizes(64, 1, 4, 64))
+    path = tmp_path_factory.mktemp("heads") / "micro_heads.safetensors"
+    return save_bundle(path, m.pi3, m.sam2.sam_model, m.head, "micro", "gmos_s")
+
+
+def _heads_model(bundle):
+    from gmos_core.streaming.build import RuntimeSettings, load_frame_model
+
+    return HeadsModel(load_frame_model(RuntimeSettings(variant="gmos_s", bundle=str(bundle))))
+
+
 def _header(stamp_ns: int) -> Header:
     h = Header(frame_id="cam")
     h.stamp.sec, h.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
@@ -121,7 +164,7 @@ def ros():
     thread.start()
     made = []
 
-    def make(params: dict, name: str = "gmos") -> GmosNode:
+    def make(params: dict, name: str = "gmos", model=None) -> GmosNode:
         base = {
             "variant": "gmos_s",
             "window_s": 0.2,
@@ -134,7 +177,7 @@ def ros():
         base.update(params)
         node = GmosNode(
             name,
-            model_loader=lambda s: StubModel(),
+            model_loader=lambda s: model if model is not None else StubModel(),
             context=ctx,
             parameter_overrides=[Parameter(k, value=v) for k, v in base.items()],
         )
@@ -151,7 +194,7 @@ def ros():
     rclpy.shutdown(context=ctx)
 
 
-def _rig(ctx, executor, node):
+def _rig(ctx, executor, node, depth: bool = True):
     io = rclpy.create_node("rig", context=ctx)
     executor.add_node(io)
     pubs = {
@@ -169,7 +212,8 @@ def _rig(ctx, executor, node):
     cam = node.cameras[0]
     assert _wait(lambda: cam.pub_objects.get_subscription_count() > 0)
     assert _wait(lambda: pubs["image"].get_subscription_count() > 0)
-    assert _wait(lambda: pubs["depth"].get_subscription_count() > 0)
+    if depth:
+        assert _wait(lambda: pubs["depth"].get_subscription_count() > 0)
     assert _wait(lambda: pubs["info"].get_subscription_count() > 0)
     g = node.geometry.cams[id(cam)]
     assert _wait(lambda: g.pub_markers.get_subscription_count() > 0)
@@ -285,8 +329,95 @@ def test_bad_depth_and_missing_camera_info_are_counted_node_alive(ros):
     assert cam.counters.errors["camera_info_missing"] >= 1
 
 
+def test_a_live_parameter_change_keeps_the_frames_the_odometry_needs(ros):
+    _ctx, _executor, make = ros
+    node = make({})  # depth topic, no overlay
+    assert autostart(node)
+    cam = node.cameras[0]
+    assert cam.stream.keep_frames
+    node.set_parameters([Parameter("publish_overlay", value=False)])
+    assert cam.stream.keep_frames  # the depth odometry still gets its RGB frames
+
+
 def test_bad_slam_parameters_fail_configure(ros):
     _ctx, _executor, make = ros
     node = make({"slam.instance_mask_encoding": "8UC1"})
     node.trigger_configure()
     assert node.params is None
+
+
+def test_without_depth_a_model_with_pi3_heads_gives_up_to_scale_states(ros, heads_bundle):
+    ctx, executor, make = ros
+    model = _heads_model(heads_bundle)
+    node = make({"geometry.depth_topics": [""]}, model=model)
+    assert autostart(node)
+    cam = node.cameras[0]
+    g = node.geometry.cams[id(cam)]
+    assert g.pi3 is not None and cam.stream.segmenter.window_geometry
+    pubs, got = _rig(ctx, executor, node, depth=False)
+    step = 100_000_000
+    for i in range(8):
+        _send(node, pubs, i, (i + 1) * step, None)
+    node.trigger_deactivate()
+    assert _wait(lambda: len(got["objs"]) >= 8)
+    assert model.geometry_calls >= 8  # one decoder pass with the heads per window
+    objs = [m.objects[0] for m in got["objs"] if m.objects]
+    assert len(objs) == 8
+    for o in objs:
+        assert o.has_position and not o.metric
+        p = np.array([o.position.x, o.position.y, o.position.z])
+        e = np.array([o.extent.x, o.extent.y, o.extent.z])
+        assert np.isfinite(p).all() and p[2] > 0 and np.isfinite(e).all() and (e >= 0).all()
+    # Velocities once a previous frame of the same window is known, in π³ units per second.
+    assert any(o.has_velocity for o in objs[1:])
+    for o in objs:
+        if o.has_velocity:
+            assert np.isfinite([o.velocity.x, o.velocity.y, o.velocity.z]).all()
+    assert got["ego"] and all(not e.metric and e.source == "pi3" for e in got["ego"])
+    assert got["markers"] and any("(up to scale)" in m.text for m in got["markers"][-1].markers)
+    errors = _errors(got)
+    assert "errors.depth_unmatched" not in errors and "errors.internal" not in errors
+
+
+def test_with_depth_the_heads_are_not_run_and_states_are_metric(ros, heads_bundle):
+    ctx, executor, make = ros
+    model = _heads_model(heads_bundle)
+    node = make({}, model=model)
+    assert autostart(node)
+    cam = node.cameras[0]
+    assert node.geometry.cams[id(cam)].pi3 is None
+    assert not cam.stream.segmenter.window_geometry  # metric from depth: no head cost
+    pubs, got = _rig(ctx, executor, node)
+    step = 100_000_000
+    for i in range(5):
+        _send(node, pubs, i, (i + 1) * step, _depth_msg(i, (i + 1) * step))
+    node.trigger_deactivate()
+    assert _wait(lambda: len(got["objs"]) >= 5)
+    assert model.geometry_calls == 0
+    for m in got["objs"]:
+        (o,) = m.objects
+        assert o.has_position and o.metric
+        assert o.position.z == pytest.approx(OBJ_Z, abs=1e-3)
+
+
+def test_without_depth_or_heads_there_is_no_3d_state(ros):
+    ctx, executor, make = ros
+    node = make({"geometry.depth_topics": [""]})  # the stand-in has no π³ heads
+    assert autostart(node)
+    cam = node.cameras[0]
+    g = node.geometry.cams[id(cam)]
+    assert g.pi3 is None and g.pub_ego is None and g.pub_markers is None
+    io = rclpy.create_node("rig2", context=ctx)
+    executor.add_node(io)
+    pub = io.create_publisher(Image, "/cam/image", 50)
+    got: list = []
+    io.create_subscription(MovingObjectArray, "/gmos/objects", got.append, 100)
+    assert _wait(lambda: pub.get_subscription_count() > 0)
+    assert _wait(lambda: cam.pub_objects.get_subscription_count() > 0)
+    for i in range(4):
+        taken = cam.counters.frames_taken
+        pub.publish(make_image(_frame(i), "rgb8", _header((i + 1) * 100_000_000)))
+        assert _wait(lambda taken=taken: cam.counters.frames_taken > taken)
+    node.trigger_deactivate()
+    assert _wait(lambda: len(got) >= 4)
+    assert all(o.objects and not o.objects[0].has_position for o in got)

@@ -27,11 +27,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from gmos_core.models.preprocess import pi3_target_size
+
+if TYPE_CHECKING:
+    from gmos_core.models.prediction import WindowGeometry
 
 __all__ = [
     "HEAD_PARTS",
@@ -442,13 +445,22 @@ class BackendFrameModel:
         self, geometry: Any, segmentation: SegmentationArrays
     ) -> dict[str, np.ndarray]:
         """Window decoder on the N frames' tokens, then the head, for the middle frame."""
+        tokens = self._window_tokens(geometry)
+        feats = self.backend.run("pi3_decoder", {"tokens": tokens})["features"]
+        return self._run_head(feats, segmentation)
+
+    def _window_tokens(self, geometry: Any) -> np.ndarray:
+        """(1, N, h·w, D) float32 decoder input from the window's cached per-frame tokens."""
         if len(geometry) != self.shapes.num_frames:
             raise BackendError(
                 f"window has {len(geometry)} frames but the π³ decoder was built for "
                 f"{self.shapes.num_frames}"
             )
-        tokens = np.stack([np.asarray(g.tokens, dtype=np.float32) for g in geometry])[None]
-        feats = self.backend.run("pi3_decoder", {"tokens": tokens})["features"]
+        return np.stack([np.asarray(g.tokens, dtype=np.float32) for g in geometry])[None]
+
+    def _run_head(
+        self, feats: np.ndarray, segmentation: SegmentationArrays
+    ) -> dict[str, np.ndarray]:
         return self.backend.run(
             self.head,
             {
@@ -462,6 +474,39 @@ class BackendFrameModel:
     def predict(self, geometry: Any, segmentation: Any, out_hw: tuple[int, int]) -> Any:
         """`ForegroundPrediction` (gmos_s) or `ProposalPrediction` (gmos) at `out_hw`."""
         return self.postprocess(self.head_outputs(geometry, segmentation), out_hw)
+
+    @property
+    def window_geometry(self) -> bool:
+        """Whether `predict_with_geometry` is available: a backend that runs the π³ heads on
+        the decoder pass (torch, with a π³ whose heads were loaded from a checkpoint or
+        bundle). Exported graphs have no heads: False."""
+        return bool(getattr(self.backend, "has_window_geometry", False))
+
+    def predict_with_geometry(
+        self, geometry: Any, segmentation: SegmentationArrays, out_hw: tuple[int, int]
+    ) -> tuple[Any, WindowGeometry]:
+        """`predict` plus the π³ heads' outputs for the window, from ONE decoder pass.
+
+        The prediction equals `predict`'s (the decoder features are the same); the geometry
+        has no stamps yet (`StreamingSegmenter` sets them).
+
+        Raises:
+            BackendError: the backend has no π³ heads (`window_geometry` is False).
+        """
+        from gmos_core.models.prediction import WindowGeometry
+
+        if not self.window_geometry:
+            raise BackendError(f"the {self.backend.name} backend does not run the π³ heads")
+        tokens = self._window_tokens(geometry)
+        out = self.backend.run_window_geometry(tokens)  # type: ignore[attr-defined]
+        head = self._run_head(out["features"], segmentation)
+        geom = WindowGeometry(
+            local_points=out["local_points"][0],
+            conf=out["conf"][0],
+            camera_poses=out["camera_poses"][0],
+            center=len(geometry) // 2,
+        )
+        return self.postprocess(head, out_hw), geom
 
     def postprocess(self, out: dict[str, np.ndarray], out_hw: tuple[int, int]) -> Any:
         """Head outputs -> prediction (`gmos_core.models.prediction`, shared by every backend)."""

@@ -30,11 +30,13 @@ __all__ = [
     "HeadPart",
     "Pi3DecoderPart",
     "Pi3EncoderPart",
+    "Pi3GeometryPart",
     "Sam2EncoderPart",
     "TorchBackend",
     "export_constants",
     "fixed_hiera_pos_embed",
     "fixed_pi3_grid",
+    "has_loaded_heads",
     "part_modules",
     "AUTOCAST_DTYPES",
 ]
@@ -78,6 +80,30 @@ class Pi3DecoderPart(nn.Module):
         h, w = self.grid_hw
         feats = self.pi3.decode_window(tokens, h, w)  # (1, N, h, w, D)
         return feats[:, tokens.shape[1] // 2]
+
+
+class Pi3GeometryPart(nn.Module):
+    """`Pi3DecoderPart` plus the π³ heads on the same decoder pass (a π³ with loaded heads).
+
+    (1, N, h·w, D) tokens -> (features (1, h, w, D) of the middle frame, exactly those of
+    `Pi3DecoderPart`; local_points (1, N, H, W, 3); conf (1, N, H, W); camera_poses
+    (1, N, 4, 4)), H × W the π³ input. Torch backend only (no exported graph).
+    """
+
+    def __init__(self, pi3: Pi3Encoder, grid_hw: tuple[int, int]) -> None:
+        super().__init__()
+        self.pi3 = pi3
+        self.grid_hw = (int(grid_hw[0]), int(grid_hw[1]))
+
+    def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        h, w = self.grid_hw
+        feats, geom = self.pi3.decode_window_geometry(tokens, h, w)
+        return feats[:, tokens.shape[1] // 2], geom.local_points, geom.conf, geom.camera_poses
+
+
+def has_loaded_heads(pi3: Pi3Encoder | None) -> bool:
+    """Whether a π³ carries trained geometry heads (built with them and loaded from a file)."""
+    return bool(pi3 is not None and pi3.with_heads and pi3.heads_loaded)
 
 
 class Sam2EncoderPart(nn.Module):
@@ -247,6 +273,39 @@ class TorchBackend:
         }
         self._specs = shapes.specs()
         self.check_shapes = check_shapes
+        # The π³ heads on the decoder pass: only for a π³ whose heads were loaded.
+        self._geometry: Pi3GeometryPart | None = None
+        if has_loaded_heads(pi3):
+            assert pi3 is not None
+            self._geometry = Pi3GeometryPart(pi3, shapes.grid_hw).to(self.device).eval()
+
+    @property
+    def has_window_geometry(self) -> bool:
+        """Whether `run_window_geometry` is available (π³ with loaded heads)."""
+        return self._geometry is not None
+
+    @torch.inference_mode()
+    def run_window_geometry(self, tokens: np.ndarray) -> dict[str, np.ndarray]:
+        """The ``pi3_decoder`` part plus the π³ heads, in one decoder pass.
+
+        Args:
+            tokens: (1, N, h·w, D) float32, as the ``pi3_decoder`` input.
+
+        Returns:
+            ``features`` (1, h, w, D) (equal to ``run("pi3_decoder", ...)``'s), ``local_points``
+            (1, N, H, W, 3), ``conf`` (1, N, H, W), ``camera_poses`` (1, N, 4, 4); float32.
+
+        Raises:
+            BackendError: no loaded heads, or tokens of the wrong shape.
+        """
+        if self._geometry is None:
+            raise BackendError("torch backend: this π³ has no loaded geometry heads")
+        if self.check_shapes:
+            self.spec("pi3_decoder").check_inputs({"tokens": tokens})
+        with autocast(self.device, self.precision):
+            out = self._geometry(_as_tensor(tokens).to(self.device))
+        names = ("features", "local_points", "conf", "camera_poses")
+        return {k: v.detach().float().cpu().numpy() for k, v in zip(names, out)}
 
     @classmethod
     def from_model(
@@ -278,6 +337,8 @@ class TorchBackend:
         if "pi3_decoder" in self.modules:
             dec = self.modules["pi3_decoder"]
             self.modules["pi3_decoder"] = Pi3DecoderPart(dec.pi3, self.shapes.grid_hw).eval()
+        if self._geometry is not None:
+            self._geometry = Pi3GeometryPart(self._geometry.pi3, self.shapes.grid_hw).eval()
         self._specs = self.shapes.specs()
         return self.shapes
 

@@ -2,7 +2,8 @@
 
 Pure numpy/OpenCV (no ROS, no torch). Camera axes are OpenCV's: x right, y down, z forward.
 Lengths are metres when the values are metric (depth images) and π³ units otherwise (one unknown
-scale per window); every result says which (``metric`` flags).
+scale per window, chained from window to window by :class:`Pi3ObjectStates`); every result says
+which (``metric`` flags).
 """
 
 from gmos_core.geometry.camera import (
@@ -12,6 +13,7 @@ from gmos_core.geometry.camera import (
     invert_transform,
 )
 from gmos_core.geometry.depth import DEPTH_ENCODINGS, DepthError, decode_depth
+from gmos_core.geometry.depth_states import DepthObjectStates, DepthStatesUpdate
 from gmos_core.geometry.ego_motion import EgoMotion, ego_motion_from_poses, median_scale_ratio
 from gmos_core.geometry.objects import (
     ObjectMeasurement,
@@ -25,15 +27,20 @@ from gmos_core.geometry.slam_masks import (
     dilate_mask,
     encode_instance_mask,
 )
+from gmos_core.geometry.window_states import Pi3ObjectStates, Pi3StatesUpdate
 
 __all__ = [
     "DEPTH_ENCODINGS",
     "INSTANCE_ENCODINGS",
     "DepthError",
+    "DepthObjectStates",
+    "DepthStatesUpdate",
     "EgoMotion",
     "ObjectMeasurement",
     "ObjectState",
     "ObjectStateEstimator",
+    "Pi3ObjectStates",
+    "Pi3StatesUpdate",
     "PinholeIntrinsics",
     "align_to_depth",
     "apply_transform",

@@ -17,6 +17,7 @@ import yaml
 
 from gmos_core.models.gmos import GmosProposer, GmosS
 from gmos_core.models.pi3 import Pi3Encoder, load_safetensors_file
+from gmos_core.models.pi3_heads import Pi3HeadSizes
 from gmos_core.models.sam2_features import Sam2FeatureExtractor
 from gmos_core.operating_point import OperatingPoint
 
@@ -164,14 +165,47 @@ class GmosTorchModel:
         )
 
 
-def build_pi3(config: GmosModelConfig | str) -> Pi3Encoder:
-    """The π³ encoder of a named configuration, random weights (draws from torch's RNG)."""
+def build_pi3(config: GmosModelConfig | str, heads: Pi3HeadSizes | None = None) -> Pi3Encoder:
+    """The π³ encoder of a named configuration, random weights (draws from torch's RNG).
+
+    `heads`: also build the point / confidence / camera heads with these sizes (to load a
+    checkpoint or bundle that has them); None = the mask-only encoder.
+    """
     cfg = GmosModelConfig.load(config) if isinstance(config, str) else config
+    sizes = {}
+    if heads is not None:
+        sizes = dict(
+            with_heads=True,
+            head_depth=heads.depth,
+            head_width=heads.width,
+            head_num_heads=heads.num_heads,
+            camera_width=heads.camera_width,
+        )
     return Pi3Encoder(
         encoder_depth=cfg.pi3.encoder_depth,
         decoder_depth=cfg.pi3.decoder_depth,
         embed_dim=cfg.pi3.embed_dim,
         num_heads=cfg.pi3.num_heads,
+        **sizes,
+    )
+
+
+def checkpoint_head_sizes(state: dict[str, torch.Tensor]) -> Pi3HeadSizes | None:
+    """Head sizes of an official-layout π³ state dict that has its heads, else None.
+
+    Widths and depth come from the tensors; the attention head count is not in the shapes and
+    is the official one (16) for checkpoints (bundles store theirs).
+    """
+    if "point_decoder.projects.weight" not in state:
+        return None
+    depth = 1 + max(
+        (int(k.split(".")[2]) for k in state if k.startswith("point_decoder.blocks.")),
+        default=-1,
+    )
+    return Pi3HeadSizes(
+        width=int(state["point_decoder.projects.weight"].shape[0]),
+        depth=depth,
+        camera_width=int(state["camera_decoder.linear_out.weight"].shape[0]),
     )
 
 
@@ -183,20 +217,33 @@ def build_frame_model(
     sam2_checkpoint: str | Path | None = None,
     head_checkpoint: str | Path | None = None,
     seed: int | None = 0,
+    with_pi3_heads: bool = True,
+    pi3_heads: Pi3HeadSizes | None = None,
 ) -> GmosTorchModel:
     """Build a `GmosTorchModel` from a named configuration and optional checkpoints.
 
     Without checkpoints the weights are random (seeded): fine for timing and plumbing, never
     for results.
+
+    Args:
+        with_pi3_heads: load π³'s geometry heads when `pi3_checkpoint` has them (False: the
+            mask-only encoder, heads ignored).
+        pi3_heads: without `pi3_checkpoint`, build π³ with (untrained) heads of these sizes
+            (bundles with heads, tests); ignored with a checkpoint.
     """
     from gmos_core.models.checkpoints import load_gmos_checkpoint
 
     cfg = GmosModelConfig.load(config) if isinstance(config, str) else config
     if seed is not None:
         torch.manual_seed(seed)
-    pi3 = build_pi3(cfg)
     if pi3_checkpoint is not None:
-        pi3.load_official_state_dict(load_safetensors_file(pi3_checkpoint))
+        # An official checkpoint has its geometry heads: they are built and loaded
+        # (`Pi3LoadReport.heads_loaded`), so the runtime can give up-to-scale 3-D states.
+        state = load_safetensors_file(pi3_checkpoint)
+        pi3 = build_pi3(cfg, heads=checkpoint_head_sizes(state) if with_pi3_heads else None)
+        pi3.load_official_state_dict(state)
+    else:
+        pi3 = build_pi3(cfg, heads=pi3_heads)
     sam2 = Sam2FeatureExtractor(
         size=cfg.sam2.size,
         checkpoint=sam2_checkpoint,
@@ -232,8 +279,18 @@ def build_frame_model_from_bundle(path: str | Path, device: str = "cpu") -> Gmos
 
     info, parts = read_bundle(path)
     cfg = GmosModelConfig.load(info.config)
-    model = build_frame_model(cfg, info.variant, device=device, seed=None)
+    heads = None
+    if checkpoint_head_sizes(parts["pi3"]) is not None:
+        if info.pi3_heads is None:
+            raise BundleError(
+                f"{path}: the bundle has π³ head tensors but no 'pi3_heads' metadata (their "
+                "attention head count); re-save it with gmos_core.bundle.save_bundle"
+            )
+        heads = info.pi3_heads
+    model = build_frame_model(cfg, info.variant, device=device, seed=None, pi3_heads=heads)
     load_into(model.pi3, parts["pi3"], f"{path} [pi3]", strict=True)
+    # A bundle with π³ heads carries trained ones (strict load: all of them).
+    model.pi3.heads_loaded = heads is not None
     load_into(model.sam2.sam_model, parts["sam2"], f"{path} [sam2]", strict=False)
     load_into(model.head, parts["head"], f"{path} [head]", strict=True)
     if not parts["sam2"]:

@@ -24,6 +24,8 @@ implementations`` note); parity with the official code is tested against
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +40,7 @@ __all__ = [
     "HeadDecoder",
     "PatchHead",
     "Pi3Geometry",
+    "Pi3HeadSizes",
     "Pi3Heads",
     "svd_orthogonalize",
 ]
@@ -71,6 +74,45 @@ class Pi3Geometry:
     conf: torch.Tensor
     camera_poses: torch.Tensor
     points: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Pi3HeadSizes:
+    """Sizes of the three heads (official: width 1024, depth 5, 16 attention heads, camera 512).
+
+    A bundle stores them in its metadata (``pi3_heads``): the attention head count cannot be
+    read from the tensor shapes.
+    """
+
+    width: int = 1024
+    depth: int = 5
+    num_heads: int = 16
+    camera_width: int = 512
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Pi3HeadSizes:
+        """Parse :meth:`to_json`'s output. Raises ValueError naming a bad or missing field."""
+        try:
+            raw = json.loads(text)
+            return cls(**{f.name: int(raw[f.name]) for f in dataclasses.fields(cls)})
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"bad π³ head sizes {text!r}: {exc}") from exc
+
+    @classmethod
+    def of(cls, model: nn.Module) -> Pi3HeadSizes:
+        """The sizes of a module holding the official head submodules (e.g. a π³ with heads)."""
+        dec: HeadDecoder = model.point_decoder  # type: ignore[assignment]
+        cam: HeadDecoder = model.camera_decoder  # type: ignore[assignment]
+        heads = dec.blocks[0].attn.num_heads if len(dec.blocks) else cls.num_heads
+        return cls(
+            width=int(dec.projects.out_features),
+            depth=len(dec.blocks),
+            num_heads=int(heads),
+            camera_width=int(cam.linear_out.out_features),
+        )
 
 
 class HeadDecoder(nn.Module):

@@ -7,12 +7,17 @@ They live with the models, not with the streaming runtime: every backend
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ForegroundPrediction", "ProposalPrediction", "head_outputs_to_prediction"]
+__all__ = [
+    "ForegroundPrediction",
+    "ProposalPrediction",
+    "WindowGeometry",
+    "head_outputs_to_prediction",
+]
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,41 @@ class ProposalPrediction:
     masks: np.ndarray
     motion_prob: np.ndarray
     iou: np.ndarray
+
+
+@dataclass(frozen=True)
+class WindowGeometry:
+    """What the π³ heads say about one window, computed on the decoder pass of the masks.
+
+    π³ is scale-free: every length here is in the units of this window's point map, one
+    unknown scale per window (a new window may have another scale). Camera axes are OpenCV's
+    (x right, y down, z forward). Sizes are the π³ input's (H', W'), not the camera frame's.
+
+    Attributes:
+        local_points: (N, H', W', 3) float32 per-pixel points, each in its frame's camera frame.
+        conf: (N, H', W') float32 confidence logits (sigmoid → [0, 1]).
+        camera_poses: (N, 4, 4) float32 camera-to-world transforms in the window's frame.
+        stamps_ns: the N frames' stamps (set by the streaming runtime; a frame repeated at a
+            stream end appears twice).
+        center: index of the frame the result describes (N // 2 in a full window).
+    """
+
+    local_points: np.ndarray
+    conf: np.ndarray
+    camera_poses: np.ndarray
+    stamps_ns: tuple[int, ...] = field(default_factory=tuple)
+    center: int = 0
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.local_points.shape[0])
+
+    def index_of(self, stamp_ns: int) -> int | None:
+        """Index of the window frame with this stamp (None if the window does not hold it)."""
+        for i, s in enumerate(self.stamps_ns):
+            if s == stamp_ns:
+                return i
+        return None
 
 
 def head_outputs_to_prediction(

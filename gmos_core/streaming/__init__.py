@@ -1,6 +1,6 @@
 """Streaming runtime: frame-by-frame Gmos / Gmos-S with a timestamped ring buffer."""
 
-from gmos_core.models.prediction import ForegroundPrediction, ProposalPrediction
+from gmos_core.models.prediction import ForegroundPrediction, ProposalPrediction, WindowGeometry
 from gmos_core.streaming.segmenter import (
     FrameModel,
     OnlineTracking,
@@ -20,5 +20,6 @@ __all__ = [
     "StreamError",
     "StreamStats",
     "StreamingSegmenter",
+    "WindowGeometry",
     "objects_from_ids",
 ]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
@@ -27,6 +27,7 @@ from gmos_core.errors import GmosError
 from gmos_core.models.prediction import (
     ForegroundPrediction,
     ProposalPrediction,
+    WindowGeometry,
 )
 from gmos_core.streaming.types import FrameResult, objects_from_ids
 
@@ -52,6 +53,13 @@ class FrameModel(Protocol):
     ) -> ForegroundPrediction | ProposalPrediction:
         """Run the window decoder and the head for the middle frame of `geometry`."""
         ...
+
+
+# Optional on a FrameModel (`BackendFrameModel` has both): ``window_geometry`` (bool, whether
+# the model runs the π³ heads) and ``predict_with_geometry(geometry, segmentation, out_hw) ->
+# (prediction, WindowGeometry)``, the same prediction plus the heads' outputs from ONE decoder
+# pass. A model without them (baselines, stand-ins, exported graphs) gives results without
+# geometry, at the cost it always had.
 
 
 class OnlineTracking(Protocol):
@@ -153,6 +161,7 @@ class StreamingSegmenter:
         self.fg_threshold = fg_threshold
         self.max_buffer = max_buffer
         self.stats = StreamStats()
+        self._window_geometry = bool(getattr(model, "window_geometry", False))
         self._buf: deque[_Entry] = deque()
         self._pending: deque[_Entry] = deque()
         self._next_index = 0
@@ -161,6 +170,19 @@ class StreamingSegmenter:
         self._last_fg: ForegroundPrediction | None = None
 
     # ------------------------------------------------------------------ public API
+    @property
+    def window_geometry(self) -> bool:
+        """Whether results carry the π³ heads' `WindowGeometry` (frames where the window
+        decoder ran). On by default when the model runs the heads; a caller that does not use
+        it (a camera with a depth image) turns it off and pays nothing for the heads."""
+        return self._window_geometry
+
+    @window_geometry.setter
+    def window_geometry(self, on: bool) -> None:
+        if on and not getattr(self.model, "window_geometry", False):
+            raise ValueError("the model does not run the π³ heads (window_geometry is False)")
+        self._window_geometry = bool(on)
+
     @property
     def latency_ns(self) -> int:
         """Look-ahead a result waits for (half the window span), compute not included."""
@@ -275,15 +297,25 @@ class StreamingSegmenter:
             self.stats.segmentation_encodes += 1
         return e.segmentation
 
+    def _predict(
+        self, center: _Entry, segmentation: Any, hw: tuple[int, int]
+    ) -> tuple[Any, WindowGeometry | None]:
+        """The model on the centre's window; with `window_geometry`, the heads' outputs too."""
+        window = self._window(center)
+        feats = [self._geometry(e) for e in window]
+        if not self._window_geometry:
+            return self.model.predict(feats, segmentation, hw), None
+        pred, geom = self.model.predict_with_geometry(feats, segmentation, hw)  # type: ignore[attr-defined]
+        stamps = tuple(e.stamp_ns for e in window)
+        return pred, replace(geom, stamps_ns=stamps, center=len(window) // 2)
+
     def _process(self, center: _Entry) -> FrameResult:
         hw = center.frame.shape[:2]
         run_head = center.index % self.proposer_stride == 0
+        geom: WindowGeometry | None = None
         if self.mode == "gmos_s":
             if run_head or self._last_fg is None:
-                window = self._window(center)
-                pred = self.model.predict(
-                    [self._geometry(e) for e in window], self._segmentation(center), hw
-                )
+                pred, geom = self._predict(center, self._segmentation(center), hw)
                 if not isinstance(pred, ForegroundPrediction):
                     raise TypeError("mode 'gmos_s' needs a model that returns foreground")
                 self.stats.proposer_runs += 1
@@ -293,13 +325,12 @@ class StreamingSegmenter:
             ids = fg.astype(np.uint16)
             prob = float(pred.fg_prob[fg].mean()) if fg.any() else 0.0
             objects = objects_from_ids(ids, {1: True}, {1: prob}, {1: pred.iou})
-            result = FrameResult(center.stamp_ns, center.index, ids, objects, pred.fg_prob)
+            result = FrameResult(center.stamp_ns, center.index, ids, objects, pred.fg_prob, geom)
         else:
             assert self.tracking is not None
             seg = self._segmentation(center)
             if run_head:
-                window = self._window(center)
-                pred = self.model.predict([self._geometry(e) for e in window], seg, hw)
+                pred, geom = self._predict(center, seg, hw)
                 if not isinstance(pred, ProposalPrediction):
                     raise TypeError("mode 'gmos' needs a model that returns proposals")
                 self.stats.proposer_runs += 1
@@ -312,6 +343,7 @@ class StreamingSegmenter:
                 frame.full_instance_map,
                 frame.visible_states(),
                 None,
+                geom,
             )
         self.stats.results_out += 1
         return result

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gmos_core.models.prediction import WindowGeometry
+
 # The one per-object record, built by the propagator (re-exported here for the consumers of
 # results: node, CLIs).
 from gmos_core.propagation.types import ObjectState
@@ -21,6 +23,9 @@ class FrameResult:
         instance_ids: (H, W) uint16 at input resolution, 0 = background, else the object id.
         objects: one entry per id present in `instance_ids` (sorted by id).
         fg_prob: (H, W) float32 foreground probability (Gmos-S only), else None.
+        geometry: the π³ heads' outputs for this frame's window (up-to-scale point maps and
+            camera poses, `WindowGeometry`), when the model runs the heads and the window
+            decoder ran for this frame; else None.
     """
 
     stamp_ns: int
@@ -28,6 +33,7 @@ class FrameResult:
     instance_ids: np.ndarray
     objects: tuple[ObjectState, ...] = field(default_factory=tuple)
     fg_prob: np.ndarray | None = None
+    geometry: WindowGeometry | None = None
 
     @property
     def dynamic_mask(self) -> np.ndarray:

@@ -6,11 +6,14 @@ Subcommands:
           /gt/labels sensor_msgs/Image mono16 (Gmos-2K labels: the scene's dynamic objects
           re-indexed 1..M, visible or not moving), /gt/intervals std_msgs/String (JSON
           {"1": [[start, end], ...]}: inclusive frame indices, in image order, in which each
-          object moves; also stored in the bag metadata custom_data "gmos.intervals").
+          object moves; also stored in the bag metadata custom_data "gmos.intervals"), and
+          with --depth-topic the renderer's exact depth, aligned (32FC1 m or 16UC1 mm).
   eval    offline and deterministic: run the node's own code (conversion, the same
           StreamingSegmenter, header bookkeeping, message builders) on every frame of a bag,
           write an mcap bag with <ns>/instance_mask, <ns>/dynamic_mask, <ns>/objects and a
-          metrics JSON (MOS-I when /gt/labels and intervals are present).
+          metrics JSON (MOS-I when /gt/labels and intervals are present). With --depth-topic
+          also the node's metric 3-D states and <ns>/ego_motion, scored against the scene
+          truth of a synthetic bag.
   play    publish a bag's stored CDR bytes with rclpy (rate, loop, start offset, /clock).
   record  subscribe raw to topics and write them to a bag (sqlite3 or mcap).
 
@@ -41,7 +44,17 @@ from gmos_ros.bag.synth import write_synthetic_bag
 
 def _cmd_synth(a: argparse.Namespace) -> int:
     info = write_synthetic_bag(
-        a.out, a.storage, a.seed, a.frames, a.fps, a.height, a.width, a.scene_kind, a.image_topic
+        a.out,
+        a.storage,
+        a.seed,
+        a.frames,
+        a.fps,
+        a.height,
+        a.width,
+        a.scene_kind,
+        a.image_topic,
+        depth_topic=a.depth_topic,
+        depth_encoding=a.depth_encoding,
     )
     print(json.dumps({k: v for k, v in info.items() if k != "stamps_ns"}))
     return 0
@@ -71,7 +84,16 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         return 2
     metrics = a.metrics or (Path(a.out).with_suffix(".json") if a.out else None)
     try:
-        rep = run_eval(a.bag, a.out, params, a.image_topic, a.ns, a.storage, metrics)
+        rep = run_eval(
+            a.bag,
+            a.out,
+            params,
+            a.image_topic,
+            a.ns,
+            a.storage,
+            metrics,
+            depth_topic=a.depth_topic,
+        )
     except (MetricRangeError, ModelSetupError) as err:  # e.g. device:=cuda without CUDA
         print(f"gmos-bag eval: error: {err}", file=sys.stderr)
         return 2
@@ -180,12 +202,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--scene-kind", default="dynamic", choices=["dynamic", "static", "hard_parallax", "random"]
     )
     s.add_argument("--image-topic", default="/camera/image_raw")
+    s.add_argument(
+        "--depth-topic",
+        default=None,
+        help="also write the exact depth, aligned (e.g. /camera/depth)",
+    )
+    s.add_argument("--depth-encoding", choices=["32FC1", "16UC1"], default="32FC1")
     s.set_defaults(func=_cmd_synth)
     e = sub.add_parser("eval", help="run the node's code on a bag offline, score it")
     e.add_argument("bag")
     e.add_argument("--out", help="output mcap bag directory (must not exist)")
     e.add_argument("--metrics", help="metrics JSON (default: <out>.json)")
     e.add_argument("--image-topic")
+    e.add_argument(
+        "--depth-topic",
+        default=None,
+        help="aligned depth topic: metric 3-D object states (scored on a synthetic bag)",
+    )
     e.add_argument("--ns", default="/gmos", help="output namespace (the node's name)")
     e.add_argument("--storage", choices=sorted(STORAGES), default="mcap")
     e.add_argument("--params-file", help="node params YAML (default config/gmos.yaml)")

@@ -1,4 +1,5 @@
-"""Ground truth stored in a bag: /gt/labels label images and /gt/intervals motion intervals."""
+"""Ground truth stored in a bag: /gt/labels label images, /gt/intervals motion intervals, and
+for synthetic bags the scene configuration (3-D truth rendered again from it)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from gmos_ros.messages import stamp_to_ns
 GT_LABELS_TOPIC = "/gt/labels"
 GT_INTERVALS_TOPIC = "/gt/intervals"
 INTERVALS_METADATA_KEY = "gmos.intervals"
+SCENE_METADATA_KEY = "gmos.scene"
 
 
 def labels_from_image(msg: Any) -> np.ndarray:
@@ -75,3 +77,30 @@ def read_ground_truth(
         int(k): [(int(a), int(b)) for a, b in v] for k, v in json.loads(intervals_json).items()
     }
     return GroundTruth([stamps[i] for i in order], np.stack([labels[i] for i in order]), intervals)
+
+
+def read_scene_truth(path: str | Path) -> Any | None:
+    """The synthetic scene a bag was written from (`write_synthetic_bag`), rendered again from
+    its stored configuration: a `gmos_core.data.synthetic.SceneSample` with exact depth, camera
+    poses and object trajectories; None for a bag without one.
+
+    Raises:
+        ValueError: the stored configuration is not a valid `SceneConfig`.
+    """
+    import dataclasses
+
+    from gmos_core.data.synthetic import SceneConfig, generate_scene
+
+    raw = _bag_custom_data(path).get(SCENE_METADATA_KEY)
+    if raw is None:
+        return None
+    fields = {f.name for f in dataclasses.fields(SceneConfig)}
+    try:
+        cfg = json.loads(raw)
+        unknown = sorted(set(cfg) - fields)
+        if unknown:
+            raise ValueError(f"unknown fields {unknown}")
+        cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
+        return generate_scene(SceneConfig(**cfg))
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: bad {SCENE_METADATA_KEY} metadata: {exc}") from exc

@@ -1,13 +1,17 @@
-"""MOS-I of a bag's predictions against its ground truth."""
+"""MOS-I of a bag's predictions against its ground truth, and the node's 3-D state messages as
+`gmos_core.metrics.object_states` estimates (scored against a synthetic bag's scene)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
+from gmos_core.geometry import EgoMotion, invert_transform
 from gmos_core.metrics.base import MosIEvaluator
 from gmos_core.metrics.loop import SequenceInputs, run_evaluator
+from gmos_core.metrics.object_states import EstimatedObject, FrameEstimate
 from gmos_ros.bag.ground_truth import GroundTruth
 
 
@@ -46,3 +50,38 @@ def score_mos_i(
     # The evaluator loop every scorer uses; MosIEvaluator.evaluate() refuses an impossible score.
     scored = run_evaluator(MosIEvaluator(), [SequenceInputs(seq, inputs)])
     return {"frames": t, "missing_predictions": missing, **scored.summary}
+
+
+def ego_from_msg(msg: Any) -> EgoMotion | None:
+    """gmos_msgs/EgoMotion → `EgoMotion` (None for a zero time step)."""
+    from gmos_ros.messages import stamp_to_ns
+
+    tr, rot = msg.prev_from_curr.translation, msg.prev_from_curr.rotation
+    prev_from_curr = np.eye(4)
+    prev_from_curr[:3, :3] = Rotation.from_quat([rot.x, rot.y, rot.z, rot.w]).as_matrix()
+    prev_from_curr[:3, 3] = (tr.x, tr.y, tr.z)
+    prev_ns = int(msg.previous_stamp.sec) * 1_000_000_000 + int(msg.previous_stamp.nanosec)
+    dt = (stamp_to_ns(msg.header) - prev_ns) * 1e-9
+    if dt <= 0:
+        return None
+    source = msg.source if msg.source in ("pi3", "odometry", "truth") else "odometry"
+    return EgoMotion(invert_transform(prev_from_curr), dt, bool(msg.metric), source)
+
+
+def frame_estimate(
+    stamp_ns: int, instance_ids: np.ndarray, objects: Any, ego: Any = None
+) -> FrameEstimate:
+    """One frame's metric 3-D states from the node's messages: the instance map, its
+    gmos_msgs/MovingObjectArray and the gmos_msgs/EgoMotion of that stamp (or None).
+    Objects without a metric position are left out (nothing in metres to score)."""
+    est = []
+    for o in objects.objects:
+        if not (o.has_position and o.metric):
+            continue
+        vel = np.array([o.velocity.x, o.velocity.y, o.velocity.z]) if o.has_velocity else None
+        est.append(
+            EstimatedObject(int(o.id), np.array([o.position.x, o.position.y, o.position.z]), vel)
+        )
+    return FrameEstimate(
+        int(stamp_ns), instance_ids, est, ego_from_msg(ego) if ego is not None else None
+    )

@@ -37,7 +37,7 @@ def make_typestore() -> Typestore:
     for d in _msg_dirs():
         if (d / "MovingObject.msg").is_file():
             types: dict[str, Any] = {}
-            for name in ("MovingObject", "MovingObjectArray"):
+            for name in ("MovingObject", "MovingObjectArray", "EgoMotion"):
                 types.update(
                     get_types_from_msg((d / f"{name}.msg").read_text(), f"gmos_msgs/msg/{name}")
                 )

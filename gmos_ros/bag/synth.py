@@ -1,4 +1,10 @@
-"""A synthetic scene (gmos_core.data.synthetic) written as a bag with ground truth."""
+"""A synthetic scene (gmos_core.data.synthetic) written as a bag with ground truth.
+
+Optionally with an aligned depth topic from the renderer's exact depth (``16UC1`` millimetres or
+``32FC1`` metres, same header as the image, so the node pairs them by equal stamp). The scene's
+configuration is stored in the bag metadata (``gmos.scene``), so the 3-D truth (object
+trajectories, camera poses) can be rendered again from the bag alone (`read_scene_truth`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,12 @@ from typing import Any
 import numpy as np
 from rclpy.serialization import serialize_message
 
-from gmos_ros.bag.ground_truth import GT_INTERVALS_TOPIC, GT_LABELS_TOPIC, INTERVALS_METADATA_KEY
+from gmos_ros.bag.ground_truth import (
+    GT_INTERVALS_TOPIC,
+    GT_LABELS_TOPIC,
+    INTERVALS_METADATA_KEY,
+    SCENE_METADATA_KEY,
+)
 from gmos_ros.bag.storage import _open_writer, make_typestore
 from gmos_ros.messages import copy_header
 
@@ -27,10 +38,18 @@ def write_synthetic_bag(
     camera_info_topic: str = "/camera/camera_info",
     frame_id: str = "camera_optical",
     start_time_ns: int = 1_000_000_000,
+    depth_topic: str | None = None,
+    depth_encoding: str = "32FC1",
 ) -> dict[str, Any]:
     """Render one synthetic scene (gmos_core.data.synthetic) into a bag with ground truth.
 
-    Returns a summary (frames, stamps, intervals). Log times equal the header stamps.
+    Args:
+        depth_topic: also write the renderer's exact depth there, aligned with the image (same
+            header, written before it), or None for no depth.
+        depth_encoding: ``32FC1`` (metres, exact) or ``16UC1`` (millimetres, rounded; depth
+            beyond 65.535 m, which the renderer never gives, would be clipped).
+
+    Returns a summary (frames, stamps, intervals, depth topic). Log times equal the header stamps.
     """
     from sensor_msgs.msg import CameraInfo
     from std_msgs.msg import Header, String
@@ -47,6 +66,10 @@ def write_synthetic_bag(
         start_time_ns=start_time_ns,
         scene_kind=scene_kind,  # type: ignore[arg-type]
     )
+    if depth_encoding not in DEPTH_ENCODINGS:
+        raise ValueError(
+            f"depth_encoding must be one of {sorted(DEPTH_ENCODINGS)}, got {depth_encoding!r}"
+        )
     sample = generate_scene(cfg)
     mos = sample.mos_i_labels()
     intervals = {str(k): [list(iv) for iv in v] for k, v in mos.intervals.items()}
@@ -59,7 +82,11 @@ def write_synthetic_bag(
         )
         c_gt = writer.add_connection(GT_LABELS_TOPIC, "sensor_msgs/msg/Image", typestore=store)
         c_iv = writer.add_connection(GT_INTERVALS_TOPIC, "std_msgs/msg/String", typestore=store)
+        c_depth = None
+        if depth_topic:
+            c_depth = writer.add_connection(depth_topic, "sensor_msgs/msg/Image", typestore=store)
         writer.set_custom_data(INTERVALS_METADATA_KEY, json.dumps(intervals))
+        writer.set_custom_data(SCENE_METADATA_KEY, json.dumps(scene_metadata(cfg)))
         k = sample.intrinsics
         for t in range(sample.num_frames):
             stamp = int(sample.stamps_ns[t])
@@ -75,6 +102,9 @@ def write_synthetic_bag(
             info.p = [k[0, 0], 0.0, k[0, 2], 0.0, 0.0, k[1, 1], k[1, 2], 0.0, 0.0, 0.0, 1.0, 0.0]
             info.p = [float(v) for v in info.p]
             writer.write(c_info, stamp, serialize_message(info))
+            if c_depth is not None:
+                depth = depth_image(sample.depth[t], depth_encoding, header)
+                writer.write(c_depth, stamp, serialize_message(depth))
             writer.write(
                 c_img, stamp, serialize_message(make_image(sample.frames[t], "rgb8", header))
             )
@@ -88,4 +118,39 @@ def write_synthetic_bag(
         "intervals": intervals,
         "scene_kind": sample.scene_kind,
         "image_topic": image_topic,
+        "depth_topic": depth_topic or None,
+        "depth_encoding": depth_encoding if depth_topic else None,
     }
+
+
+# Renderer depth → ROS depth image: encoding → (numpy dtype, factor from metres).
+DEPTH_ENCODINGS: dict[str, tuple[str, float]] = {"32FC1": ("<f4", 1.0), "16UC1": ("<u2", 1000.0)}
+
+
+def depth_image(depth_m: np.ndarray, encoding: str, header: Any) -> Any:
+    """sensor_msgs/Image of an (H, W) float depth in metres (NaN / <= 0 = no depth).
+
+    ``16UC1``: millimetres rounded, 0 where there is no depth; ``32FC1``: metres, NaN there.
+    """
+    from sensor_msgs.msg import Image
+
+    dtype, factor = DEPTH_ENCODINGS[encoding]
+    d = np.asarray(depth_m, np.float64)
+    valid = np.isfinite(d) & (d > 0)
+    if encoding == "16UC1":
+        arr = np.where(valid, np.clip(np.round(d * factor), 0, 65535), 0).astype(dtype)
+    else:
+        arr = np.where(valid, d, np.nan).astype(dtype)
+    msg = Image(header=copy_header(header), height=d.shape[0], width=d.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(d.shape[1] * arr.dtype.itemsize)
+    msg.data = arr.tobytes()
+    return msg
+
+
+def scene_metadata(cfg: Any) -> dict[str, Any]:
+    """The `SceneConfig` fields a synthetic bag was rendered with (JSON-friendly)."""
+    import dataclasses
+
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
