@@ -140,7 +140,7 @@ def _info(stamp_ns: int) -> CameraInfo:
     return info
 
 
-def _wait(pred, timeout_s: float = 20.0) -> bool:
+def _wait(pred, timeout_s: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if pred():
