@@ -13,14 +13,18 @@ Per camera, optionally:
   A result with no depth of its stamp gets no 3-D state (``has_position`` false) and counts
   ``errors.depth_unmatched``: never a wrong pairing. The π³ heads are not run for such a camera.
 - without a depth topic, when the model runs the π³ geometry heads (a π³ whose heads were loaded:
-  official checkpoints, bundles saved with heads): **up-to-scale** states (``metric`` false) from
+  official checkpoints, bundles saved with heads) and ``geometry.pi3_heads`` is ``auto`` (the
+  default; ``off`` never runs them): **up-to-scale** states (``metric`` false) from
   the π³ point map of each result's window and ego-motion from its camera head
   (:class:`~gmos_core.geometry.window_states.Pi3ObjectStates`: units of the current window's
-  point map, consecutive windows chained by a depth ratio). Without heads: no 3-D state
-  (``has_position`` false), logged once at activation.
+  point map, consecutive windows chained by a depth ratio). Without heads, or with ``off``: no
+  3-D state (``has_position`` false), logged once at activation.
 - outputs ``~/ego_motion`` (gmos_msgs/EgoMotion) and ``~/markers`` (visualization_msgs/MarkerArray:
   a box per object, its id, a velocity arrow; built only while someone subscribes), for cameras
-  with depth or with the π³ heads.
+  with depth or with the π³ heads run.
+
+The parameters (``geometry.*``, ``slam.*``) are in the node's table (`gmos_ros.params.PARAMS`),
+validated into :class:`~gmos_ros.params.GeometrySettings`.
 
 The metric path from the depth and camera_info messages (`depth_states_from_messages`, over
 :class:`~gmos_core.geometry.depth_states.DepthObjectStates`) is also what ``gmos-bag eval
@@ -47,7 +51,6 @@ import numpy as np
 from builtin_interfaces.msg import Duration
 from gmos_msgs.msg import EgoMotion as EgoMotionMsg
 from gmos_msgs.msg import MovingObjectArray
-from rcl_interfaces.msg import ParameterDescriptor
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import Marker, MarkerArray
@@ -63,14 +66,12 @@ from gmos_core.geometry import (
     encode_instance_mask,
 )
 from gmos_core.geometry.depth_states import DepthObjectStates, DepthStatesUpdate
-from gmos_core.geometry.slam_masks import INSTANCE_ENCODINGS
 from gmos_ros.messages import ResultMasks, copy_header, make_image, stamp_to_ns
+from gmos_ros.params import GeometrySettings
 
 __all__ = [
-    "GEOMETRY_PARAMS",
     "CameraGeometry",
     "GeometryOutputs",
-    "GeometrySettings",
     "depth_image_to_array",
     "depth_states_from_messages",
     "ego_motion_msg",
@@ -81,81 +82,6 @@ __all__ = [
 _DEPTH_KEEP = (
     32  # depth images kept per camera for stamp pairing (results come ~half a window late)
 )
-
-
-@dataclass(frozen=True)
-class _Param:
-    name: str
-    default: Any
-    description: str
-
-
-GEOMETRY_PARAMS: tuple[_Param, ...] = (
-    _Param(
-        "geometry.depth_topics",
-        [""],
-        "aligned depth topic per camera, in camera order ('' = none): 16UC1 mm or 32FC1 m, paired "
-        "with the image by equal stamp; gives metric 3-D object states and ego-motion",
-    ),
-    _Param(
-        "geometry.depth_stamp_tolerance_s",
-        0.0,
-        "largest |image stamp - depth stamp| still paired, s (0 = equal stamps only)",
-    ),
-    _Param("geometry.min_points", 20, "fewest valid 3-D points for an object's position"),
-    _Param(
-        "geometry.velocity_window_s",
-        0.5,
-        "object velocity = slope of its positions over this time span, s",
-    ),
-    _Param(
-        "slam.dynamic_mask_dilation_px",
-        0,
-        "grow ~/dynamic_mask by this many px (DynaSLAM-style consumers; DynaSLAM uses 15); "
-        "0 = the mask as segmented (nvblox)",
-    ),
-    _Param(
-        "slam.instance_mask_encoding",
-        "mono16",
-        "~/instance_mask encoding: mono16 or 32SC1 (DynOSAM-style CV_32SC1 instance images)",
-    ),
-)
-
-
-@dataclass(frozen=True)
-class GeometrySettings:
-    """Validated geometry / SLAM parameters."""
-
-    depth_topics: tuple[str, ...] = ("",)
-    depth_stamp_tolerance_ns: int = 0
-    min_points: int = 20
-    velocity_window_s: float = 0.5
-    dilation_px: int = 0
-    instance_encoding: str = "mono16"
-
-    @classmethod
-    def from_values(cls, v: dict[str, Any]) -> GeometrySettings:
-        """From parameter values (missing → defaults). Raises ValueError naming a bad value."""
-        tol = float(v.get("geometry.depth_stamp_tolerance_s", 0.0))
-        if tol < 0:
-            raise ValueError(f"geometry.depth_stamp_tolerance_s must be >= 0, got {tol}")
-        min_points = int(v.get("geometry.min_points", 20))
-        if min_points < 1:
-            raise ValueError(f"geometry.min_points must be >= 1, got {min_points}")
-        window = float(v.get("geometry.velocity_window_s", 0.5))
-        if window <= 0:
-            raise ValueError(f"geometry.velocity_window_s must be > 0, got {window}")
-        dil = int(v.get("slam.dynamic_mask_dilation_px", 0))
-        if dil < 0:
-            raise ValueError(f"slam.dynamic_mask_dilation_px must be >= 0, got {dil}")
-        enc = str(v.get("slam.instance_mask_encoding", "mono16"))
-        if enc not in INSTANCE_ENCODINGS:
-            raise ValueError(
-                f"slam.instance_mask_encoding must be one of {sorted(INSTANCE_ENCODINGS)}, "
-                f"got {enc!r}"
-            )
-        topics = tuple(str(t) for t in (v.get("geometry.depth_topics") or [""]))
-        return cls(topics, int(round(tol * 1e9)), min_points, window, dil, enc)
 
 
 def depth_image_to_array(msg: Any) -> tuple[np.ndarray, str]:
@@ -208,25 +134,16 @@ class GeometryOutputs:
 
     def __init__(self, node: Any) -> None:
         self.node = node
-        for p in GEOMETRY_PARAMS:
-            node.declare_parameter(
-                p.name, p.default, ParameterDescriptor(description=p.description)
-            )
         self.settings = GeometrySettings()
         self.cams: dict[int, CameraGeometry] = {}
         self._out_qos: Any = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
-    def configure(self, cameras: list[Any], out_qos: Any) -> None:
-        """Read parameters, create ~/ego_motion and ~/markers per camera. Raises ValueError."""
-        vals = {p.name: self.node.get_parameter(p.name).value for p in GEOMETRY_PARAMS}
-        self.settings = s = GeometrySettings.from_values(vals)
+    def configure(self, cameras: list[Any], out_qos: Any, settings: GeometrySettings) -> None:
+        """Take the validated settings (`NodeParams.geometry`), create ~/ego_motion and
+        ~/markers for the cameras with a depth topic."""
+        self.settings = s = settings
         self._out_qos = out_qos
-        if len(s.depth_topics) not in (1, len(cameras)) and any(s.depth_topics):
-            raise ValueError(
-                f"geometry.depth_topics has {len(s.depth_topics)} entries for {len(cameras)} "
-                "cameras (give one per camera, '' for none)"
-            )
         self.cams = {}
         for i, cam in enumerate(cameras):
             topic = s.depth_topics[i] if i < len(s.depth_topics) else ""
@@ -254,10 +171,12 @@ class GeometryOutputs:
             cameras: the node's cameras (their streams are built).
             in_qos: QoS of the depth subscriptions.
             window_geometry: the loaded model runs the π³ heads (`BackendFrameModel.
-                window_geometry`): cameras without depth get up-to-scale states from them.
-                A camera with depth does not use them, so its segmenter skips the heads.
+                window_geometry`). With ``geometry.pi3_heads: auto`` the cameras without depth
+                get up-to-scale states from them; every other camera's segmenter skips the
+                heads (a camera with depth is metric without them; ``off`` never runs them).
         """
         s = self.settings
+        run_heads = window_geometry and s.pi3_heads == "auto"
         without = []
         for cam in cameras:
             g = self.cams.get(id(cam))
@@ -267,16 +186,17 @@ class GeometryOutputs:
             g.pi3 = None
             g.last_stamp_ns = None
             seg = cam.stream.segmenter if cam.stream is not None else None
+            heads_here = run_heads and not g.depth_topic
+            if seg is not None and seg.window_geometry and not heads_here:
+                seg.window_geometry = False  # the heads are not run: they cost nothing here
             if g.depth_topic:
-                if seg is not None and seg.window_geometry:
-                    seg.window_geometry = False  # metric from depth: the heads are not run
                 g.depths.clear()
 
                 def callback(msg: Image, g: CameraGeometry = g) -> None:
                     g.depths.append((stamp_to_ns(msg.header), msg))
 
                 g.sub_depth = self.node.create_subscription(Image, g.depth_topic, callback, in_qos)
-            elif window_geometry:
+            elif heads_here:
                 g.pi3 = Pi3ObjectStates(
                     min_points=s.min_points, velocity_window_s=s.velocity_window_s
                 )
@@ -291,10 +211,15 @@ class GeometryOutputs:
             else:
                 without.append(cam.cfg.name or cam.cfg.image_topic)
         if without:
+            why = (
+                "geometry.pi3_heads is off (the model's π³ heads are not run)"
+                if window_geometry
+                else "the model has no π³ geometry heads (official π³ checkpoints and bundles "
+                "saved with heads have them)"
+            )
             self.node.get_logger().info(
                 f"no 3-D object states for {', '.join(without)}: no depth topic "
-                "(geometry.depth_topics) and the model has no π³ geometry heads (has_position "
-                "stays false; official π³ checkpoints and bundles saved with heads have them)"
+                f"(geometry.depth_topics) and {why}; has_position stays false"
             )
 
     def deactivate(self) -> None:

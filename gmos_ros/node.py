@@ -205,13 +205,7 @@ class GmosNode(LifecycleNode):
             if cfg.camera_info_topic:
                 cam.pub_info = self.create_publisher(CameraInfo, cfg.output("camera_info"), out_qos)
             self.cameras.append(cam)
-        try:
-            self.geometry.configure(self.cameras, out_qos)
-        except ValueError as err:
-            self.get_logger().error(f"configure failed: {err}")
-            self._destroy_publishers()
-            self.params = None
-            return TransitionCallbackReturn.FAILURE
+        self.geometry.configure(self.cameras, out_qos, p.geometry)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(p.diagnostics_period_s, self.publish_diagnostics)
         self.get_logger().info(
@@ -280,7 +274,8 @@ class GmosNode(LifecycleNode):
                 + (f" + {cam.cfg.camera_info_topic}" if cam.cfg.camera_info_topic else "")
                 + f" -> {self.resolve_topic_name(cam.cfg.output('instance_mask'))}"
             )
-        # Cameras without depth get up-to-scale states when the model runs the π³ heads.
+        # Cameras without depth get up-to-scale states when the model runs the π³ heads
+        # (geometry.pi3_heads: auto); the other cameras' segmenters skip the heads.
         heads = bool(getattr(self.model, "window_geometry", False))
         self.geometry.activate(self.cameras, in_qos, window_geometry=heads)
         self._active = True
@@ -502,9 +497,8 @@ class GmosNode(LifecycleNode):
         values = self._param_values()
         known = set(values)
         if not any(param.name in known for param in changed):
-            # Not one of the table's (e.g. geometry.*, declared after this callback and
-            # validated at configure by its owner): an invalid override already in the table
-            # is refused at configure, not by every later declaration.
+            # Not one of the table's (e.g. use_sim_time): nothing here depends on it, and an
+            # invalid override already in the table is refused at configure, not by this set.
             return SetParametersResult(successful=True)
         for param in changed:
             if param.name in known:

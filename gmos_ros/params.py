@@ -22,14 +22,17 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
+from gmos_core.geometry.slam_masks import INSTANCE_ENCODINGS
 from gmos_core.streaming.build import RuntimeSettings
 from gmos_ros.health import HealthThresholds, Level
 
 __all__ = [
     "PARAMS",
+    "PI3_HEADS_MODES",
     "apply_threads",
     "QOS_PROFILES",
     "CameraConfig",
+    "GeometrySettings",
     "NodeParams",
     "ParamSpec",
     "make_qos",
@@ -41,6 +44,8 @@ VARIANTS = ("gmos_s", "gmos_online", "ego_residual", "frame_diff")
 TRANSPORTS = ("raw", "compressed")
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 ORT_PROVIDERS = ("cpu", "cuda", "tensorrt")
+# auto: the π³ heads run for cameras without a depth topic when the model has them; off: never.
+PI3_HEADS_MODES = ("auto", "off")
 
 
 @dataclass(frozen=True)
@@ -335,6 +340,53 @@ PARAMS: tuple[ParamSpec, ...] = (
         live=True,
         range=(0.0, 3600.0),
     ),  # fmt: skip
+    # --- 3-D object states and SLAM outputs (gmos_ros.geometry_outputs, docs/geometry.md) ---
+    ParamSpec(
+        "geometry.depth_topics",
+        [""],
+        "Aligned depth topic per camera, in camera order ('' = none): 16UC1 mm or 32FC1 m, "
+        "paired with the image by equal stamp; gives metric 3-D object states and ego-motion.",
+    ),  # fmt: skip
+    ParamSpec(
+        "geometry.depth_stamp_tolerance_s",
+        0.0,
+        "Largest |image stamp - depth stamp| still paired, s (0 = equal stamps only).",
+        range=(0.0, 10.0),
+    ),  # fmt: skip
+    ParamSpec(
+        "geometry.min_points",
+        20,
+        "Fewest valid 3-D points for an object's position.",
+        range=(1, 1_000_000),
+    ),
+    ParamSpec(
+        "geometry.velocity_window_s",
+        0.5,
+        "Object velocity = slope of its positions over this time span, s.",
+        range=(0.0, 60.0),
+    ),  # fmt: skip
+    ParamSpec(
+        "geometry.pi3_heads",
+        "auto",
+        "pi3 point/camera/confidence heads (models that have them: official pi3 checkpoints, "
+        "bundles saved with heads): auto = run them on the window decoder pass for cameras "
+        "without a depth topic (up-to-scale 3-D states, ~/ego_motion); off = never (no 3-D "
+        "states without depth; saves the heads' cost, about +36 % of the paper-size decoder).",
+        choices=PI3_HEADS_MODES,
+    ),  # fmt: skip
+    ParamSpec(
+        "slam.dynamic_mask_dilation_px",
+        0,
+        "Grow ~/dynamic_mask by this many px (DynaSLAM-style consumers; DynaSLAM uses 15); "
+        "0 = the mask as segmented (nvblox).",
+        range=(0, 1000),
+    ),  # fmt: skip
+    ParamSpec(
+        "slam.instance_mask_encoding",
+        "mono16",
+        "~/instance_mask encoding (DynOSAM-style consumers read CV_32SC1 instance images).",
+        choices=tuple(INSTANCE_ENCODINGS),
+    ),  # fmt: skip
 )
 
 _BY_NAME = {p.name: p for p in PARAMS}
@@ -369,6 +421,29 @@ class QosSpec:
 
 
 @dataclass(frozen=True)
+class GeometrySettings:
+    """Validated 3-D state / SLAM parameters (`geometry.*`, `slam.*`; see `PARAMS`).
+
+    Attributes:
+        depth_topics: aligned depth topic per camera ("" = none).
+        depth_stamp_tolerance_ns: largest image/depth stamp difference still paired, ns.
+        min_points: fewest valid 3-D points for a position.
+        velocity_window_s: span of the velocity fit, s.
+        pi3_heads: one of `PI3_HEADS_MODES`.
+        dilation_px: growth of ~/dynamic_mask, px.
+        instance_encoding: ~/instance_mask encoding (a key of `INSTANCE_ENCODINGS`).
+    """
+
+    depth_topics: tuple[str, ...] = ("",)
+    depth_stamp_tolerance_ns: int = 0
+    min_points: int = 20
+    velocity_window_s: float = 0.5
+    pi3_heads: str = "auto"
+    dilation_px: int = 0
+    instance_encoding: str = "mono16"
+
+
+@dataclass(frozen=True)
 class NodeParams:
     """Validated node settings."""
 
@@ -388,6 +463,7 @@ class NodeParams:
     error_log_period_s: float
     health: HealthThresholds = field(default_factory=HealthThresholds)
     max_input_pixels: int = 0
+    geometry: GeometrySettings = field(default_factory=GeometrySettings)
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -524,6 +600,7 @@ def params_from_values(
     precision = str(get("precision"))
     if precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"parameter precision={precision!r}: must be one of fp32, bf16, fp16")
+    geometry = _geometry_settings(get, choice, len(topics))
     runtime = RuntimeSettings(
         variant=variant,  # type: ignore[arg-type]
         model_config=str(get("model_config")),
@@ -569,7 +646,41 @@ def params_from_values(
             latency_warn_ms=max(0.0, float(get("diagnostics_latency_warn_ms"))),
         ),
         max_input_pixels=max_pixels,
+        geometry=geometry,
         raw=dict(values),
+    )
+
+
+def _geometry_settings(
+    get: Callable[[str], Any], choice: Callable[[str, tuple[str, ...]], str], cameras: int
+) -> GeometrySettings:
+    """The `geometry.*` / `slam.*` part of `params_from_values` (same getters, same errors)."""
+    topics = tuple(str(t) for t in (get("geometry.depth_topics") or [""]))
+    if len(topics) not in (1, cameras) and any(topics):
+        raise ValueError(
+            f"parameter geometry.depth_topics has {len(topics)} entries for {cameras} cameras "
+            "(give one per camera, '' for none)"
+        )
+    tol = float(get("geometry.depth_stamp_tolerance_s"))
+    if tol < 0:
+        raise ValueError(f"parameter geometry.depth_stamp_tolerance_s={tol}: must be >= 0")
+    min_points = int(get("geometry.min_points"))
+    if min_points < 1:
+        raise ValueError(f"parameter geometry.min_points={min_points}: must be >= 1")
+    window = float(get("geometry.velocity_window_s"))
+    if not window > 0:
+        raise ValueError(f"parameter geometry.velocity_window_s={window}: must be > 0")
+    dilation = int(get("slam.dynamic_mask_dilation_px"))
+    if dilation < 0:
+        raise ValueError(f"parameter slam.dynamic_mask_dilation_px={dilation}: must be >= 0")
+    return GeometrySettings(
+        depth_topics=topics,
+        depth_stamp_tolerance_ns=int(round(tol * 1e9)),
+        min_points=min_points,
+        velocity_window_s=window,
+        pi3_heads=choice("geometry.pi3_heads", PI3_HEADS_MODES),
+        dilation_px=dilation,
+        instance_encoding=choice("slam.instance_mask_encoding", tuple(INSTANCE_ENCODINGS)),
     )
 
 

@@ -339,9 +339,17 @@ def test_a_live_parameter_change_keeps_the_frames_the_odometry_needs(ros):
     assert cam.stream.keep_frames  # the depth odometry still gets its RGB frames
 
 
-def test_bad_slam_parameters_fail_configure(ros):
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"slam.instance_mask_encoding": "8UC1"},
+        {"geometry.pi3_heads": "on"},
+        {"geometry.depth_topics": ["/a/depth", "/b/depth"]},  # 2 entries for 1 camera
+    ],
+)
+def test_bad_geometry_parameters_fail_configure(ros, bad):
     _ctx, _executor, make = ros
-    node = make({"slam.instance_mask_encoding": "8UC1"})
+    node = make(bad)
     node.trigger_configure()
     assert node.params is None
 
@@ -400,13 +408,9 @@ def test_with_depth_the_heads_are_not_run_and_states_are_metric(ros, heads_bundl
         assert o.position.z == pytest.approx(OBJ_Z, abs=1e-3)
 
 
-def test_without_depth_or_heads_there_is_no_3d_state(ros):
-    ctx, executor, make = ros
-    node = make({"geometry.depth_topics": [""]})  # the stand-in has no π³ heads
-    assert autostart(node)
+def _images_only(ctx, executor, node, frames: int) -> list:
+    """Publish `frames` images (no depth, no camera_info), deactivate; the objects messages."""
     cam = node.cameras[0]
-    g = node.geometry.cams[id(cam)]
-    assert g.pi3 is None and g.pub_ego is None and g.pub_markers is None
     io = rclpy.create_node("rig2", context=ctx)
     executor.add_node(io)
     pub = io.create_publisher(Image, "/cam/image", 50)
@@ -414,10 +418,42 @@ def test_without_depth_or_heads_there_is_no_3d_state(ros):
     io.create_subscription(MovingObjectArray, "/gmos/objects", got.append, 100)
     assert _wait(lambda: pub.get_subscription_count() > 0)
     assert _wait(lambda: cam.pub_objects.get_subscription_count() > 0)
-    for i in range(4):
+    for i in range(frames):
         taken = cam.counters.frames_taken
         pub.publish(make_image(_frame(i), "rgb8", _header((i + 1) * 100_000_000)))
         assert _wait(lambda taken=taken: cam.counters.frames_taken > taken)
     node.trigger_deactivate()
-    assert _wait(lambda: len(got) >= 4)
+    assert _wait(lambda: len(got) >= frames)
+    return got
+
+
+def test_without_depth_or_heads_there_is_no_3d_state(ros):
+    ctx, executor, make = ros
+    node = make({"geometry.depth_topics": [""]})  # the stand-in has no π³ heads
+    assert autostart(node)
+    cam = node.cameras[0]
+    g = node.geometry.cams[id(cam)]
+    assert g.pi3 is None and g.pub_ego is None and g.pub_markers is None
+    got = _images_only(ctx, executor, node, 4)
     assert all(o.objects and not o.objects[0].has_position for o in got)
+
+
+def test_pi3_heads_off_never_runs_the_heads(ros, heads_bundle):
+    """`geometry.pi3_heads: off`: a model with heads and no depth topic runs no decoder pass
+    with the heads (auto would run one per window, the test above) and publishes no 3-D state."""
+    ctx, executor, make = ros
+    model = _heads_model(heads_bundle)
+    node = make({"geometry.depth_topics": [""], "geometry.pi3_heads": "off"}, model=model)
+    assert autostart(node)
+    cam = node.cameras[0]
+    g = node.geometry.cams[id(cam)]
+    assert g.pi3 is None and g.pub_ego is None and g.pub_markers is None
+    assert not cam.stream.segmenter.window_geometry
+    # Not live: switching the heads needs the streams rebuilt (set at launch).
+    (res,) = node.set_parameters([Parameter("geometry.pi3_heads", value="auto")])
+    assert not res.successful and "read-only" in res.reason
+    got = _images_only(ctx, executor, node, 8)
+    assert model.geometry_calls == 0
+    objs = [m.objects[0] for m in got if m.objects]
+    assert len(objs) == 8  # the masks are still published
+    assert all(not o.has_position and not o.has_velocity for o in objs)

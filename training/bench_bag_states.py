@@ -61,8 +61,9 @@ def oracle_samples(bag: Path, scene: Any) -> StateSamples:
 
     from gmos_core.geometry.depth_states import DepthObjectStates
     from gmos_ros.bag import iter_messages
-    from gmos_ros.geometry_outputs import GeometrySettings, depth_states_from_messages
+    from gmos_ros.geometry_outputs import depth_states_from_messages
     from gmos_ros.messages import ResultMasks, stamp_to_ns
+    from gmos_ros.params import GeometrySettings
 
     depth: dict[int, Any] = {}
     info: dict[int, Any] = {}

@@ -108,11 +108,11 @@ def run_eval(
 
     from gmos_core.streaming.build import build_segmenter, load_frame_model
     from gmos_ros.geometry_outputs import (
-        GeometrySettings,
         depth_states_from_messages,
         ego_motion_msg,
         fill_object_states,
     )
+    from gmos_ros.params import GeometrySettings
 
     with Reader(bag) as reader:
         image_types = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
