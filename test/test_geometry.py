@@ -25,6 +25,7 @@ from gmos_core.geometry import (
     measure_object,
     median_scale_ratio,
 )
+from gmos_core.geometry.depth_states import DepthObjectStates
 
 
 def _rot_y(deg: float) -> np.ndarray:
@@ -222,6 +223,32 @@ def test_up_to_scale_states_scale_linearly():
     b = _run_scene(3, depth_scale=0.37)
     assert (a[:, 9] == 1).all() and (b[:, 9] == 0).all()
     np.testing.assert_allclose(b[:, 4], 0.37 * a[:, 4], rtol=0, atol=1e-5)  # float32 depth
+
+
+def test_depth_states_use_a_known_ego_motion_instead_of_the_odometry():
+    """`DepthObjectStates(known_ego=...)` (training.bench_geometry's truth rows) gives the states
+    of the measurement + estimator path above, and never runs the depth odometry."""
+    s = generate_scene(
+        SceneConfig(seed=3, scene_kind="dynamic", num_frames=16, height=96, width=128)
+    )
+    intr = PinholeIntrinsics.from_matrix(s.intrinsics, 128, 96)
+    states = DepthObjectStates(velocity_window_s=0.5)
+    speeds = []
+    for t in range(s.num_frames):
+        truth = (
+            ego_motion_from_poses(s.cam_to_world[t - 1], s.cam_to_world[t], 0.1, True, "truth")
+            if t
+            else None
+        )
+        still = np.zeros(s.instance_masks[t].shape, bool)
+        ids = [int(k) for k in s.object_ids]
+        up = states.update(
+            int(s.stamps_ns[t]), s.depth[t], intr, s.instance_masks[t], ids, still, None, truth
+        )
+        assert up.ego is truth and states.vo is None
+        speeds += [st.speed for st in up.states]
+    assert len(speeds) > 40
+    np.testing.assert_array_equal(speeds, _run_scene(3)[:, 4])
 
 
 def test_estimator_without_ego_motion_and_memory_bound():

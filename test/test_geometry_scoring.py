@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -69,6 +71,30 @@ def test_the_truth_scores_zero_and_a_shift_scores_its_length(scene):
     assert both.objects_matched == 2 * b_score.objects_matched
     assert both.static_samples == b_score.static_samples
     assert both.to_json()["position_err_m_median"] == 0.0
+
+
+def test_ate_chains_the_ego_motion_and_a_missing_frame_keeps_the_pose(scene):
+    exact, samples = score_object_states(scene, _truth_estimates(scene))
+    assert exact.ego_ate_m_rmse == pytest.approx(0.0, abs=1e-9) and exact.ego_missing == 0
+    assert len(samples.camera_pos_err_m) == scene.num_frames
+    # The ego-motion of frame 3 lost: the chain holds frame 2's pose there (no motion), so the
+    # camera is off by the true step 2 -> 3 from then on, and the ATE is the RMS of that offset.
+    frames = _truth_estimates(scene)
+    frames[3] = replace(frames[3], ego=None)
+    lost, samples = score_object_states(scene, frames)
+    assert lost.ego_missing == 1 and lost.ego_frames == scene.num_frames - 2
+    assert len(samples.camera_pos_err_m) == scene.num_frames  # no frame left out
+    first = invert_transform(scene.cam_to_world[0])
+    step = scene.cam_to_world[2] @ invert_transform(scene.cam_to_world[3])  # the step not made
+    offsets = []
+    for t in range(scene.num_frames):
+        est = first @ scene.cam_to_world[t] if t < 3 else first @ step @ scene.cam_to_world[t]
+        offsets.append(np.linalg.norm(est[:3, 3] - (first @ scene.cam_to_world[t])[:3, 3]))
+    assert lost.ego_ate_m_rmse > 0.01
+    assert lost.ego_ate_m_rmse == pytest.approx(np.sqrt(np.mean(np.square(offsets))), rel=1e-9)
+    # Estimates without any ego-motion: no ATE, nothing counted as missing.
+    none, _ = score_object_states(scene, [replace(f, ego=None) for f in frames])
+    assert none.to_json()["ego_ate_m_rmse"] is None and none.ego_missing == 0
 
 
 def test_matching_and_bad_input(scene):

@@ -86,10 +86,7 @@ def oracle_samples(bag: Path, scene: Any) -> StateSamples:
         up = depth_states_from_messages(
             states, stamp, depth[stamp], info[stamp], masks, present, scene.frames[t]
         )
-        objs = [
-            EstimatedObject(st.object_id, st.position, st.velocity if st.velocity_valid else None)
-            for st in up.states
-        ]
+        objs = [EstimatedObject.of_state(st) for st in up.states]
         frames.append(FrameEstimate(stamp, ids, objs, up.ego))
     return score_object_states(scene, frames, geo.velocity_window_s)[1]
 

@@ -13,14 +13,16 @@ trajectories), masks come from
   tracks; a track is scored against the object it overlaps most, IoU >= 0.3),
 
 and the ego-motion from ``truth`` or from the depth visual odometry (``depth_vo``, fed the method's
-masks as its dynamic mask). Objects are measured by depth back-projection
-(``gmos_core.geometry``). Reported:
+masks as its dynamic mask). Objects are measured by the node's metric path
+(``gmos_core.geometry.depth_states.DepthObjectStates``: depth back-projection, velocity fit) and
+scored by ``gmos_core.metrics.object_states``. Reported:
 
 - position error, m (robust centroid vs the object's true alpha-centroid, both in the camera);
 - speed of static objects, m/s (should be ~0) and velocity error of objects that moved during the
   whole velocity window, m/s;
 - ego-motion RPE (translation m/frame, rotation deg/frame) and ATE (RMSE of camera positions of the
-  chained odometry, first frame anchored), for ``depth_vo``.
+  chained odometry, first frame anchored; a failed frame keeps the previous pose), for
+  ``depth_vo`` (the truth is not scored against itself).
 
 Prints JSON (one record per method × ego source), writes it, a markdown table and a plot.
 """
@@ -31,7 +33,6 @@ import argparse
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -46,17 +47,17 @@ from gmos_core.baselines_extra import (  # noqa: E402
     run_window_baseline,
 )
 from gmos_core.data.synthetic import SceneConfig, SceneSample, generate_scene  # noqa: E402
-from gmos_core.geometry import (  # noqa: E402
-    EgoMotion,
-    ObjectStateEstimator,
-    PinholeIntrinsics,
-    apply_transform,
-    backproject_depth,
-    ego_motion_from_poses,
-    invert_transform,
-    measure_object,
+from gmos_core.geometry import PinholeIntrinsics, ego_motion_from_poses  # noqa: E402
+from gmos_core.geometry.camera import invert_transform  # noqa: E402
+from gmos_core.geometry.depth_states import DepthObjectStates  # noqa: E402
+from gmos_core.metrics.object_states import (  # noqa: E402
+    EstimatedObject,
+    FrameEstimate,
+    ObjectStatesScore,
+    StateSamples,
+    match_objects,
+    score_object_states,
 )
-from gmos_core.geometry.visual_odometry import DepthVisualOdometry  # noqa: E402
 from gmos_core.streaming.build import RuntimeSettings, build_segmenter  # noqa: E402
 
 WINDOW_S = 0.5
@@ -82,9 +83,28 @@ class Record:
     ego_ate_m_rmse: float
     ego_failures: int
 
-
-def _rot_deg(r: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0))))
+    @classmethod
+    def of(cls, masks: str, ego: str, score: ObjectStatesScore) -> Record:
+        """The pooled score of one pair; ego errors only for an estimated ego-motion."""
+        scored = ego != "truth"
+        nan = float("nan")
+        return cls(
+            masks=masks,
+            ego=ego,
+            objects_measured=score.objects_estimated,
+            position_err_m_median=score.position_err_m_median,
+            position_err_m_p90=score.position_err_m_p90,
+            static_speed_mps_median=score.static_speed_mps_median,
+            static_speed_mps_p90=score.static_speed_mps_p90,
+            moving_velocity_err_mps_median=score.moving_velocity_err_mps_median,
+            moving_speed_true_mps_median=score.moving_true_speed_mps_median,
+            velocity_samples_static=score.static_samples,
+            velocity_samples_moving=score.moving_samples,
+            ego_rpe_trans_m_median=score.ego_rpe_trans_m_median if scored else nan,
+            ego_rpe_rot_deg_median=score.ego_rpe_rot_deg_median if scored else nan,
+            ego_ate_m_rmse=score.ego_ate_m_rmse if scored else nan,
+            ego_failures=score.ego_missing,
+        )
 
 
 def _frame_diff_tracks(s: SceneSample) -> np.ndarray:
@@ -111,135 +131,61 @@ def _micro_masks(s: SceneSample) -> tuple[np.ndarray, np.ndarray]:
     return ids, moving
 
 
-def _assign(pred: np.ndarray, gt: np.ndarray) -> dict[int, int]:
-    """Predicted id → GT object id (max IoU >= 0.3) for one frame."""
-    out: dict[int, int] = {}
-    for pid in np.unique(pred):
-        if pid == 0:
-            continue
-        pm = pred == pid
-        best, best_iou = 0, 0.3
-        for gid in np.unique(gt[pm]):
-            if gid == 0:
-                continue
-            gm = gt == gid
-            iou = (pm & gm).sum() / (pm | gm).sum()
-            if iou >= best_iou:
-                best, best_iou = int(gid), iou
-        if best:
-            out[int(pid)] = best
-    return out
-
-
 def run_scene(
-    s: SceneSample, masks: np.ndarray, dyn_masks: np.ndarray, ego_src: str, gt_ids: bool
-) -> dict[str, Any]:
-    """Per-object errors and ego errors for one scene, one mask source, one ego source."""
+    s: SceneSample, masks: np.ndarray, dyn_masks: np.ndarray, ego_src: str
+) -> StateSamples:
+    """One scene, one mask source, one ego source: states and their scores.
+
+    Args:
+        s: the rendered scene (exact depth, poses, trajectories).
+        masks: (T, H, W) int instance ids of the mask source.
+        dyn_masks: (T, H, W) bool, its moving pixels (kept out of the depth odometry).
+        ego_src: ``truth`` (the renderer's camera motion) or ``depth_vo``.
+    """
     t_len, h, w = masks.shape
     intr = PinholeIntrinsics.from_matrix(s.intrinsics, w, h)
     dt = 1.0 / s.config.fps
-    est = ObjectStateEstimator(window_s=WINDOW_S)
-    vo = DepthVisualOdometry(intr)
-    pos_err, static_speed, moving_err, moving_true = [], [], [], []
-    rpe_t, rpe_r, failures = [], [], 0
-    chain = [np.eye(4)]  # estimated cam_to_world (first camera = world)
-    first_from_world = invert_transform(s.cam_to_world[0])
-    traj: list[tuple[float, ...]] = []  # (object, est x, est z, true x, true z), first camera
-    n_meas = 0
-    span = int(round(WINDOW_S / dt))
+    states = DepthObjectStates(velocity_window_s=WINDOW_S)
+    frames = []
     for t in range(t_len):
-        pts = backproject_depth(s.depth[t], intr)
-        truth_ego = (
+        truth = (
             ego_motion_from_poses(s.cam_to_world[t - 1], s.cam_to_world[t], dt, True, "truth")
             if t
             else None
         )
-        vo_ego = vo.step(s.frames[t], s.depth[t], dyn_masks[t], int(s.stamps_ns[t]))
-        ego: EgoMotion | None = truth_ego
-        if ego_src == "depth_vo" and t:
-            if vo_ego is None:
-                failures += 1
-                chain.append(chain[-1])
-            else:
-                rpe_t.append(
-                    float(
-                        np.linalg.norm(
-                            vo_ego.curr_from_prev[:3, 3] - truth_ego.curr_from_prev[:3, 3]
-                        )
-                    )
-                )
-                rpe_r.append(
-                    _rot_deg(vo_ego.curr_from_prev[:3, :3].T @ truth_ego.curr_from_prev[:3, :3])
-                )
-                chain.append(chain[-1] @ vo_ego.prev_from_curr)
-            ego = vo_ego
-        meas = {}
-        assign = (
-            {int(k): int(k) for k in np.unique(masks[t]) if k}
-            if gt_ids
-            else _assign(masks[t], s.instance_masks[t])
+        # Only the objects matched to a true one are measured: the others are not scored,
+        # and an object unmatched on some frames keeps a track of its matched frames only.
+        ids = sorted(match_objects(masks[t], s.instance_masks[t]))
+        vo = ego_src == "depth_vo"
+        up = states.update(
+            int(s.stamps_ns[t]),
+            s.depth[t],
+            intr,
+            masks[t],
+            ids,
+            dyn_masks[t],
+            s.frames[t] if vo else None,
+            known_ego=None if vo else truth,
         )
-        for pid in assign:
-            m = measure_object(masks[t] == pid, pts, True)
-            if m is not None:
-                meas[pid] = m
-        n_meas += len(meas)
-        w2c = invert_transform(s.cam_to_world[t])
-        for st in est.update(int(s.stamps_ns[t]), meas, ego):
-            k = assign[st.object_id] - 1
-            truth = apply_transform(w2c, s.object_centroid_world[t, k])
-            pos_err.append(float(np.linalg.norm(st.position - truth)))
-            # Top-down picture: both positions in the first camera's frame (estimated with the
-            # ego-motion source's own camera path).
-            c2w_est = chain[-1] if ego_src == "depth_vo" else first_from_world @ s.cam_to_world[t]
-            est_first = apply_transform(c2w_est, st.position)
-            true_first = apply_transform(first_from_world, s.object_centroid_world[t, k])
-            traj.append((k, *est_first[[0, 2]], *true_first[[0, 2]]))
-            if not st.velocity_valid or t < span:
-                continue
-            t0 = t - span
-            v_true = w2c[:3, :3] @ (s.object_centroid_world[t, k] - s.object_centroid_world[t0, k])
-            v_true = v_true / (span * dt)
-            if not s.motion_state[t0:t, k].any():
-                static_speed.append(st.speed)
-            elif s.motion_state[t0:t, k].all():
-                moving_err.append(float(np.linalg.norm(st.velocity - v_true)))
-                moving_true.append(float(np.linalg.norm(v_true)))
-    ate = []
-    if ego_src == "depth_vo":
-        c2w0 = s.cam_to_world[0]
-        for t, est_c2w in enumerate(chain):
-            true_rel = invert_transform(c2w0) @ s.cam_to_world[t]
-            ate.append(float(np.sum((est_c2w[:3, 3] - true_rel[:3, 3]) ** 2)))
-    return dict(
-        pos=pos_err,
-        static=static_speed,
-        moving=moving_err,
-        moving_true=moving_true,
-        rpe_t=rpe_t,
-        rpe_r=rpe_r,
-        ate=ate,
-        failures=failures,
-        n=n_meas,
-        traj=traj,
-        cam=[(c[0, 3], c[2, 3]) for c in chain],
-    )
+        objs = [EstimatedObject.of_state(st) for st in up.states]
+        frames.append(FrameEstimate(int(s.stamps_ns[t]), masks[t], objs, up.ego))
+    return score_object_states(s, frames, WINDOW_S)[1]
 
 
-def _plot_top_down(s: SceneSample, r: dict[str, Any], path: Path) -> None:
+def _plot_top_down(s: SceneSample, r: StateSamples, path: Path) -> None:
     """Top-down (x, z) view of one scene in the first camera's frame: estimated vs true."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
     first_from_world = invert_transform(s.cam_to_world[0])
     true_cam = np.array([(first_from_world @ c)[[0, 2], 3] for c in s.cam_to_world])
     ax.plot(true_cam[:, 0], true_cam[:, 1], "k-", lw=2, label="camera (truth)")
-    est_cam = np.array(r["cam"])
+    est_cam = np.array([e[[0, 2]] for _, e, _ in r.camera_track])
     ax.plot(est_cam[:, 0], est_cam[:, 1], "k--", lw=1, label="camera (depth odometry)")
-    traj = np.array(r["traj"]) if r["traj"] else np.zeros((0, 5))
-    for k in np.unique(traj[:, 0]).astype(int):
-        rows = traj[traj[:, 0] == k]
+    for k in sorted({p.true_index for p in r.track}):
+        est = np.array([p.estimated[[0, 2]] for p in r.track if p.true_index == k])
+        true = np.array([p.truth[[0, 2]] for p in r.track if p.true_index == k])
         colour = "tab:red" if s.object_is_dynamic[k] else "tab:blue"
-        ax.plot(rows[:, 3], rows[:, 4], "-", color=colour, lw=2, alpha=0.5)
-        ax.plot(rows[:, 1], rows[:, 2], ".", color=colour, ms=4)
+        ax.plot(true[:, 0], true[:, 1], "-", color=colour, lw=2, alpha=0.5)
+        ax.plot(est[:, 0], est[:, 1], ".", color=colour, ms=4)
     ax.plot([], [], "-", color="tab:red", lw=2, alpha=0.5, label="moving object (truth)")
     ax.plot([], [], ".", color="tab:red", label="moving object (estimated)")
     ax.plot([], [], "-", color="tab:blue", lw=2, alpha=0.5, label="static object (truth)")
@@ -254,14 +200,6 @@ def _plot_top_down(s: SceneSample, r: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _med(x: list[float]) -> float:
-    return float(np.median(x)) if x else float("nan")
-
-
-def _p90(x: list[float]) -> float:
-    return float(np.percentile(x, 90)) if x else float("nan")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenes", type=int, default=6)
@@ -271,7 +209,7 @@ def main() -> None:
     ap.add_argument("--no-micro", action="store_true", help="skip the shipped micro Gmos")
     ap.add_argument("--out", type=Path, default=Path("out/bench_geometry"))
     args = ap.parse_args()
-    acc: dict[tuple[str, str], dict[str, list]] = {}
+    pooled: dict[tuple[str, str], StateSamples] = {}
     for i in tqdm(range(args.scenes), desc="scenes"):
         cfg = SceneConfig(
             seed=args.seed + i,
@@ -284,43 +222,22 @@ def main() -> None:
         oracle = s.instance_masks.astype(np.int32)
         fd = _frame_diff_tracks(s).astype(np.int32)
         sources = {
-            "oracle": (oracle, np.isin(oracle, s.object_ids[s.object_is_dynamic]), True),
-            "frame_diff": (fd, fd > 0, False),
+            "oracle": (oracle, np.isin(oracle, s.object_ids[s.object_is_dynamic])),
+            "frame_diff": (fd, fd > 0),
         }
         if not args.no_micro:
-            sources["micro_gmos"] = (*_micro_masks(s), False)
-        for name, (masks, dyn, gt_ids) in sources.items():
+            sources["micro_gmos"] = _micro_masks(s)
+        for name, (masks, dyn) in sources.items():
             for ego_src in ("truth", "depth_vo"):
-                r = run_scene(s, masks, dyn, ego_src, gt_ids)
+                r = run_scene(s, masks, dyn, ego_src)
                 if i == 0 and name == "oracle" and ego_src == "depth_vo":
                     args.out.mkdir(parents=True, exist_ok=True)
                     _plot_top_down(s, r, args.out / "bench_geometry_topdown.png")
-                r = {k: v for k, v in r.items() if k not in ("traj", "cam")}
-                a = acc.setdefault((name, ego_src), {})
-                for k, v in r.items():
-                    a.setdefault(k, [])
-                    a[k].extend(v if isinstance(v, list) else [v])
-    records = []
-    for (name, ego_src), a in acc.items():
-        records.append(
-            Record(
-                masks=name,
-                ego=ego_src,
-                objects_measured=int(sum(a["n"])),
-                position_err_m_median=_med(a["pos"]),
-                position_err_m_p90=_p90(a["pos"]),
-                static_speed_mps_median=_med(a["static"]),
-                static_speed_mps_p90=_p90(a["static"]),
-                moving_velocity_err_mps_median=_med(a["moving"]),
-                moving_speed_true_mps_median=_med(a["moving_true"]),
-                velocity_samples_static=len(a["static"]),
-                velocity_samples_moving=len(a["moving"]),
-                ego_rpe_trans_m_median=_med(a["rpe_t"]),
-                ego_rpe_rot_deg_median=_med(a["rpe_r"]),
-                ego_ate_m_rmse=float(np.sqrt(np.mean(a["ate"]))) if a["ate"] else float("nan"),
-                ego_failures=int(sum(a["failures"])),
-            )
-        )
+                pooled.setdefault((name, ego_src), StateSamples()).extend(r)
+    records = [
+        Record.of(name, ego_src, ObjectStatesScore.of(samples))
+        for (name, ego_src), samples in pooled.items()
+    ]
     result = {
         "scenes": args.scenes,
         "frames": args.frames,

@@ -4,9 +4,10 @@ What the node runs for a camera with a depth topic, and what ``gmos-bag eval`` r
 one, so both give the same states: the depth is back-projected with the intrinsics, each object is
 measured under its mask (:func:`~gmos_core.geometry.objects.measure_object`, metres), the camera's
 motion comes from :class:`~gmos_core.geometry.visual_odometry.DepthVisualOdometry` on the pixels
-that are not moving objects (when the RGB frame is given), and
-:class:`~gmos_core.geometry.objects.ObjectStateEstimator` turns positions into velocities with
-that motion removed.
+that are not moving objects (when the RGB frame is given; or a motion known elsewhere:
+odometry, a renderer's truth), and :class:`~gmos_core.geometry.objects.ObjectStateEstimator`
+turns positions into velocities with that motion removed. ``training.bench_geometry`` runs it
+too, with the true motion or the depth odometry.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class DepthObjectStates:
         object_ids: Iterable[int],
         dynamic: np.ndarray,
         frame_rgb: np.ndarray | None,
+        known_ego: EgoMotion | None = None,
     ) -> DepthStatesUpdate:
         """Add one result.
 
@@ -79,6 +81,9 @@ class DepthObjectStates:
             dynamic: (H, W) bool, pixels of moving objects (kept out of the odometry).
             frame_rgb: (H, W, 3) uint8 frame for the odometry, or None (no ego-motion: velocities
                 need one, so they are not given).
+            known_ego: the camera's motion from the previous update when it is known elsewhere
+                (metric odometry, a renderer's truth): used as is, and the depth odometry is
+                not run (give ``frame_rgb`` None).
         """
         points = backproject_depth(depth_m, intrinsics)
         meas: dict[int, ObjectMeasurement] = {}
@@ -86,8 +91,8 @@ class DepthObjectStates:
             m = measure_object(instance_ids == oid, points, True, min_points=self.min_points)
             if m is not None:
                 meas[int(oid)] = m
-        ego = None
-        if frame_rgb is not None and frame_rgb.shape[:2] == instance_ids.shape:
+        ego = known_ego
+        if ego is None and frame_rgb is not None and frame_rgb.shape[:2] == instance_ids.shape:
             if self.vo is None or self.vo.intrinsics != intrinsics:
                 self.vo = DepthVisualOdometry(intrinsics)
             ego = self.vo.step(frame_rgb, depth_m, dynamic, stamp_ns)

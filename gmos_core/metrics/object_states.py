@@ -11,7 +11,11 @@ is counted, not scored. Per matched object-frame:
   velocity being its world displacement over the window in the current camera's axes.
 
 Ego-motion (when given): translation and rotation error of each frame-to-previous-frame motion
-(RPE). Estimates must be metric: callers leave up-to-scale states out (no metres to compare).
+(RPE), and the ATE: the estimated motions are chained from the first frame (a frame with no
+estimate keeps the previous pose, so a failure counts as "no motion" instead of shortening the
+trajectory) and the RMSE of the camera positions against the true ones, both in the first
+camera's frame. Estimates must be metric: callers leave up-to-scale states out (no metres to
+compare).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 
 from gmos_core.geometry.camera import apply_transform, invert_transform
 from gmos_core.geometry.ego_motion import EgoMotion
+from gmos_core.geometry.objects import ObjectState
 
 __all__ = [
     "EstimatedObject",
@@ -49,6 +54,13 @@ class EstimatedObject:
     obj_id: int
     position: np.ndarray
     velocity: np.ndarray | None
+
+    @classmethod
+    def of_state(cls, state: ObjectState) -> EstimatedObject:
+        """A state of `gmos_core.geometry` (velocity None where it is not valid)."""
+        return cls(
+            state.object_id, state.position, state.velocity if state.velocity_valid else None
+        )
 
 
 @dataclass(frozen=True)
@@ -80,13 +92,16 @@ class StateSamples:
 
     Lists of: position errors (m), static objects' speeds (m/s), moving objects' estimated
     speeds, true speeds and velocity errors (m/s, same order), ego translation (m) and rotation
-    (deg) errors; counts of frames, estimated and matched object-frames; and the top-down
-    track points (`TrackPoint`).
+    (deg) errors, the chained camera's position error per frame (m, first camera's frame, for
+    the ATE); counts of frames, estimated and matched object-frames, and frames after the
+    first with no ego-motion (both ego entries only where some frame has one); and the
+    top-down track points (`TrackPoint`).
     """
 
     frames: int = 0
     objects_estimated: int = 0
     objects_matched: int = 0
+    ego_missing: int = 0
     position_err_m: list[float] = field(default_factory=list)
     static_speed_mps: list[float] = field(default_factory=list)
     moving_speed_mps: list[float] = field(default_factory=list)
@@ -94,6 +109,7 @@ class StateSamples:
     moving_velocity_err_mps: list[float] = field(default_factory=list)
     ego_trans_err_m: list[float] = field(default_factory=list)
     ego_rot_err_deg: list[float] = field(default_factory=list)
+    camera_pos_err_m: list[float] = field(default_factory=list)
     track: list[TrackPoint] = field(default_factory=list)
     # (frame, estimated, true) camera positions in the first camera's frame.
     camera_track: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
@@ -125,6 +141,8 @@ class ObjectStatesScore:
     ego_rpe_trans_m_median: float
     ego_rpe_rot_deg_median: float
     ego_frames: int
+    ego_ate_m_rmse: float
+    ego_missing: int
 
     @classmethod
     def of(cls, s: StateSamples) -> ObjectStatesScore:
@@ -144,6 +162,8 @@ class ObjectStatesScore:
             ego_rpe_trans_m_median=_med(s.ego_trans_err_m),
             ego_rpe_rot_deg_median=_med(s.ego_rot_err_deg),
             ego_frames=len(s.ego_trans_err_m),
+            ego_ate_m_rmse=_rms(s.camera_pos_err_m),
+            ego_missing=s.ego_missing,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -186,6 +206,10 @@ def _p90(x: list[float]) -> float:
     return float(np.percentile(x, 90)) if x else float("nan")
 
 
+def _rms(x: list[float]) -> float:
+    return float(np.sqrt(np.mean(np.square(x)))) if x else float("nan")
+
+
 def score_object_states(
     scene: Any,
     frames: Sequence[FrameEstimate],
@@ -214,6 +238,8 @@ def score_object_states(
     out = StateSamples()
     first_from_world = invert_transform(scene.cam_to_world[0])
     chain: dict[int, np.ndarray] = {0: np.eye(4)}  # estimated first-camera-from-camera
+    # Estimates without any ego-motion (none estimated) have no ATE and no missing frames.
+    with_ego = any(f.ego is not None for f in frames)
     for f in sorted(frames, key=lambda f: f.stamp_ns):
         t = index.get(int(f.stamp_ns))
         if t is None:
@@ -224,7 +250,11 @@ def score_object_states(
                 f"{scene.instance_masks[t].shape}"
             )
         out.frames += 1
-        if t and f.ego is not None:
+        if t and f.ego is None and with_ego:
+            out.ego_missing += 1
+            if t - 1 in chain:
+                chain[t] = chain[t - 1]  # no estimate: no motion (the ATE counts the failure)
+        elif t and f.ego is not None:
             truth = invert_transform(scene.cam_to_world[t]) @ scene.cam_to_world[t - 1]
             if f.ego.metric:
                 err = f.ego.curr_from_prev[:3, 3] - truth[:3, 3]
@@ -235,6 +265,9 @@ def score_object_states(
         if t in chain:
             true_cam = first_from_world @ scene.cam_to_world[t]
             out.camera_track.append((t, chain[t][:3, 3].copy(), true_cam[:3, 3].copy()))
+            if with_ego:
+                err_cam = chain[t][:3, 3] - true_cam[:3, 3]
+                out.camera_pos_err_m.append(float(np.linalg.norm(err_cam)))
         assign = match_objects(f.instance_ids, scene.instance_masks[t], min_iou)
         w2c = invert_transform(scene.cam_to_world[t])
         for o in f.objects:
