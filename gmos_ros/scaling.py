@@ -4,9 +4,10 @@ A 4000x3000 frame costs seconds and gigabytes through the model and the propagat
 resolution, for no gain (the encoders work at about 0.5 MP). `model_size` picks the largest
 size with at most `max_pixels` pixels and the input's aspect ratio; `downscale` resizes with
 pixel-area averaging (OpenCV INTER_AREA, no aliasing); `upscale_result` maps a result back
-to the input resolution by nearest-neighbour on the id map, so the objects' boxes and areas
-are computed exactly on the map that is published (without scanning the big map once per
-object: every output row/column maps to one model row/column, so counts multiply).
+to the input resolution by nearest-neighbour on the id map. The objects' boxes and areas stay
+exact on the map that is published without measuring the objects again: every output
+row/column maps to one model row/column (a contiguous, nondecreasing run), so a box follows
+from the model-resolution box, and an area is a weighted count of the model pixels.
 """
 
 from __future__ import annotations
@@ -49,7 +50,14 @@ def _source_index(n_out: int, n_in: int) -> np.ndarray:
 
 def upscale_result(result: FrameResult, size: tuple[int, int]) -> FrameResult:
     """The result at (H, W) = `size` (>= the result's size): instance ids by nearest
-    neighbour, objects' boxes and areas of the upscaled map, fg_prob bilinear."""
+    neighbour, fg_prob bilinear, the objects' boxes and areas those of the upscaled map.
+
+    The boxes are mapped from the objects' own boxes, which describe `instance_ids` exactly
+    (`FrameResult.objects`). An area cannot be scaled from the model-resolution area alone
+    (at a scale s, a model pixel becomes floor(s) or ceil(s) output rows times as many
+    columns, depending on where it lies), so every object's area comes from one weighted count
+    over the model-resolution map: each model pixel weighs the output pixels it becomes.
+    """
     ids = result.instance_ids
     h, w = ids.shape
     big_h, big_w = size
@@ -59,20 +67,21 @@ def upscale_result(result: FrameResult, size: tuple[int, int]) -> FrameResult:
         raise ValueError(f"upscale_result: target {size} smaller than the result {(h, w)}")
     rows, cols = _source_index(big_h, h), _source_index(big_w, w)
     big_ids = ids[np.ix_(rows, cols)]
-    row_n = np.bincount(rows, minlength=h)  # output rows per model row (>= 1)
-    col_n = np.bincount(cols, minlength=w)
+    # Output rows/columns per model row/column (>= 1 each: the target is not smaller).
+    row_n = np.bincount(rows, minlength=h).astype(np.float64)
+    col_n = np.bincount(cols, minlength=w).astype(np.float64)
+    # Exact in float64: at most big_h * big_w, far below 2**53.
+    areas = np.bincount(ids.ravel(), weights=np.outer(row_n, col_n).ravel())
     objects = []
     for o in result.objects:
-        ys, xs = np.nonzero(ids == o.obj_id)
-        if len(ys) == 0:
-            continue
-        y0, y1 = int(ys.min()), int(ys.max())
-        x0, x1 = int(xs.min()), int(xs.max())
-        top = int(np.searchsorted(rows, y0, side="left"))
-        bottom = int(np.searchsorted(rows, y1, side="right"))
-        left = int(np.searchsorted(cols, x0, side="left"))
-        right = int(np.searchsorted(cols, x1, side="right"))
-        area = int((row_n[ys] * col_n[xs]).sum())
+        area = int(areas[o.obj_id]) if o.obj_id < len(areas) else 0
+        if area == 0:
+            continue  # not in the map (`FrameResult.objects` lists none such)
+        x, y, bw, bh = o.bbox
+        top = int(np.searchsorted(rows, y, side="left"))
+        bottom = int(np.searchsorted(rows, y + bh - 1, side="right"))
+        left = int(np.searchsorted(cols, x, side="left"))
+        right = int(np.searchsorted(cols, x + bw - 1, side="right"))
         objects.append(
             ObjectState(
                 obj_id=o.obj_id,

@@ -32,17 +32,45 @@ def test_upscaled_objects_agree_exactly_with_the_upscaled_map():
                         fg_prob=(ids > 0).astype(np.float32))  # fmt: skip
     big = upscale_result(small, (300, 411))
     assert big.instance_ids.shape == (300, 411) and big.fg_prob.shape == (300, 411)
-    expected = objects_from_ids(
-        big.instance_ids,
-        {o.obj_id: o.moving for o in objs},
-        {o.obj_id: o.motion_prob for o in objs},
-        {o.obj_id: o.iou for o in objs},
-    )
-    assert big.objects == expected
+    assert big.objects == _measured_on(big.instance_ids, objs)
     assert set(np.unique(big.instance_ids)) == set(np.unique(ids))
     assert upscale_result(small, (37, 53)) is small
     with pytest.raises(ValueError, match="smaller"):
         upscale_result(small, (10, 10))
+
+
+def _measured_on(ids: np.ndarray, objs) -> tuple:
+    """`objs` with their boxes and areas measured on `ids` (`objects_from_ids`)."""
+    return objects_from_ids(
+        ids,
+        {o.obj_id: o.moving for o in objs},
+        {o.obj_id: o.motion_prob for o in objs},
+        {o.obj_id: o.iou for o in objs},
+    )
+
+
+def test_propagator_results_upscale_exactly():
+    """`upscale_result` maps the objects' own boxes, so it relies on them describing the id
+    map exactly: true of the propagator's results too (gmos_online outputs, weight-free
+    ego_residual variant on a rendered scene), at non-integer scales."""
+    from gmos_core.data.synthetic import SceneConfig, generate_scene
+    from gmos_core.streaming.build import RuntimeSettings, build_segmenter
+
+    s = generate_scene(
+        SceneConfig(seed=5, scene_kind="dynamic", num_frames=12, height=72, width=96)
+    )
+    seg = build_segmenter(RuntimeSettings(variant="ego_residual", span_s=0.2))
+    results = []
+    for t in range(s.num_frames):
+        results += seg.step(s.frames[t], int(s.stamps_ns[t]))
+    results += seg.flush()
+    with_objects = [r for r in results if r.objects]
+    assert len(with_objects) >= 4 and max(len(r.objects) for r in with_objects) >= 2
+    for r in with_objects:
+        assert r.objects == _measured_on(r.instance_ids, r.objects)  # the contract relied on
+        for size in ((193, 251), (72 * 3, 96 * 3)):
+            big = upscale_result(r, size)
+            assert big.objects == _measured_on(big.instance_ids, r.objects)
 
 
 def test_downscale_averages_area():

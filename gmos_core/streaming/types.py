@@ -21,7 +21,9 @@ class FrameResult:
         stamp_ns: stamp of the frame this result describes (the input stamp, never now()).
         frame_index: index of that frame since the last stream reset.
         instance_ids: (H, W) uint16 at input resolution, 0 = background, else the object id.
-        objects: one entry per id present in `instance_ids` (sorted by id).
+        objects: one entry per id present in `instance_ids` (sorted by id), its box and
+            area exactly those of its pixels there (the ROS node's upscaling maps them instead
+            of measuring again).
         fg_prob: (H, W) float32 foreground probability (Gmos-S only), else None.
         geometry: the π³ heads' outputs for this frame's window (up-to-scale point maps and
             camera poses, `WindowGeometry`), when the model runs the heads and the window
