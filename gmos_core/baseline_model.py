@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from gmos_core.baselines import EgoMotionResidualBaseline
 from gmos_core.streaming.segmenter import ProposalPrediction
 
 __all__ = ["BASELINE_VARIANTS", "BaselineFrameModel"]
@@ -45,7 +46,8 @@ class BaselineFrameModel:
     operating_point = None
 
     def __init__(self, variant: str) -> None:
-        from gmos_core.baselines import EgoMotionResidualBaseline
+        # baselines_extra imports torch (through models.preprocess): imported here so that the
+        # runtime's weight-free path imports without torch.
         from gmos_core.baselines_extra import FrameDifferencingBaseline
 
         if variant == "ego_residual":

@@ -18,13 +18,14 @@ checkpoints small; they are cast back to the model's dtype on load. Nothing is u
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -105,8 +106,6 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
     if not path.is_file():
         raise FileNotFoundError(f"bundle {path} does not exist")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError) as exc:
@@ -159,8 +158,6 @@ def read_bundle(path: str | Path) -> tuple[BundleInfo, dict[str, dict[str, torch
 
 def bundle_sha256(path: str | Path) -> str:
     """sha256 of a bundle file: what an ONNX export records as the weights it holds."""
-    import hashlib
-
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 22), b""):
@@ -173,8 +170,6 @@ def write_operating_point(src: str | Path, dst: str | Path, op: OperatingPoint) 
 
     Tensors are copied bit for bit; only the metadata changes.
     """
-    from safetensors import safe_open
-
     read_bundle(src)  # validates the format first, with its named errors
     with safe_open(str(src), framework="pt") as f:
         meta = dict(f.metadata() or {})

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 
+import cv2
+
 __all__ = [
     "SMALL_MACHINE_CORES",
     "DeviceUnavailableError",
@@ -63,18 +65,14 @@ def apply_threads(threads: int) -> int:
     Raises:
         ValueError: negative `threads`.
     """
+    # torch here, not at the top: gmos_core.streaming imports this module and stays torch-free.
     import torch
 
     if threads < 0:
         raise ValueError(f"--threads must be >= 0, got {threads}")
     if threads > 0:
         torch.set_num_threads(threads)
-        try:
-            import cv2
-
-            cv2.setNumThreads(threads)
-        except ImportError:  # OpenCV is a dependency, but threads must not fail without it
-            pass
+        cv2.setNumThreads(threads)
     return torch.get_num_threads()
 
 
@@ -91,7 +89,7 @@ def check_device(device: str) -> str:
         DeviceUnavailableError: unknown device string, a CUDA device with a CPU-only torch
             or no GPU, a CUDA index past the GPU count, or MPS without MPS.
     """
-    import torch
+    import torch  # see apply_threads
 
     try:
         dev = torch.device(device)

@@ -16,18 +16,25 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
+
+from gmos_core.backends import make_backend, trt_backend
 from gmos_core.backends.base import (
     BackendError,
     BackendFrameModel,
+    BackendUnavailable,
     ModelShapes,
     head_part,
 )
+from gmos_core.backends.ort_backend import ORT_PROVIDERS, ort_providers
+from gmos_core.backends.trt_backend import EngineMismatch, check_engines, rebuild_hint
+from gmos_core.bundle import bundle_sha256, read_bundle_info
 from gmos_core.operating_point import OperatingPoint
-
-if TYPE_CHECKING:
-    from gmos_core.streaming.build import RuntimeSettings
+from gmos_core.precision import check_precision
+from gmos_core.streaming import build as streaming_build
+from gmos_core.streaming.build import RuntimeSettings
 
 __all__ = [
     "BACKEND_NAMES",
@@ -132,15 +139,14 @@ def _read_export(onnx_dir: Path, parts: list[str], hint: str) -> dict[str, dict[
 
 def _weights_source(settings: RuntimeSettings, head_variant: str) -> tuple[Path | None, Any]:
     """The bundle whose operating point (and, recorded in the export, weights) the run uses."""
-    from gmos_core.bundle import read_bundle_info
-    from gmos_core.streaming.build import DEFAULT_BUNDLES
-
     if any((settings.pi3_checkpoint, settings.sam2_checkpoint, settings.head_checkpoint)):
         raise BackendRefused(
             f"backend {settings.backend} runs exported graphs: official checkpoints are not "
             "read; export them into a bundle and ONNX first, or use backend torch"
         )
-    path = Path(settings.bundle) if settings.bundle else DEFAULT_BUNDLES[settings.variant]
+    # Looked up on the module at call time, as before (tests point the defaults elsewhere).
+    default = streaming_build.DEFAULT_BUNDLES[settings.variant]
+    path = Path(settings.bundle) if settings.bundle else default
     if not path.is_file():
         return None, None
     info = read_bundle_info(path)
@@ -158,15 +164,11 @@ def plan_backend(settings: RuntimeSettings) -> BackendPlan:
         BackendRefused: unknown backend / provider / precision, missing or mismatched ONNX
             folder or engine, TensorRT or a provider not installed; one clear message each.
     """
-    from gmos_core.backends.base import BackendUnavailable
-
     head_variant = "gmos_s" if settings.variant == "gmos_s" else "gmos"
     name = settings.backend
     if name not in BACKEND_NAMES:
         raise BackendRefused(f"backend {name!r}: must be one of {', '.join(BACKEND_NAMES)}")
     if name == "torch":
-        from gmos_core.precision import check_precision
-
         if settings.precision not in TORCH_PRECISIONS:
             raise BackendRefused(
                 f"precision {settings.precision!r}: torch runs {', '.join(TORCH_PRECISIONS)}"
@@ -176,8 +178,6 @@ def plan_backend(settings: RuntimeSettings) -> BackendPlan:
         except ValueError as exc:
             raise BackendRefused(str(exc)) from exc
         if settings.device.startswith("cuda"):
-            import torch
-
             if not torch.cuda.is_available():
                 raise BackendRefused(
                     f"device {settings.device!r}: torch.cuda.is_available() is False here"
@@ -213,8 +213,6 @@ def plan_backend(settings: RuntimeSettings) -> BackendPlan:
                 f"model: {hint} (or allow_random_weights for timing only)"
             )
     else:
-        from gmos_core.bundle import bundle_sha256
-
         if bundle is None or recorded != {bundle_sha256(bundle)}:
             raise BackendRefused(
                 f"{onnx_dir} holds other weights than bundle {bundle} (sha256 recorded at "
@@ -224,8 +222,6 @@ def plan_backend(settings: RuntimeSettings) -> BackendPlan:
     export_precisions = {str(m.get("precision", "fp32")) for m in metas.values()}
 
     if name == "onnxruntime":
-        from gmos_core.backends.ort_backend import ORT_PROVIDERS, ort_providers
-
         provider = settings.provider or "cpu"
         if provider not in ORT_PROVIDERS:
             raise BackendRefused(
@@ -256,9 +252,6 @@ def plan_backend(settings: RuntimeSettings) -> BackendPlan:
         )
 
     # tensorrt
-    from gmos_core.backends import trt_backend
-    from gmos_core.backends.trt_backend import EngineMismatch, check_engines, rebuild_hint
-
     if settings.precision not in ENGINE_PRECISIONS:
         raise BackendRefused(
             f"precision {settings.precision!r}: TensorRT engines are {', '.join(ENGINE_PRECISIONS)}"
@@ -298,8 +291,6 @@ def load_backend_frame_model(plan: BackendPlan, threads: int | None = None) -> B
     Raises:
         BackendRefused: the files changed since the plan was made (refused, not rebuilt).
     """
-    from gmos_core.backends import make_backend
-
     if plan.backend not in ("onnxruntime", "tensorrt") or plan.shapes is None:
         raise ValueError(f"load_backend_frame_model: not an exported-graph plan ({plan.backend})")
     try:

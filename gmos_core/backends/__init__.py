@@ -12,9 +12,11 @@ or TensorRT installed.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from gmos_core.backends import trt_backend
 from gmos_core.backends.base import (
     HEAD_PARTS,
     PARTS,
@@ -30,6 +32,9 @@ from gmos_core.backends.base import (
     head_part,
     onnx_sha256,
 )
+from gmos_core.backends.ort_backend import OrtBackend
+from gmos_core.backends.torch_backend import TorchBackend
+from gmos_core.backends.trt_backend import TrtBackend
 
 __all__ = [
     "BACKENDS",
@@ -89,16 +94,12 @@ def make_backend(
     if name == "torch":
         if model is None or shapes is None:
             raise ValueError("make_backend('torch') needs model= (a GmosTorchModel) and shapes=")
-        from gmos_core.backends.torch_backend import TorchBackend
-
         return TorchBackend.from_model(model, shapes, device=device, precision=precision or "fp32")
     if name == "onnxruntime":
         if onnx_dir is None:
             raise ValueError(
                 "make_backend('onnxruntime') needs onnx_dir= (a gmos-export directory)"
             )
-        from gmos_core.backends.ort_backend import OrtBackend
-
         prov = provider or ("cuda" if device.startswith("cuda") else "cpu")
         return OrtBackend(onnx_dir, provider=prov, parts=parts, threads=threads)
     if name == "tensorrt":
@@ -106,15 +107,11 @@ def make_backend(
             raise ValueError(
                 "make_backend('tensorrt') needs engine_dir= (the gmos-build-engines cache)"
             )
-        from gmos_core.backends.trt_backend import TrtBackend, tensorrt_runtime_info
-
         index = int(device.split(":")[1]) if ":" in device else 0
-        tensorrt_runtime_info(index)  # clear BackendUnavailable before anything else
+        trt_backend.tensorrt_runtime_info(index)  # clear BackendUnavailable before anything else
         if shapes is None:
             if onnx_dir is None:
                 raise ValueError("make_backend('tensorrt') needs shapes= or onnx_dir=")
-            import json
-
             metas = sorted(Path(onnx_dir).glob("*.json"))
             if not metas:
                 raise ValueError(f"no export metadata in {onnx_dir}")
@@ -134,15 +131,13 @@ def available_backends() -> dict[str, str]:
     """Backend name -> "ok" or the reason it cannot run here (for reports and test skips)."""
     out: dict[str, str] = {"torch": "ok"}
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional (extra "onnx"): absent is a reported state here
 
         out["onnxruntime"] = f"ok ({', '.join(ort.get_available_providers())})"
     except ImportError:
         out["onnxruntime"] = "onnxruntime is not installed"
     try:
-        from gmos_core.backends.trt_backend import tensorrt_runtime_info
-
-        info = tensorrt_runtime_info()
+        info = trt_backend.tensorrt_runtime_info()
         out["tensorrt"] = (
             f"ok (TensorRT {info['tensorrt_version']}, sm {info['compute_capability']})"
         )

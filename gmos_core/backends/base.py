@@ -27,14 +27,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from gmos_core.models.preprocess import pi3_target_size
-
-if TYPE_CHECKING:
-    from gmos_core.models.prediction import WindowGeometry
+from gmos_core.models.prediction import WindowGeometry, head_outputs_to_prediction
+from gmos_core.models.preprocess import pi3_preprocess, pi3_target_size, sam2_preprocess
+from gmos_core.operating_point import OperatingPoint
 
 __all__ = [
     "HEAD_PARTS",
@@ -81,7 +80,7 @@ def onnx_files(path: str | Path) -> list[Path]:
 
     Only the graph is parsed (weights are not loaded), so this is cheap for multi-GB models.
     """
-    import onnx
+    import onnx  # optional (extra "onnx"): only the ONNX-file helpers need it
 
     path = Path(path)
     model = onnx.load(str(path), load_external_data=False)
@@ -364,8 +363,6 @@ class BackendFrameModel:
         operating_point: Any = None,
         keep_sam2_backbone: bool = False,
     ) -> None:
-        from gmos_core.operating_point import OperatingPoint
-
         self.backend = backend
         self.operating_point = operating_point or OperatingPoint()
         self.shapes = backend.shapes
@@ -401,8 +398,6 @@ class BackendFrameModel:
 
     def pi3_input(self, frame_rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (1, 3, H', W') float32 π³ input; H' × W' must be the engine's."""
-        from gmos_core.models.preprocess import pi3_preprocess
-
         img = pi3_preprocess([frame_rgb], pixel_limit=self.pixel_limit).numpy()
         hw = (int(img.shape[-2]), int(img.shape[-1]))
         if hw != self.shapes.pi3_hw and hasattr(self.backend, "reshape"):
@@ -418,8 +413,6 @@ class BackendFrameModel:
 
     def sam2_input(self, frame_rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (1, 3, S, S) float32 normalised SAM2 input."""
-        from gmos_core.models.preprocess import sam2_preprocess
-
         return sam2_preprocess(frame_rgb, resolution=self.shapes.sam2_size)[None].numpy()
 
     def geometry_features(self, frame_rgb: np.ndarray) -> GeometryArrays:
@@ -493,8 +486,6 @@ class BackendFrameModel:
         Raises:
             BackendError: the backend has no π³ heads (`window_geometry` is False).
         """
-        from gmos_core.models.prediction import WindowGeometry
-
         if not self.window_geometry:
             raise BackendError(f"the {self.backend.name} backend does not run the π³ heads")
         tokens = self._window_tokens(geometry)
@@ -510,8 +501,6 @@ class BackendFrameModel:
 
     def postprocess(self, out: dict[str, np.ndarray], out_hw: tuple[int, int]) -> Any:
         """Head outputs -> prediction (`gmos_core.models.prediction`, shared by every backend)."""
-        from gmos_core.models.prediction import head_outputs_to_prediction
-
         return head_outputs_to_prediction(
             out,
             out_hw,

@@ -24,6 +24,9 @@ from gmos_core.backends.base import (
 
 __all__ = ["ORT_PROVIDERS", "OrtBackend", "ort_providers"]
 
+# onnxruntime is optional (extra "onnx"): it is imported inside the functions that use it, so
+# this module, and gmos_core.backends with it, imports without onnxruntime installed.
+
 # Short name -> onnxruntime provider names, in priority order (the later ones take the nodes the
 # first cannot run: TensorRT EP hands unsupported subgraphs to CUDA, CUDA to the CPU).
 ORT_PROVIDERS: dict[str, tuple[str, ...]] = {

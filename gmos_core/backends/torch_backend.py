@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gmos_core.backends.base import BackendError, ModelShapes, PartSpec
+from gmos_core.backends.base import BackendError, BackendUnavailable, ModelShapes, PartSpec
 from gmos_core.models.gmos import GmosProposer, GmosS
 from gmos_core.models.pi3 import Pi3Encoder
 from gmos_core.models.sam2_features import Sam2FeatureExtractor, Sam2Features
@@ -261,8 +261,6 @@ class TorchBackend:
             raise ValueError(f"torch backend: {exc}") from exc
         self.precision = precision
         if self.device.type == "cuda" and not torch.cuda.is_available():
-            from gmos_core.backends.base import BackendUnavailable
-
             raise BackendUnavailable(
                 f"torch backend: device {device!r} requested but torch.cuda.is_available() is "
                 f"False (torch {torch.__version__}, CUDA build: {torch.version.cuda})"

@@ -25,8 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from gmos_core.backends.base import BackendError, BackendUnavailable, ModelShapes, PartSpec
+from gmos_core.backends.base import (
+    PARTS,
+    BackendError,
+    BackendUnavailable,
+    ModelShapes,
+    PartSpec,
+    onnx_sha256,
+)
 
 __all__ = [
     "ENGINE_FILE",
@@ -143,14 +151,12 @@ def tensorrt_runtime_info(device: int = 0) -> dict[str, str]:
         BackendUnavailable: TensorRT is not installed, or there is no CUDA device.
     """
     try:
-        import tensorrt as trt
+        import tensorrt as trt  # optional (extra "tensorrt"): absent is a BackendUnavailable
     except ImportError as exc:
         raise BackendUnavailable(
             "TensorRT is not installed (pip install tensorrt, on a machine with an NVIDIA GPU and "
             "driver); use the torch or onnxruntime backend instead"
         ) from exc
-    import torch
-
     if not torch.cuda.is_available():
         raise BackendUnavailable(
             f"TensorRT {trt.__version__} is installed but no CUDA device is visible to torch "
@@ -192,8 +198,6 @@ def check_engines(
         EngineMismatch: an engine is missing, stale or foreign; the message names the field
             and the command that builds it. Nothing is ever rebuilt here.
     """
-    from gmos_core.backends.base import PARTS, onnx_sha256
-
     specs = shapes.specs()
     hint = rebuild_hint(onnx_dir, cache_dir, precision)
     found = [
@@ -254,8 +258,6 @@ class _Engine:
     """One deserialized engine with its context and preallocated device buffers."""
 
     def __init__(self, trt: Any, runtime: Any, plan: bytes, spec: PartSpec, device: Any) -> None:
-        import torch
-
         self.engine = runtime.deserialize_cuda_engine(plan)
         if self.engine is None:
             raise EngineMismatch(f"{spec.name}: TensorRT could not deserialize the engine")
@@ -314,8 +316,7 @@ class TrtBackend:
         device: int = 0,
     ) -> None:
         info = tensorrt_runtime_info(device)  # raises BackendUnavailable first
-        import tensorrt as trt
-        import torch
+        import tensorrt as trt  # optional: see tensorrt_runtime_info
 
         self.shapes = shapes
         self.precision = precision
@@ -341,8 +342,6 @@ class TrtBackend:
     def run_tensors(self, part: str, inputs: dict[str, Any]) -> dict[str, Any]:
         """Run on torch tensors (host or device); returns device tensors owned by the engine
         (valid until the next call of this part: clone them to keep them)."""
-        import torch
-
         if part not in self.engines:
             raise BackendError(f"tensorrt backend has no part {part!r} (has {list(self.engines)})")
         with torch.cuda.stream(self.stream):
@@ -351,8 +350,6 @@ class TrtBackend:
         return out
 
     def run(self, part: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
         if part not in self.engines:
             raise BackendError(f"tensorrt backend has no part {part!r} (has {list(self.engines)})")
         self.engines[part].spec.check_inputs(inputs)

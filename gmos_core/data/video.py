@@ -79,7 +79,8 @@ def to_rgb_uint8(frame: np.ndarray, source: str = "frame", bgr: bool = True) -> 
     """
     # One conversion rule for the whole project (grey → 3 channels, alpha dropped, 16-bit
     # → round(v / 257)): `gmos_core.models.preprocess.to_rgb_uint8`; only the channel order
-    # of OpenCV's decoders is handled here.
+    # of OpenCV's decoders is handled here. Imported here: models.preprocess loads torch, which
+    # the data readers do not otherwise need.
     from gmos_core.models.preprocess import to_rgb_uint8 as _to_rgb
 
     a = np.asarray(frame)

@@ -15,6 +15,10 @@ from typing import Any, Literal
 import torch
 import yaml
 
+from gmos_core.backends import BackendFrameModel, ModelShapes
+from gmos_core.backends.torch_backend import TorchBackend
+from gmos_core.bundle import BundleError, load_into, read_bundle
+from gmos_core.models.checkpoints import load_gmos_checkpoint
 from gmos_core.models.gmos import GmosProposer, GmosS
 from gmos_core.models.pi3 import Pi3Encoder, load_safetensors_file
 from gmos_core.models.pi3_heads import Pi3HeadSizes
@@ -148,9 +152,6 @@ class GmosTorchModel:
         Raises:
             ValueError: a precision the device cannot run.
         """
-        from gmos_core.backends import BackendFrameModel, ModelShapes
-        from gmos_core.backends.torch_backend import TorchBackend
-
         shapes = ModelShapes.from_config(self.config, frame_hw)
         backend = TorchBackend.from_model(
             self, shapes, device=device or str(self.device), precision=precision
@@ -231,8 +232,6 @@ def build_frame_model(
         pi3_heads: without `pi3_checkpoint`, build π³ with (untrained) heads of these sizes
             (bundles with heads, tests); ignored with a checkpoint.
     """
-    from gmos_core.models.checkpoints import load_gmos_checkpoint
-
     cfg = GmosModelConfig.load(config) if isinstance(config, str) else config
     if seed is not None:
         torch.manual_seed(seed)
@@ -275,8 +274,6 @@ def build_frame_model(
 
 def build_frame_model_from_bundle(path: str | Path, device: str = "cpu") -> GmosTorchModel:
     """Build the model a one-file bundle (`gmos_core.bundle`) describes and load its weights."""
-    from gmos_core.bundle import BundleError, load_into, read_bundle
-
     info, parts = read_bundle(path)
     cfg = GmosModelConfig.load(info.config)
     heads = None

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 __all__ = [
@@ -289,8 +290,6 @@ def save_gmos_checkpoint(
     torch.save({GMOS_STATE_KEY: state}, path)
     written = [path]
     if safetensors:
-        from safetensors.torch import save_file
-
         st_path = path.with_suffix(".safetensors")
         if st_path == path:
             raise CheckpointError(f"{path} already has the .safetensors suffix; pick a .pth path")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 
 from gmos_core.models.checkpoints import CheckpointError
@@ -423,8 +424,6 @@ def load_safetensors_file(
     Raises:
         CheckpointError: missing file, not safetensors, or truncated.
     """
-    from safetensors import safe_open  # local import: only needed when loading weights
-
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")

@@ -90,6 +90,8 @@ def head_outputs_to_prediction(
     ``motion_logits``, ``iou_pred``) a `ProposalPrediction`: the top-k proposals by motion,
     split from their hard-max label map. Every backend post-processes through this one function.
     """
+    # torch (here and in postprocess) only when a head's outputs are post-processed: the
+    # prediction types above are used by torch-free code (streaming, baselines).
     import torch
 
     from gmos_core.models.postprocess import (

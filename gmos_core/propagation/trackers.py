@@ -507,6 +507,7 @@ class Sam2Tracker:
         pred_masks = low_res_masks
         fill = int(getattr(m, "fill_hole_area", 0))
         if fill > 0:
+            # sam2 (and torch) only on the SAM2 tracker's path, as in __init__.
             from sam2.utils.misc import fill_holes_in_mask_scores
 
             pred_masks = fill_holes_in_mask_scores(pred_masks, fill)

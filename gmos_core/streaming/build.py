@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gmos_core.baseline_model import BASELINE_VARIANTS, BaselineFrameModel
+from gmos_core.compute import DeviceUnavailableError, check_device
 from gmos_core.errors import ModelSetupError
+from gmos_core.operating_point import OperatingPoint
 from gmos_core.streaming.segmenter import FrameModel, StreamingSegmenter
 from gmos_core.streaming.tracking import PropagatorTracking
 
@@ -91,8 +94,9 @@ def load_frame_model(settings: RuntimeSettings) -> FrameModel:
             first, so the message says so instead of a CUDA assertion), or the backend
             refused (message says why).
     """
-    from gmos_core.baseline_model import BASELINE_VARIANTS, BaselineFrameModel
-    from gmos_core.compute import DeviceUnavailableError, check_device
+    # deploy, torch and models.build load torch: imported here so that gmos_core.streaming
+    # (and the weight-free baseline variants) import without it. deploy also imports this
+    # module, so at the top it would be an import cycle.
     from gmos_core.deploy import BackendRefused, load_backend_frame_model, plan_backend
 
     try:
@@ -147,6 +151,7 @@ def load_frame_model(settings: RuntimeSettings) -> FrameModel:
 
 def _load_torch_model(settings: RuntimeSettings) -> Any:
     """The `GmosTorchModel` (torch modules) the settings name."""
+    # Loads torch: imported here for the reason given in load_frame_model.
     from gmos_core.models.build import build_frame_model, build_frame_model_from_bundle
 
     head_variant = "gmos_s" if settings.variant == "gmos_s" else "gmos"
@@ -194,8 +199,6 @@ def build_segmenter(
     (`segmenter.tracking.iter_offline_results()`); never for live streams.
     `second_pass=False` runs the same online pass as `offline=True` but keeps nothing.
     """
-    from gmos_core.operating_point import OperatingPoint
-
     model = model if model is not None else load_frame_model(settings)
     # The model's operating point (calibrated on a validation split and stored in its bundle,
     # else the paper's thresholds); explicit settings win.
