@@ -33,9 +33,37 @@ from typing import Any
 
 import cv2
 import numpy as np
+import rclpy
 import yaml
+from gmos_msgs.msg import EgoMotion, MovingObjectArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import CameraInfo, Image
 
+from gmos_core.data.synthetic import SceneConfig, generate_scene
+from gmos_core.metrics.object_states import score_object_states
+from gmos_core.streaming.build import DEFAULT_BUNDLES
 from gmos_core.visualize import labelled_rows_sheet, overlay_instances, write_rgb
+from gmos_ros.bag import (
+    BagPlayer,
+    OutputMonitor,
+    Recorder,
+    iter_messages,
+    load_params_file,
+    paced_play,
+    read_ground_truth,
+    run_eval,
+    score_mos_i,
+)
+from gmos_ros.bag import write_synthetic_bag as synth
+from gmos_ros.bag.ground_truth import read_scene_truth
+from gmos_ros.bag.scoring import frame_estimate
+from gmos_ros.conversions import image_to_rgb
+from gmos_ros.messages import stamp_to_ns
+from gmos_ros.params import params_from_values
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = "/camera/image_raw"
@@ -63,8 +91,6 @@ def loopback_env() -> None:
 
 def model_params(variant: str) -> tuple[list[str], bool]:
     """Node parameter overrides for the model, and whether the weights are untrained."""
-    from gmos_core.streaming.build import DEFAULT_BUNDLES
-
     # One torch thread: on the 2 shared cores of the build machine two threads were ~18x
     # slower (OpenMP oversubscription: 0.38 vs 6.8 frames/s for gmos-bag eval).
     base = [f"variant:={variant}", "torch_threads:=1"]
@@ -80,8 +106,6 @@ def banner(text: str) -> None:
 
 
 def _change_state(node: Any, transition: int, timeout_s: float) -> bool:
-    from lifecycle_msgs.srv import ChangeState
-
     client = node.create_client(ChangeState, f"{NS}/change_state")
     if not client.wait_for_service(timeout_sec=30.0):
         return False
@@ -98,13 +122,6 @@ def run_node_over_dds(
     bag: Path, recorded: Path, params: list[str], log_path: Path, span_s: float
 ) -> dict:
     """Start gmos_node, play `bag` into it in lock step, record its outputs to `recorded`."""
-    import rclpy
-    from lifecycle_msgs.msg import Transition
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
-
-    from gmos_ros.bag import BagPlayer, OutputMonitor, Recorder, paced_play
-
     cmd = [sys.executable, "-m", "gmos_ros.node", "--ros-args",
            "--params-file", str(REPO / "config" / "gmos.yaml"),
            "-p", f"input_topics:=[{IMAGE}]", "-p", f"camera_info_topics:=[{INFO}]",
@@ -182,13 +199,6 @@ def run_node_over_dds(
 
 def read_outputs(recorded: Path) -> dict[str, dict[int, object]]:
     """Recorded messages by topic and header stamp."""
-    from gmos_msgs.msg import EgoMotion, MovingObjectArray
-    from rclpy.serialization import deserialize_message
-    from sensor_msgs.msg import CameraInfo, Image
-
-    from gmos_ros.bag import iter_messages
-    from gmos_ros.messages import stamp_to_ns
-
     types = {
         "sensor_msgs/msg/Image": Image,
         "sensor_msgs/msg/CameraInfo": CameraInfo,
@@ -203,8 +213,6 @@ def read_outputs(recorded: Path) -> dict[str, dict[int, object]]:
 
 
 def _rgb(msg: Any) -> np.ndarray:
-    from gmos_ros.conversions import image_to_rgb
-
     return image_to_rgb(msg)
 
 
@@ -255,15 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--seed", type=int, default=900_001, help="scene seed (held out)")
     args = ap.parse_args(argv)
-    loopback_env()
-    from gmos_core.data.synthetic import SceneConfig, generate_scene
-    from gmos_core.metrics.object_states import score_object_states
-    from gmos_ros.bag import load_params_file, read_ground_truth, run_eval, score_mos_i
-    from gmos_ros.bag import write_synthetic_bag as synth
-    from gmos_ros.bag.ground_truth import read_scene_truth
-    from gmos_ros.bag.scoring import frame_estimate
-    from gmos_ros.params import params_from_values
-
+    loopback_env()  # before any rclpy.init: ROS and Fast DDS read these there, not at import
     t0 = time.perf_counter()
     out: Path = args.out
     for sub in ("scene", "recorded", "eval"):

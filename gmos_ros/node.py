@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from gmos_msgs.msg import MovingObjectArray
 from rcl_interfaces.msg import SetParametersResult
@@ -46,6 +47,7 @@ from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from gmos_core.deploy import BackendPlan, plan_backend
+from gmos_core.operating_point import OperatingPoint
 from gmos_core.streaming import FrameModel, StreamError
 from gmos_core.streaming.build import (
     DEFAULT_BUNDLES,
@@ -551,8 +553,6 @@ class GmosNode(LifecycleNode):
     def _apply_thresholds(self, segmenter: Any, runtime: RuntimeSettings) -> None:
         """Decision thresholds into a running segmenter, resolved as `build_segmenter` does
         (explicit parameters over the model's operating point); used from the next frame."""
-        from gmos_core.operating_point import OperatingPoint
-
         op = getattr(self.model, "operating_point", None) or OperatingPoint()
         if segmenter.mode == "gmos_s":
             fg = runtime.fg_threshold
@@ -624,13 +624,8 @@ class GmosNode(LifecycleNode):
             cam.resets_seen = 0
         self.model = None
         gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:  # pragma: no cover - torch is a dependency
-            pass
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def _destroy_publishers(self) -> None:
         for cam in self.cameras:

@@ -21,6 +21,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import numpy as np
+import rclpy
+import torch
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.serialization import deserialize_message
+from rosbags.rosbag2 import Reader
+from sensor_msgs.msg import Image
+
+from gmos_core.streaming.build import DEFAULT_BUNDLES
+from gmos_ros.bag import write_synthetic_bag
+from gmos_ros.node import GmosNode, autostart
+from training.bench import bench_config
+from training.export.onnx_export import export_bundle_parts
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -32,13 +52,6 @@ class InProcessNode:
     """
 
     def __init__(self, params: dict[str, Any], name: str = "gmos") -> None:
-        import rclpy
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.parameter import Parameter
-
-        from gmos_ros.node import GmosNode, autostart
-
         self._rclpy = rclpy
         self.ctx = Context()
         rclpy.init(context=self.ctx, domain_id=int(os.environ.get("ROS_DOMAIN_ID", "87")))
@@ -97,10 +110,6 @@ class InProcessNode:
 
 def bag_images(bag: str | Path, topic: str = "/camera/image_raw") -> list[Any]:
     """The bag's Image messages as rclpy objects (what a subscription would hand the node)."""
-    from rclpy.serialization import deserialize_message
-    from rosbags.rosbag2 import Reader
-    from sensor_msgs.msg import Image
-
     with Reader(bag) as reader:
         conns = [c for c in reader.connections if c.topic == topic]
         return [deserialize_message(raw, Image) for _, _, raw in reader.messages(conns)]
@@ -118,14 +127,6 @@ def run_backend(params: dict[str, Any], msgs: list[Any]) -> tuple[list[Any], flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    import numpy as np
-    import torch
-
-    from gmos_core.streaming.build import DEFAULT_BUNDLES
-    from gmos_ros.bag import write_synthetic_bag
-    from training.bench import bench_config
-    from training.export.onnx_export import export_bundle_parts
-
     ap = argparse.ArgumentParser(prog="gmos-node-bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=48, help="demo bag length")
     ap.add_argument("--repeats", type=int, default=15, help="gmos-bench repeats per stage")
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             "ort_provider": args.ort_provider,
         },
     }
-    try:
+    try:  # only whether TensorRT is installed (optional): nothing here uses it
         import tensorrt  # noqa: F401
     except ImportError:
         print("TensorRT is not installed here: the tensorrt backend is not run", flush=True)
@@ -219,11 +220,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plot(node: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(node)
     x = range(len(names))
     fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -703,6 +704,4 @@ def make_qos(spec: QosSpec) -> QoSProfile:
 def apply_threads(params: NodeParams) -> None:
     """Set torch's CPU thread count when `torch_threads` > 0 (process-wide)."""
     if params.torch_threads > 0:
-        import torch
-
         torch.set_num_threads(params.torch_threads)

@@ -33,7 +33,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from gmos_msgs.msg import MovingObjectArray
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from gmos_core.data.synthetic import SceneConfig, generate_scene
+from gmos_core.streaming.build import build_segmenter, load_frame_model
+from gmos_ros.bag import COMPRESSIONS, _open_writer, load_params_file, make_typestore
+from gmos_ros.messages import HeaderedStream, make_image, stamp_to_ns
+from gmos_ros.params import PARAMS, QosSpec, make_qos, params_from_values
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,8 +75,6 @@ def _rss_mb(pid: int) -> dict[str, float]:
 
 def _frames(n: int, height: int = 480, width: int = 640, seed: int = 0) -> np.ndarray:
     """(n, H, W, 3) uint8: a rendered synthetic scene (moving objects, textured background)."""
-    from gmos_core.data.synthetic import SceneConfig, generate_scene
-
     cfg = SceneConfig(height=height, width=width, fps=30.0, num_frames=max(2, n), seed=seed)
     return generate_scene(cfg).frames[:n]
 
@@ -78,15 +92,6 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
 # ------------------------------------------------------------------------------------ soak
 def soak_run(cameras: int, duration_s: float, rate_hz: float, domain: int) -> dict[str, Any]:
     """One soak run (see the module docstring); returns its figures."""
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from gmos_msgs.msg import MovingObjectArray
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
-    from sensor_msgs.msg import Image
-
-    from gmos_ros.messages import make_image, stamp_to_ns
-
     topics = [f"/cam{i}/image_raw" for i in range(cameras)]
     env = _loopback_env(domain)
     # This process's DDS participant needs the same transports (the shared-memory profile:
@@ -132,7 +137,6 @@ def soak_run(cameras: int, duration_s: float, rate_hz: float, domain: int) -> di
         out = f"/gmos/{name}/objects" if name else "/gmos/objects"
         node.create_subscription(MovingObjectArray, out, on_objects(topic), 100)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-    from gmos_ros.params import QosSpec, make_qos
 
     pubs = [node.create_publisher(Image, t, make_qos(QosSpec("sensor_data", 1))) for t in topics]
     spinner = threading.Thread(
@@ -158,8 +162,6 @@ def soak_run(cameras: int, duration_s: float, rate_hz: float, domain: int) -> di
             stamp = time.time_ns()
             for cam, pub in enumerate(pubs):
                 header_stamp = stamp + cam  # distinct per camera
-                from std_msgs.msg import Header
-
                 h = Header(frame_id=f"cam{cam}")
                 h.stamp.sec, h.stamp.nanosec = divmod(header_stamp, 1_000_000_000)
                 pub.publish(make_image(frames[k % len(frames)], "rgb8", h))
@@ -227,6 +229,8 @@ def _soak(a: argparse.Namespace) -> dict[str, Any]:
     # Runs one after the other (each node process is stopped first): one domain serves all.
     runs = [soak_run(n, a.duration, a.rate, a.domain) for n in a.cameras]
     if a.plot:
+        # matplotlib only with --plot: it stays out of the big-frame children, whose peak RSS
+        # is measured (spawned children import this module).
         import matplotlib
 
         matplotlib.use("Agg")
@@ -252,15 +256,7 @@ def _soak(a: argparse.Namespace) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------- big frame
 def _big_frame_child(max_pixels: int, conn: Any) -> None:
-    import torch
-
     torch.set_num_threads(1)
-    from std_msgs.msg import Header
-
-    from gmos_core.streaming.build import build_segmenter, load_frame_model
-    from gmos_ros.bag import load_params_file
-    from gmos_ros.messages import HeaderedStream
-    from gmos_ros.params import params_from_values
 
     values = load_params_file(REPO / "config" / "gmos.yaml")
     values["window_s"] = 0.0  # one frame in, its result out
@@ -268,7 +264,6 @@ def _big_frame_child(max_pixels: int, conn: Any) -> None:
     stream = HeaderedStream(
         build_segmenter(p.runtime, model=load_frame_model(p.runtime)), max_input_pixels=max_pixels
     )
-    import cv2
 
     small = _frames(1, 480, 640)[0]
     frame = cv2.resize(small, (4000, 3000), interpolation=cv2.INTER_CUBIC)
@@ -294,8 +289,6 @@ def _big_frame_child(max_pixels: int, conn: Any) -> None:
 
 
 def _big_frame(a: argparse.Namespace) -> dict[str, Any]:
-    from gmos_ros.params import PARAMS
-
     default = next(s.default for s in PARAMS if s.name == "max_input_pixels")
     results = []
     ctx = mp.get_context("spawn")
@@ -314,11 +307,6 @@ def _big_frame(a: argparse.Namespace) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------- bag compression
 def _bag_compression(a: argparse.Namespace) -> dict[str, Any]:
-    from std_msgs.msg import Header
-
-    from gmos_ros.bag import COMPRESSIONS, _open_writer, make_typestore
-    from gmos_ros.messages import make_image
-
     store = make_typestore()
     frames = _frames(a.frames)
     raws = []
@@ -351,8 +339,6 @@ def _bag_compression(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _serialize(msg: Any) -> bytes:
-    from rclpy.serialization import serialize_message
-
     return serialize_message(msg)
 
 

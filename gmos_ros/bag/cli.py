@@ -31,8 +31,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
+from rosgraph_msgs.msg import Clock
+
 from gmos_core.compute import add_threads_argument
 from gmos_core.deploy import add_backend_arguments, plan_backend
+from gmos_core.errors import ModelSetupError
+from gmos_core.metrics.ranges import MetricRangeError
 from gmos_ros.bag.evaluation import run_eval
 from gmos_ros.bag.params_file import _settings
 from gmos_ros.bag.player import BagPlayer
@@ -61,9 +68,6 @@ def _cmd_synth(a: argparse.Namespace) -> int:
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    from gmos_core.errors import ModelSetupError
-    from gmos_core.metrics.ranges import MetricRangeError
-
     # --threads is the node's torch_threads; a later `-p torch_threads:=N` still wins.
     threads = [f"torch_threads:={a.threads}"] if a.threads > 0 else []
     # The backend options are node parameters; given flags win over the params file.
@@ -102,9 +106,6 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 
 
 def _ros_node(name: str, own_signals: bool = False) -> Any:
-    import rclpy
-    from rclpy.signals import SignalHandlerOptions
-
     # With own_signals, SIGINT/SIGTERM stay with us (rclpy would shut the context down at
     # once, and the messages already received but not yet handled would be lost).
     opts = SignalHandlerOptions.NO if own_signals else SignalHandlerOptions.ALL
@@ -113,9 +114,6 @@ def _ros_node(name: str, own_signals: bool = False) -> Any:
 
 
 def _cmd_play(a: argparse.Namespace) -> int:
-    import rclpy
-    from rosgraph_msgs.msg import Clock
-
     node = _ros_node("gmos_bag_player")
     try:
         player = BagPlayer(node, a.bag, a.topics or None)
@@ -148,9 +146,6 @@ def _discover_types(node: Any, topics: list[str], timeout_s: float) -> dict[str,
 
 
 def _cmd_record(a: argparse.Namespace) -> int:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-
     node = _ros_node("gmos_bag_recorder", own_signals=True)
     executor = SingleThreadedExecutor()
     executor.add_node(node)

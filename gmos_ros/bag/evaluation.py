@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.rosbag2 import Reader
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from gmos_core.geometry import DepthError
 from gmos_core.geometry.depth_states import DepthObjectStates
@@ -28,13 +29,15 @@ from gmos_core.metrics.object_states import (
     StateSamples,
     score_object_states,
 )
+from gmos_core.streaming.build import build_segmenter, load_frame_model
 from gmos_ros.bag.ground_truth import GT_LABELS_TOPIC, read_ground_truth, read_scene_truth
 from gmos_ros.bag.scoring import frame_estimate, score_mos_i
 from gmos_ros.bag.signals import _ClosingSignals
 from gmos_ros.bag.storage import _open_writer, iter_messages, make_typestore
 from gmos_ros.conversions import ConversionError, compressed_to_rgb, image_to_rgb
+from gmos_ros.geometry_outputs import depth_states_from_messages, ego_motion_msg, fill_object_states
 from gmos_ros.messages import HeaderedStream, result_masks, result_messages, stamp_to_ns
-from gmos_ros.params import NodeParams, apply_threads
+from gmos_ros.params import GeometrySettings, NodeParams, apply_threads
 
 
 # ---------------------------------------------------------------------------------- eval
@@ -104,16 +107,6 @@ def run_eval(
             camera_info topic; None = no 3-D states (as a node without
             ``geometry.depth_topics``).
     """
-    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-
-    from gmos_core.streaming.build import build_segmenter, load_frame_model
-    from gmos_ros.geometry_outputs import (
-        depth_states_from_messages,
-        ego_motion_msg,
-        fill_object_states,
-    )
-    from gmos_ros.params import GeometrySettings
-
     with Reader(bag) as reader:
         image_types = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
         candidates = [

@@ -3,6 +3,7 @@ for synthetic bags the scene configuration (3-D truth rendered again from it).""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,10 @@ from typing import Any
 
 import numpy as np
 from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
 
+from gmos_core.data.synthetic import SceneConfig, generate_scene
 from gmos_ros.bag.storage import _bag_custom_data, iter_messages
 from gmos_ros.conversions import ConversionError
 from gmos_ros.messages import stamp_to_ns
@@ -57,9 +61,6 @@ def read_ground_truth(
     path: str | Path, labels_topic: str = GT_LABELS_TOPIC, intervals_topic: str = GT_INTERVALS_TOPIC
 ) -> GroundTruth | None:
     """The bag's ground truth, or None if it has no labels or no intervals."""
-    from sensor_msgs.msg import Image
-    from std_msgs.msg import String
-
     stamps, labels, intervals_json = [], [], None
     for topic, _, _, raw in iter_messages(path, [labels_topic, intervals_topic]):
         if topic == labels_topic:
@@ -87,10 +88,6 @@ def read_scene_truth(path: str | Path) -> Any | None:
     Raises:
         ValueError: the stored configuration is not a valid `SceneConfig`.
     """
-    import dataclasses
-
-    from gmos_core.data.synthetic import SceneConfig, generate_scene
-
     raw = _bag_custom_data(path).get(SCENE_METADATA_KEY)
     if raw is None:
         return None

@@ -8,8 +8,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from diagnostic_msgs.msg import DiagnosticArray
+from gmos_msgs.msg import MovingObjectArray
 from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CompressedImage, Image
 
 from gmos_ros.bag.storage import _connections, iter_messages, message_class
 from gmos_ros.messages import stamp_to_ns
@@ -69,8 +73,6 @@ class BagPlayer:
 
         Returns the number of messages published.
         """
-        from rosgraph_msgs.msg import Clock
-
         n = 0
         first = self.start_ns + int(start_offset_s * 1e9)
         while True:
@@ -100,9 +102,6 @@ class OutputMonitor:
     """
 
     def __init__(self, node: Any, ns: str = "/gmos") -> None:
-        from diagnostic_msgs.msg import DiagnosticArray
-        from gmos_msgs.msg import MovingObjectArray
-
         self.cond = threading.Condition()
         self.result_stamps: list[int] = []
         self.diag: dict[str, str] = {}
@@ -153,8 +152,6 @@ def paced_play(
 
     Returns the stamps of the images published. Raises TimeoutError if the node stalls.
     """
-    from sensor_msgs.msg import CompressedImage, Image
-
     half_ns = int(round(span_s * 1e9 / 2))
     stamps: list[int] = []
     for topic, msgtype, _, raw in player.messages():

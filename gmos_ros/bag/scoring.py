@@ -13,6 +13,7 @@ from gmos_core.metrics.base import MosIEvaluator
 from gmos_core.metrics.loop import SequenceInputs, run_evaluator
 from gmos_core.metrics.object_states import EstimatedObject, FrameEstimate
 from gmos_ros.bag.ground_truth import GroundTruth
+from gmos_ros.messages import stamp_to_ns
 
 
 def score_mos_i(
@@ -54,8 +55,6 @@ def score_mos_i(
 
 def ego_from_msg(msg: Any) -> EgoMotion | None:
     """gmos_msgs/EgoMotion → `EgoMotion` (None for a zero time step)."""
-    from gmos_ros.messages import stamp_to_ns
-
     tr, rot = msg.prev_from_curr.translation, msg.prev_from_curr.rotation
     prev_from_curr = np.eye(4)
     prev_from_curr[:3, :3] = Rotation.from_quat([rot.x, rot.y, rot.z, rot.w]).as_matrix()

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import lz4.frame
 import yaml
 from rosbags.rosbag2 import CompressionFormat, CompressionMode, Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
@@ -78,8 +79,6 @@ def _open_writer(path: Path, storage: str, compression: str = "none") -> Writer:
         writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
     writer.open()
     if compression == "lz4":
-        import lz4.frame
-
         mcap = writer.storage
         if not (hasattr(mcap, "compressor") and hasattr(mcap, "compression")):
             writer.close()

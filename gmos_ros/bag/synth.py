@@ -8,13 +8,17 @@ trajectories, camera poses) can be rendered again from the bag alone (`read_scen
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rclpy.serialization import serialize_message
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header, String
 
+from gmos_core.data.synthetic import SceneConfig, generate_scene
 from gmos_ros.bag.ground_truth import (
     GT_INTERVALS_TOPIC,
     GT_LABELS_TOPIC,
@@ -22,7 +26,7 @@ from gmos_ros.bag.ground_truth import (
     SCENE_METADATA_KEY,
 )
 from gmos_ros.bag.storage import _open_writer, make_typestore
-from gmos_ros.messages import copy_header
+from gmos_ros.messages import copy_header, make_image
 
 
 def write_synthetic_bag(
@@ -51,12 +55,6 @@ def write_synthetic_bag(
 
     Returns a summary (frames, stamps, intervals, depth topic). Log times equal the header stamps.
     """
-    from sensor_msgs.msg import CameraInfo
-    from std_msgs.msg import Header, String
-
-    from gmos_core.data.synthetic import SceneConfig, generate_scene
-    from gmos_ros.messages import make_image
-
     cfg = SceneConfig(
         height=height,
         width=width,
@@ -132,8 +130,6 @@ def depth_image(depth_m: np.ndarray, encoding: str, header: Any) -> Any:
 
     ``16UC1``: millimetres rounded, 0 where there is no depth; ``32FC1``: metres, NaN there.
     """
-    from sensor_msgs.msg import Image
-
     dtype, factor = DEPTH_ENCODINGS[encoding]
     d = np.asarray(depth_m, np.float64)
     valid = np.isfinite(d) & (d > 0)
@@ -151,6 +147,4 @@ def depth_image(depth_m: np.ndarray, encoding: str, header: Any) -> Any:
 
 def scene_metadata(cfg: Any) -> dict[str, Any]:
     """The `SceneConfig` fields a synthetic bag was rendered with (JSON-friendly)."""
-    import dataclasses
-
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
