@@ -28,8 +28,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from gmos_core.baselines import EgoMotionResidualBaseline
+from gmos_core.baselines_extra import FrameDifferencingBaseline, iter_window_baseline
 from gmos_core.compute import add_threads_argument, apply_threads
 from gmos_core.data.video import DataFormatError, read_frames
+from training.benchmark_synthetic import write_tracks
+from training.infer import InferInputError, _resolve_rate, _sequence_name
 
 #: CLI name -> benchmark method name.
 METHODS = {"frame-diff": "frame_diff", "ego-residual": "ego_residual"}
@@ -37,9 +41,6 @@ METHODS = {"frame-diff": "frame_diff", "ego-residual": "ego_residual"}
 
 def make_baseline(method: str) -> object:
     """The baseline object of a CLI method name (default parameters, as the benchmark)."""
-    from gmos_core.baselines import EgoMotionResidualBaseline
-    from gmos_core.baselines_extra import FrameDifferencingBaseline
-
     if method == "frame-diff":
         return FrameDifferencingBaseline()
     if method == "ego-residual":
@@ -50,8 +51,6 @@ def make_baseline(method: str) -> object:
 def iter_baseline(method: str, frames: Iterable[np.ndarray], stride: int) -> Iterator[np.ndarray]:
     """(H, W, 3) uint8 RGB frames -> (H, W) uint8 per-frame instance maps (window rule),
     streamed: only the frames a pending window needs are held (`iter_window_baseline`)."""
-    from gmos_core.baselines_extra import iter_window_baseline
-
     base = make_baseline(method)
     return iter_window_baseline(frames, base.segment, stride)  # type: ignore[attr-defined]
 
@@ -59,8 +58,6 @@ def iter_baseline(method: str, frames: Iterable[np.ndarray], stride: int) -> Ite
 def _checked_frames(seq: str, path: Path, shape: list[tuple[int, ...]]) -> Iterator[np.ndarray]:
     """`read_frames` with the errors gmos-baseline names; the first frame's shape lands in
     `shape` and every later frame must match it."""
-    from training.infer import InferInputError
-
     try:
         for t, frame in enumerate(tqdm(read_frames(path), desc=seq, unit="frame")):
             if not shape:
@@ -76,9 +73,6 @@ def _checked_frames(seq: str, path: Path, shape: list[tuple[int, ...]]) -> Itera
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `gmos-baseline`; returns a process exit code."""
-    from training.benchmark_synthetic import write_tracks
-    from training.infer import InferInputError, _resolve_rate, _sequence_name
-
     p = argparse.ArgumentParser(prog="gmos-baseline", description=__doc__.split("\n\n")[0])
     p.add_argument("method", choices=sorted(METHODS))
     p.add_argument("--input", required=True, nargs="+", type=Path, help="videos or image dirs")

@@ -31,18 +31,34 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import CameraInfo, Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from gmos_core.metrics.object_states import (  # noqa: E402
+from gmos_core.geometry import apply_transform, invert_transform
+from gmos_core.geometry.depth_states import DepthObjectStates
+from gmos_core.metrics.object_states import (
     EstimatedObject,
     FrameEstimate,
     ObjectStatesScore,
     StateSamples,
     score_object_states,
 )
+from gmos_ros.bag import (
+    default_params_file,
+    iter_messages,
+    load_params_file,
+    run_eval,
+    write_synthetic_bag,
+)
+from gmos_ros.bag.ground_truth import read_scene_truth
+from gmos_ros.demo import loopback_env
+from gmos_ros.geometry_outputs import depth_states_from_messages
+from gmos_ros.messages import ResultMasks, stamp_to_ns
+from gmos_ros.params import GeometrySettings, params_from_values
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 DEPTH = "/camera/depth"
 SOURCES = ("micro_gmos", "frame_diff", "oracle")
@@ -56,15 +72,6 @@ LABELS = {
 
 def oracle_samples(bag: Path, scene: Any) -> StateSamples:
     """The renderer's masks through the node's per-camera depth path on the bag's messages."""
-    from rclpy.serialization import deserialize_message
-    from sensor_msgs.msg import CameraInfo, Image
-
-    from gmos_core.geometry.depth_states import DepthObjectStates
-    from gmos_ros.bag import iter_messages
-    from gmos_ros.geometry_outputs import depth_states_from_messages
-    from gmos_ros.messages import ResultMasks, stamp_to_ns
-    from gmos_ros.params import GeometrySettings
-
     depth: dict[int, Any] = {}
     info: dict[int, Any] = {}
     for topic, _, _, raw in iter_messages(bag, [DEPTH, "/camera/camera_info"]):
@@ -93,10 +100,6 @@ def oracle_samples(bag: Path, scene: Any) -> StateSamples:
 
 def run(seeds: list[int], frames: int, work: Path) -> dict[str, Any]:
     """Per seed and source: samples and scores (see the module docstring)."""
-    from gmos_ros.bag import default_params_file, load_params_file, run_eval, write_synthetic_bag
-    from gmos_ros.bag.ground_truth import read_scene_truth
-    from gmos_ros.params import params_from_values
-
     pooled = {k: StateSamples() for k in SOURCES}
     first: dict[str, StateSamples] = {}
     per_seed: dict[str, dict[str, Any]] = {}
@@ -153,8 +156,6 @@ def topdown(scene: Any, first: dict[str, StateSamples], path: Path) -> None:
     """Top-down (x right, z forward) view of one scene in its first camera's frame: the true
     trajectories of the objects each source matched (lines), its estimates carried there with
     its own ego-motion chain (dots), the true and estimated camera paths."""
-    from gmos_core.geometry import apply_transform, invert_transform
-
     fig, axes = plt.subplots(1, len(first), figsize=(4.2 * len(first), 4.4), sharey=True)
     first_from_world = invert_transform(scene.cam_to_world[0])
     for ax, (src, s) in zip(np.atleast_1d(axes), first.items()):
@@ -200,7 +201,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("out/bench_bag_states"))
     ap.add_argument("--name", default="bag_states")
     a = ap.parse_args(argv)
-    from gmos_ros.demo import loopback_env
 
     loopback_env()
     t0 = time.perf_counter()

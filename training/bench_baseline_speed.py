@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from gmos_core.compute import apply_threads
 from gmos_core.data.synthetic import SceneConfig, generate_scene
@@ -99,9 +101,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plot(summary: dict, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(5.0, 3.2))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from gmos_core.data.synthetic import SceneConfig, generate_scene
 from gmos_core.data.video import write_mp4
@@ -105,9 +107,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plot(summary: dict, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(5.5, 3.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)

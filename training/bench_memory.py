@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from gmos_core.data.synthetic import SceneConfig, generate_scene  # noqa: E402
+from gmos_core.streaming import ProposalPrediction  # noqa: E402
 from gmos_core.streaming.build import RuntimeSettings, build_segmenter  # noqa: E402
 
 
@@ -60,8 +61,6 @@ class ScriptedProposer:
         return self._t - 1
 
     def predict(self, geometry: object, segmentation: int, out_hw: tuple[int, int]) -> object:
-        from gmos_core.streaming import ProposalPrediction
-
         t = int(segmentation)
         h, w = out_hw
         yy, xx = np.mgrid[:h, :w]

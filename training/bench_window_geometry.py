@@ -27,13 +27,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from gmos_core.data.synthetic import SceneConfig, generate_scene
+from gmos_core.models.build import build_frame_model
+from gmos_core.streaming.build import RuntimeSettings, build_segmenter
+
 
 def _models(only: str | None) -> dict[str, Any]:
-    from gmos_core.models.build import build_frame_model
-
     out = {"no_heads": build_frame_model("micro", "gmos").frame_model()}
     if only == "no_heads":
         return out
+    # The heads' modules are imported only past --only no_heads, so that configuration also
+    # runs on a checkout from before the heads existed (the baseline of the comparison).
     from gmos_core.models.pi3_heads import Pi3HeadSizes
 
     m = build_frame_model("micro", "gmos", pi3_heads=Pi3HeadSizes(64, 1, 4, 64))
@@ -46,14 +50,12 @@ def _models(only: str | None) -> dict[str, Any]:
 
 def _stream(name: str, model: Any, scene: Any) -> tuple[float, float, int]:
     """(stream seconds, state-update seconds, results with geometry)."""
-    from gmos_core.streaming.build import RuntimeSettings, build_segmenter
-
     seg = build_segmenter(RuntimeSettings(variant="gmos_online"), model=model)
     if name == "heads_off":
         seg.window_geometry = False
     states = None
     if name == "heads_on":
-        from gmos_core.geometry.window_states import Pi3ObjectStates
+        from gmos_core.geometry.window_states import Pi3ObjectStates  # see _models
 
         states = Pi3ObjectStates()
     t_states = 0.0
@@ -85,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=["no_heads"], default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from gmos_core.data.synthetic import SceneConfig, generate_scene
 
     scene = generate_scene(SceneConfig(seed=7, num_frames=a.frames, scene_kind="dynamic"))
     models = _models(a.only)

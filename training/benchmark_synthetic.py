@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from tqdm import tqdm
 
@@ -51,6 +52,9 @@ from gmos_core.streaming.build import RuntimeSettings, load_frame_model
 from training.evaluate import evaluate_protocol, write_outputs
 from training.infer import infer_videos
 from training.splits import HELD_OUT_SEED, SplitSpec, write_split
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 
 def write_tracks(out: Path, seq: str, per_frame: Iterable[np.ndarray]) -> int:
@@ -177,11 +181,6 @@ def markdown_table(rows: dict[str, dict[str, float]], spec: SplitSpec) -> str:
 
 def bar_plot(rows: dict[str, dict[str, float]], path: Path) -> None:
     """Grouped bars of every metric per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     keys = ["mtIoU", "J_mov", "FP", "MOS_J", "MOS_F", "UVOS_JF"]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.0 * len(keys), 3.2))
     methods = list(rows)

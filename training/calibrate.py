@@ -38,12 +38,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from tqdm import tqdm
 
+from gmos_core.bundle import BundleError, write_operating_point
 from gmos_core.compute import add_threads_argument, apply_threads
+from gmos_core.models.build import build_frame_model_from_bundle
 from gmos_core.models.prediction import head_outputs_to_prediction
+from gmos_core.models.preprocess import stride_from_fps
 from gmos_core.operating_point import OperatingPoint
+from gmos_core.streaming.build import RuntimeSettings, build_segmenter
 from training.benchmark_synthetic import evaluate, run_baselines, summarise
 from training.scoring import run_clip, score_gmos, score_gmos_s
 from training.splits import (
@@ -54,6 +59,9 @@ from training.splits import (
     held_out_scenes,
     write_split,
 )
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 VALIDATION_SEED = 800_000
 # Up to 0.9: a head trained with BCE + dice is confident, and its best threshold can sit above
@@ -127,9 +135,6 @@ class RecordingModel:
 
 
 def _settings(variant: str, seq: ValidationSequence, propagator: dict[str, float]) -> Any:
-    from gmos_core.models.preprocess import stride_from_fps
-    from gmos_core.streaming.build import RuntimeSettings
-
     # The window of gmos-infer (and so of the benchmark): 5 frames at the official stride.
     span_s = 4 * stride_from_fps(seq.fps) / seq.fps
     return RuntimeSettings(variant=variant, span_s=span_s, propagator=dict(propagator))  # type: ignore[arg-type]
@@ -139,8 +144,6 @@ def calibrate_gmos_s(
     model: Any, seqs: Sequence[ValidationSequence], grid: Sequence[float] = DEFAULT_FG_GRID
 ) -> tuple[OperatingPoint, list[dict[str, float]]]:
     """Foreground threshold maximising J&F on `seqs` (ties: the higher threshold)."""
-    from gmos_core.streaming.build import build_segmenter
-
     probs = []
     for seq in tqdm(seqs, desc="gmos-s", unit="seq"):
         results = run_clip(build_segmenter(_settings("gmos_s", seq, {}), model=model), seq)
@@ -186,8 +189,6 @@ def calibrate_gmos(
     the online propagator on identical inputs, so the second reuses the first's scores (exact;
     with a nearly constant motion head most of the grid collapses this way).
     """
-    from gmos_core.streaming.build import build_segmenter
-
     recorders = []
     for seq in tqdm(seqs, desc="gmos (record)", unit="seq"):
         rec = RecordingModel(model)
@@ -273,11 +274,6 @@ def _plot(
     path: Path,
     baselines: dict[str, dict[str, float]] | None = None,
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(6, 4))
     if kind == "gmos_s":
         t = [r["fg_threshold"] for r in rows]
@@ -338,9 +334,6 @@ def calibrate_bundle(
     `with_baselines` (Gmos): also score both baselines on the same validation clips and say,
     for the chosen point, on which MOS-I metrics it beats them (reported, not optimised: the
     objective stays the declared one)."""
-    from gmos_core.bundle import write_operating_point
-    from gmos_core.models.build import build_frame_model_from_bundle
-
     seqs = validation_split(num_seqs, seed)  # refuses held-out seeds before any work
     model = build_frame_model_from_bundle(bundle).frame_model()
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -418,9 +411,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `gmos-calibrate`; returns a process exit code."""
-
-    from gmos_core.bundle import BundleError
-
     args = build_parser().parse_args(argv)
     apply_threads(args.threads)
     report_dir = args.report_dir or args.out.parent / (args.out.stem + "_calibration")

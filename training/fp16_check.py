@@ -27,10 +27,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import torch
 
+from gmos_core.backends.base import BackendFrameModel
+from gmos_core.backends.ort_backend import OrtBackend
+from training.bench import build_models, export_onnx, torch_backend
 from training.gpu_check import DECISION_OUTPUTS, PARTS, _chain, _frames, compare
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 __all__ = ["fp16_parity", "main"]
 
@@ -60,10 +67,6 @@ def fp16_parity(
     CPU: at paper size they take hours); `decoder_blocks` builds only the first π³ decoder
     blocks (paper size on a CPU, as ``gmos-bench`` does; the rest of the chain is full size).
     """
-    from gmos_core.backends.base import BackendFrameModel
-    from gmos_core.backends.ort_backend import OrtBackend
-    from training.bench import build_models, export_onnx, torch_backend
-
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     m = build_models(config, "cpu", None, decoder_blocks)
@@ -113,11 +116,6 @@ def fp16_parity(
 
 
 def _plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for ax, mode in zip(axes, ("per_part", "chain")):
         for i, (cmp, errs) in enumerate(result[mode].items()):

@@ -34,13 +34,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import torch
 
+from gmos_core.backends.base import BackendFrameModel
 from gmos_core.backends.torch_backend import TorchBackend
 from gmos_core.compute import add_threads_argument
-from gmos_core.streaming.build import DEFAULT_BUNDLES
+from gmos_core.data.synthetic import SceneConfig, generate_scene
+from gmos_core.models.build import build_frame_model_from_bundle
+from gmos_core.streaming.build import DEFAULT_BUNDLES, RuntimeSettings, build_segmenter
 from gmos_core.variants import variant_of_head
+from training.bench import build_models, torch_backend
+from training.scoring import run_clip, score_gmos
+from training.splits import SplitSpec, as_sequence, held_out_scenes
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 PARTS = ("pi3_encoder", "pi3_decoder", "sam2_encoder", "gmos_s_head", "gmos_head")
 # Outputs whose sign is a decision (mask logits thresholded at 0 by the paper's rule).
@@ -72,8 +82,6 @@ def compare(ref: np.ndarray, out: np.ndarray, decision: bool = False) -> dict[st
 def _frames(hw: tuple[int, int], n: int, seed: int) -> list[np.ndarray]:
     """`n` consecutive frames of a synthetic parallax scene at `hw` (realistic image statistics
     instead of noise: textured planes, objects, a moving camera)."""
-    from gmos_core.data.synthetic import SceneConfig, generate_scene
-
     scene = generate_scene(SceneConfig(height=hw[0], width=hw[1], num_frames=n, seed=seed))
     return [np.ascontiguousarray(f) for f in scene.frames[:n]]
 
@@ -103,9 +111,6 @@ def part_parity(
     config: str, device: str, precisions: Sequence[str], seed: int = 0, log: Any = print
 ) -> dict[str, Any]:
     """Per-part and whole-chain errors of `device` x `precisions` against CPU fp32."""
-    from gmos_core.backends.base import BackendFrameModel
-    from training.bench import build_models, torch_backend
-
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     m = build_models(config, "cpu", None)
@@ -174,11 +179,6 @@ def stream_parity(
     bundles: Sequence[Path], device: str, num_clips: int, log: Any = print
 ) -> dict[str, Any]:
     """Each trained bundle streamed on the CPU and on `device` over held-out clips."""
-    from gmos_core.models.build import build_frame_model_from_bundle
-    from gmos_core.streaming.build import RuntimeSettings, build_segmenter
-    from training.scoring import run_clip, score_gmos
-    from training.splits import SplitSpec, as_sequence, held_out_scenes
-
     scenes, seeds = held_out_scenes(SplitSpec(num_seqs=num_clips))
     seqs = [as_sequence(f"heldout_{sd}", s) for sd, s in zip(seeds, scenes)]
     out: dict[str, Any] = {}
@@ -224,11 +224,6 @@ def stream_parity(
 
 def plot(result: dict[str, Any], path: Path) -> None:
     """Bar chart: whole-chain rel_rms error of each part's main output, per precision."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     par = result.get("parity")
     if not par:
         return

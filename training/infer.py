@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from gmos_core.compute import (
@@ -195,8 +196,6 @@ def run_sequence(
 
 
 def _write_gray(path: Path, img: np.ndarray) -> None:
-    from PIL import Image
-
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(img, mode="L").save(path)
 

@@ -18,7 +18,11 @@ import json
 import sys
 from pathlib import Path
 
+import matplotlib
 import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 __all__ = ["main", "plot_stages"]
 
@@ -30,11 +34,6 @@ def _read_log(path: Path) -> list[dict[str, str]]:
 
 def plot_stages(runs: list[Path], out: Path) -> dict[str, object]:
     """Draw `out` from the run folders; returns {run: {rows, last_step, resumed_at, ...}}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     runs = [r for r in runs if (r / "log.csv").is_file()]
     if not runs:
         raise FileNotFoundError("none of the run folders has a log.csv")

@@ -60,6 +60,7 @@ if list(_training_pkg.__path__)[:1] != [_HERE]:
 
 from gmos_core.bundle import sam2_feature_state  # noqa: E402
 from gmos_core.data.synthetic import SceneConfig, render_layout, sample_layout  # noqa: E402
+from gmos_core.models.build import GmosModelConfig, build_frame_model  # noqa: E402
 from gmos_core.models.gmos import GmosProposer  # noqa: E402
 from gmos_core.models.preprocess import sam2_preprocess  # noqa: E402
 from training.datasets import downsample_mask, synthetic_config_from_dict  # noqa: E402
@@ -364,8 +365,6 @@ def validate_objects(
 
 def build_parts(cfg: ObjectPretrainConfig) -> tuple[nn.Module, GmosProposer, Any]:
     """(SAM2 feature extractor, proposer, model config), random init from `cfg.seed`."""
-    from gmos_core.models.build import GmosModelConfig, build_frame_model
-
     mcfg = GmosModelConfig.load(cfg.model)
     fm = build_frame_model(mcfg, "gmos", seed=cfg.seed)
     head = fm.head

@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 import training as _training_pkg
@@ -32,6 +34,7 @@ _HERE = str(Path(__file__).resolve().parent)
 if list(_training_pkg.__path__)[:1] != [_HERE]:
     _training_pkg.__path__.insert(0, _HERE)
 
+from gmos_core.models.build import GmosModelConfig  # noqa: E402
 from training.datasets import (  # noqa: E402
     Gmos2KDataConfig,
     Gmos2KWindowDataset,
@@ -48,9 +51,6 @@ def compose_config(
     config_name: str, overrides: list[str], config_dir: Path = CONFIG_DIR
 ) -> dict[str, Any]:
     """Compose `<config_dir>/<config_name>.yaml` with Hydra overrides; a resolved plain dict."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     # SAM2 initialises Hydra's global state on import: clear it so our config dir is used.
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
@@ -62,8 +62,6 @@ def compose_config(
         if "sam2" in sys.modules:
             # Give SAM2 its config module back: its builders compose from it (a later
             # build_sam2 / build_sam2_video_predictor in this process would fail otherwise).
-            from hydra import initialize_config_module
-
             initialize_config_module("sam2", version_base="1.2")
     raw = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(raw, dict)
@@ -92,8 +90,6 @@ def build_dataset(cfg: TrainConfig, spec: WindowSpec) -> tuple[Any, bool]:
 
 def window_spec(cfg: TrainConfig) -> WindowSpec:
     """WindowSpec with sizes taken from the model config unless `window` overrides them."""
-    from gmos_core.models.build import GmosModelConfig
-
     m = GmosModelConfig.load(cfg.model)
     base = {
         "num_frames": m.num_frames,

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import matplotlib
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -53,6 +54,9 @@ from training.losses import (
     gmos_s_loss,
 )
 from training.resume import load_fp16_state, load_part, rewarm_factor, save_fp16_state
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 __all__ = [
     "GmosTrainModule",
@@ -346,11 +350,6 @@ def plot_log(csv_path: Path, out_dir: Path) -> list[Path]:
     """
     if not Path(csv_path).is_file():
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     with csv_path.open() as f:
         rows = list(csv.DictReader(f))
     if not rows:

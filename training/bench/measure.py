@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import resource
 import time
 from collections.abc import Callable, Sequence
@@ -119,8 +120,6 @@ def limit_blas_threads(n: int) -> bool:
     Returns False where numpy's BLAS is not a recognised OpenBLAS (then set
     OPENBLAS_NUM_THREADS before starting Python).
     """
-    import ctypes
-
     libdir = Path(np.__file__).resolve().parent.parent / "numpy.libs"
     for lib in sorted(libdir.glob("lib*openblas*.so*")):
         handle = ctypes.CDLL(str(lib))  # already loaded by numpy: same handle, no second copy

@@ -5,20 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 
-from training.bench.stages import (
-    FRAME_STAGES,
-)
+from training.bench.stages import FRAME_STAGES
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_breakdown(summary: dict[str, Any], path: Path) -> None:
     """Stacked bars of the per-frame budget: one subplot per configuration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     configs = list(summary["configs"])
     fig, axes = plt.subplots(1, len(configs), figsize=(6.5 * len(configs), 4.8), squeeze=False)
     colours = plt.get_cmap("tab10")
@@ -59,11 +56,6 @@ def plot_breakdown(summary: dict[str, Any], path: Path) -> None:
 
 def plot_stride_curve(curve: dict[str, Any], path: Path) -> None:
     """Two panels against the proposer stride k: end-to-end fps, and MOS-I (x100) with FP."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     pts = curve["points"]
     k = [p["stride"] for p in pts]
     fig, (ax_f, ax_m) = plt.subplots(1, 2, figsize=(9, 3.6))

@@ -15,13 +15,7 @@ from gmos_core.backends.base import Backend
 from gmos_core.backends.torch_backend import TorchBackend
 from gmos_core.models.build import GmosModelConfig, GmosTorchModel, build_frame_model
 from gmos_core.streaming import FrameResult, objects_from_ids
-from training.bench.measure import (
-    StageStats,
-    count_flops,
-    matmul_peak,
-    stats,
-    time_fn,
-)
+from training.bench.measure import StageStats, count_flops, matmul_peak, stats, time_fn
 from training.bench.standins import (
     build_messages,
     image_msg_to_rgb,
@@ -30,6 +24,7 @@ from training.bench.standins import (
     propagation_available,
     scripted_proposals,
 )
+from training.export.onnx_export import export_model_parts
 
 MODEL_STAGES = ("pi3_encoder", "pi3_decoder", "sam2_encoder", "head")
 FRAME_STAGES = (
@@ -77,8 +72,6 @@ def build_models(
 def export_onnx(m: ConfigModels, onnx_dir: Path, precision: str = "fp32") -> None:
     """Every model part of one configuration as ONNX graphs in `onnx_dir` (gmos-export's
     `export_model_parts`, no parity check: the callers compare the backends themselves)."""
-    from training.export.onnx_export import export_model_parts
-
     export_model_parts(
         m.shapes,
         onnx_dir,

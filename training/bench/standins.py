@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from gmos_core.streaming import FrameResult
+from gmos_core.streaming import FrameResult, ProposalPrediction
+from gmos_core.streaming.build import RuntimeSettings
+from gmos_core.streaming.tracking import PropagatorTracking
 
 
 @dataclass(frozen=True)
@@ -69,17 +71,12 @@ def synthetic_frames(n: int, hw: tuple[int, int], seed: int = 0) -> list[np.ndar
 
 def live_tracking() -> Any:
     """The runtime's live-stream propagator (`MaskIoUTracker`, paper thresholds)."""
-    from gmos_core.streaming.build import RuntimeSettings
-    from gmos_core.streaming.tracking import PropagatorTracking
-
     return PropagatorTracking(RuntimeSettings(variant="gmos_online"))
 
 
 def scripted_proposals(step: int, hw: tuple[int, int], k: int) -> Any:
     """K square proposals drifting 1 px per step; the first half moving (motion 0.9), the
     rest static (0.1): a propagator step with matches, prompts and motion labels to do."""
-    from gmos_core.streaming import ProposalPrediction
-
     h, w = hw
     side = max(4, min(h, w) // 6)
     masks = np.zeros((k, h, w), bool)
@@ -93,7 +90,7 @@ def scripted_proposals(step: int, hw: tuple[int, int], k: int) -> Any:
 
 def propagation_available() -> str | None:
     """None if `gmos_core.propagation` exposes what the bench needs, else the reason."""
-    try:
+    try:  # the import is the check
         from gmos_core.propagation import MaskIoUTracker, OnlinePropagator  # noqa: F401
     except ImportError as exc:
         return f"gmos_core.propagation is not available ({exc})"

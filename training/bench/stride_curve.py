@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gmos_core.streaming.build import DEFAULT_BUNDLES
-from training.bench.standins import (
-    propagation_available,
-)
+from gmos_core.models.build import build_frame_model_from_bundle
+from gmos_core.streaming.build import DEFAULT_BUNDLES, RuntimeSettings, build_segmenter
+from training.bench.standins import propagation_available
+from training.scoring import run_clip, score_gmos
+from training.splits import SplitSpec, as_sequence, held_out_scenes
 
 STRIDES = (1, 2, 3, 5)
 MICRO_BUNDLE = DEFAULT_BUNDLES["gmos_online"]  # the shipped micro Gmos (one list of paths)
@@ -32,10 +33,6 @@ def stride_curve(num_scenes: int, device: str, bundle: Path = MICRO_BUNDLE) -> d
         reasons.append(str(propagation_available()))
     if reasons:
         return {"ran": False, "reason": "; ".join(reasons)}
-    from gmos_core.models.build import build_frame_model_from_bundle
-    from gmos_core.streaming.build import RuntimeSettings, build_segmenter
-    from training.scoring import run_clip, score_gmos
-    from training.splits import SplitSpec, as_sequence, held_out_scenes
 
     model = build_frame_model_from_bundle(bundle, device=device).frame_model()
     if model.mode != "gmos":

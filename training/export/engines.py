@@ -335,7 +335,7 @@ class TensorRTBuilder:
 
     def __init__(self, workspace_gb: float = 4.0, device: int = 0) -> None:
         self._info = tensorrt_runtime_info(device)
-        import tensorrt as trt
+        import tensorrt as trt  # optional (extra "tensorrt"): checked just above
 
         network_flags(trt, "fp32")  # refuses an unsupported TensorRT line before any build
         self.trt = trt

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gmos_core.models import gmos_layers, layers, pi3
+
 __all__ = [
     "FP32_OPS",
     "Fp16Part",
@@ -74,9 +76,9 @@ def _sdpa_fp32_softmax(
 @contextlib.contextmanager
 def fp16_islands() -> Iterator[None]:
     """While tracing: the sensitive functions compute in fp32 (see the module docstring)."""
+    # Importing sam2 initialises its global Hydra config (gmos_core.models.sam2_features):
+    # only when a graph is traced, not when this module is imported.
     import sam2.modeling.sam2_utils as sam2_utils
-
-    from gmos_core.models import gmos_layers, layers, pi3
 
     orig_ln = F.layer_norm
     orig_sdpa = F.scaled_dot_product_attention
@@ -141,9 +143,7 @@ def fp16_islands() -> Iterator[None]:
 
 
 def _is_norm(m: nn.Module) -> bool:
-    import sam2.modeling.sam2_utils as sam2_utils
-
-    from gmos_core.models import gmos_layers
+    import sam2.modeling.sam2_utils as sam2_utils  # see fp16_islands
 
     return isinstance(m, (nn.LayerNorm, gmos_layers.LayerNorm2d, sam2_utils.LayerNorm2d))
 
@@ -184,7 +184,7 @@ def graph_precision_report(onnx_path: str | Path) -> dict[str, Any]:
         with float16 inputs (should be empty), "compute_fp16": n MatMul/Conv/Gemm nodes on
         float16, "compute_fp32": n of them on float32, "casts": n Cast nodes}.
     """
-    import onnx
+    import onnx  # optional (extra "onnx"): only this report reads graphs
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path), load_external_data=False))
     g = model.graph

@@ -34,9 +34,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from gmos_core.backends.base import PARTS, ModelShapes, PartSpec, onnx_files, onnx_sha256
+from gmos_core.backends.base import PARTS, ModelShapes, PartSpec, head_part, onnx_files, onnx_sha256
 from gmos_core.backends.torch_backend import export_constants, part_modules
+from gmos_core.bundle import bundle_sha256, read_bundle
+from gmos_core.models.build import GmosModelConfig, build_frame_model, build_frame_model_from_bundle
+from gmos_core.models.gmos import GmosProposer, GmosS
+from training.export.fp16 import Fp16Part, fp16_islands, graph_precision_report
 from training.export.trt_ops import check_onnx_ops
+
+# onnx and onnxruntime are optional (extra "onnx"): imported by the functions that write or run
+# graphs, so this module, and the tools that import it, import without them.
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -255,8 +262,6 @@ def export_model_parts(
     """
     import onnx
 
-    from training.export.fp16 import Fp16Part, fp16_islands, graph_precision_report
-
     if precision not in ("fp32", "fp16"):
         raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
     if precision == "fp16":
@@ -336,8 +341,6 @@ def export_model_parts(
 
 def bundle_meta(bundle: str | Path) -> dict[str, Any]:
     """Export metadata naming the bundle the weights come from (checked by `gmos_core.deploy`)."""
-    from gmos_core.bundle import bundle_sha256
-
     return {"bundle": str(bundle), "bundle_sha256": bundle_sha256(bundle)}
 
 
@@ -352,10 +355,6 @@ def export_bundle_parts(
 ) -> list[ExportResult]:
     """`gmos-export --bundle`: the bundle's parts (default: those its variant runs), with the
     bundle's sha256 in the metadata (the runtime runs them only with that bundle)."""
-    from gmos_core.backends.base import head_part
-    from gmos_core.models.build import build_frame_model_from_bundle
-    from gmos_core.models.gmos import GmosProposer, GmosS
-
     m = build_frame_model_from_bundle(bundle)
     wanted = parts or ["pi3_encoder", "pi3_decoder", "sam2_encoder", head_part(m.mode)]
     return export_model_parts(
@@ -406,13 +405,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``gmos-export``; returns the exit code."""
-    from gmos_core.models.build import (
-        GmosModelConfig,
-        build_frame_model,
-        build_frame_model_from_bundle,
-    )
-    from gmos_core.models.gmos import GmosProposer, GmosS
-
     args = build_parser().parse_args(argv)
     if args.opset < 17:
         print(
@@ -422,7 +414,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.bundle is not None:
         model = build_frame_model_from_bundle(args.bundle)
-        from gmos_core.bundle import read_bundle
 
         cfg = GmosModelConfig.load(read_bundle(args.bundle)[0].config)
         heads = {"gmos_s_head": None, "gmos_head": None}

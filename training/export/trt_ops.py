@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# onnx is optional (extra "onnx"): the functions that read graphs import it, so this module
+# imports without it.
+
 __all__ = [
     "TRT_OPS_SOURCE",
     "TRT_OPS_VERSION",
