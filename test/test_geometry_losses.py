@@ -23,10 +23,14 @@ def _poses(n: int, seed: int) -> torch.Tensor:
     return out
 
 
-def _geom(depth: torch.Tensor, poses: torch.Tensor) -> Pi3Geometry:
+def _geom(
+    depth: torch.Tensor, poses: torch.Tensor, conf: torch.Tensor | None = None
+) -> Pi3Geometry:
     z = torch.nan_to_num(depth, nan=1.0)
     local = torch.stack((torch.zeros_like(z), torch.zeros_like(z), z), dim=-1)
-    return Pi3Geometry(local, torch.zeros_like(z), poses, local)
+    if conf is None:  # a sure confidence: high where there is a surface, low where none
+        conf = torch.where(torch.isfinite(depth), 20.0, -20.0)
+    return Pi3Geometry(local, conf, poses, local)
 
 
 def test_scaled_truth_has_zero_loss_and_errors_raise_it():
@@ -49,6 +53,26 @@ def test_scaled_truth_has_zero_loss_and_errors_raise_it():
     swapped[0, 2, :3, 3] = -swapped[0, 2, :3, 3]  # a wrong translation
     loss_t, parts_t = geometry_loss(_geom(depth * scale, swapped), depth, poses)
     assert parts_t["geo_trans"] > 0.1 and float(loss_t) > float(loss)
+
+
+def test_confidence_learns_which_depths_are_right():
+    depth = torch.rand(1, 5, 14, 28) * 5 + 1
+    poses = _poses(5, 0)
+    pred = depth * 0.3
+    # Frame 1 30 % off: after the window's alignment (log mean shifts by log(1.3)/5 = 0.05)
+    # its error is 0.21 > CONF_TOLERANCE, the others' 0.05 < it.
+    pred[0, 1] *= 1.3
+    sure = torch.full_like(depth, 20.0)
+    doubting = sure.clone()
+    doubting[0, 1] = -20.0
+    _, trusting = geometry_loss(_geom(pred, poses, sure), depth, poses)
+    _, right = geometry_loss(_geom(pred, poses, doubting), depth, poses)
+    assert right["geo_conf"] < 1e-3 < 1.0 < trusting["geo_conf"]
+    # The confidence gradient reaches the logits (and only the confidence term depends on them).
+    conf = torch.zeros_like(depth, requires_grad=True)
+    loss, _ = geometry_loss(_geom(pred, poses, conf), depth, poses)
+    loss.backward()
+    assert conf.grad is not None and conf.grad[0, 1].sum() > 0 > conf.grad[0, 0].sum()
 
 
 def test_loss_has_gradients_for_points_and_poses():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -151,3 +152,81 @@ def test_pretraining_on_cuda_follows_the_cpu_run(tiny_model, tmp_path):
     from safetensors.torch import load_file
 
     assert load_file(str(tmp_path / "cuda" / "pi3.safetensors"))
+
+
+def _heads_run(model: str, out: Path, body: str, **kw) -> Pi3PretrainConfig:
+    data = {"kind": "synthetic", "height": 64, "width": 64, "duration_s": 1.0,
+            "windows_per_scene": 2, "num_scenes": 2}  # fmt: skip
+    base = dict(
+        model=model, max_steps=6, batch_size=2, threads=1, log_every=2, ckpt_every=100,
+        plot_every=100, out_dir=str(out), optim=OptimConfig(lr=2e-3, warmup_fraction=0.1),
+        data=data, val_windows=0, geometry_weight=1.0, train_body=False, body_fp16=body,
+    )  # fmt: skip
+    return Pi3PretrainConfig(**{**base, **kw})
+
+
+def test_heads_only_stage_keeps_body_and_probe_bitwise(tiny_model, tmp_path):
+    from safetensors.torch import load_file
+
+    from gmos_core.models.build import build_pi3
+    from gmos_core.models.pi3_heads import HEAD_NAMES
+    from training.pretrain_pi3 import _add_heads
+    from training.resume import load_fp16_state
+
+    torch.set_num_threads(1)
+    # A motion-only stage 1 (2 steps) gives the body the heads-only stage freezes.
+    s1 = dataclasses.replace(
+        _heads_run(tiny_model, tmp_path / "s1", ""),
+        train_body=True, geometry_weight=0.0, max_steps=2,
+    )  # fmt: skip
+    pretrain(s1)
+    body_state = str(tmp_path / "s1" / "state_fp16.safetensors")
+    body16 = load_fp16_state(body_state)
+
+    cfg = _heads_run(tiny_model, tmp_path / "h", body_state)
+    summary = pretrain(cfg)
+    assert summary["step"] == 6
+    saved = load_file(str(tmp_path / "h" / "pi3.safetensors"))
+    probe = load_file(str(tmp_path / "h" / "probe.safetensors"))
+    body = {k: v for k, v in saved.items() if k.split(".", 1)[0] not in HEAD_NAMES}
+    heads = {k: v for k, v in saved.items() if k.split(".", 1)[0] in HEAD_NAMES}
+    # Body and probe: exactly the stage-1 float16 values (cast to float32), after 6 steps.
+    assert set(body) == set(body16.parts["pi3"]) and heads
+    assert all(torch.equal(v, body16.parts["pi3"][k].float()) for k, v in body.items())
+    assert all(torch.equal(v, body16.parts["probe"][k].float()) for k, v in probe.items())
+    # Heads: moved away from their initialisation (same seed, same construction order).
+    torch.manual_seed(cfg.seed)
+    init = build_pi3(GmosModelConfig.load(tiny_model))
+    _add_heads(init, cfg)
+    init_sd = init.state_dict()
+    changed = [k for k, v in heads.items() if not torch.equal(v, init_sd[k])]
+    assert len(changed) == len(heads)
+    # The committed state holds the heads alone.
+    st = load_fp16_state(tmp_path / "h" / "state_fp16.safetensors")
+    assert set(st.parts) == {"pi3_heads"} and set(st.parts["pi3_heads"]) == set(heads)
+    rows = (tmp_path / "h" / "log.csv").read_text().strip().splitlines()
+    assert "geo_depth" in rows[0].split(",") and "geo_scale_err" in rows[0].split(",")
+
+    # Resumable: 3 + 3 steps in two runs equal the 6-step run bit for bit.
+    chunk = _heads_run(tiny_model, tmp_path / "c", body_state, stop_at_step=3)
+    assert pretrain(chunk)["step"] == 3
+    assert pretrain(dataclasses.replace(chunk, stop_at_step=0))["step"] == 6
+    again = load_file(str(tmp_path / "c" / "pi3.safetensors"))
+    assert all(torch.equal(again[k], v) for k, v in saved.items())
+
+    # A fresh clone continues from the committed heads-only state; a full state is refused.
+    cont = _heads_run(tiny_model, tmp_path / "f", body_state, max_steps=8,
+                      resume_fp16=str(tmp_path / "h" / "state_fp16.safetensors"))  # fmt: skip
+    assert pretrain(cont)["started_from"]["step"] == 6
+    bad = _heads_run(tiny_model, tmp_path / "b", body_state, resume_fp16=body_state)
+    with pytest.raises(ValueError, match="not a heads-only state"):
+        pretrain(bad)
+
+
+def test_heads_only_config_is_checked():
+    cfg = pretrain_config_from_dict(compose_config("pi3_heads_micro", []))
+    assert not cfg.train_body and cfg.geometry_weight > 0 and Path(cfg.body_fp16).is_file()
+    with pytest.raises(ValueError, match="geometry_weight must be > 0"):
+        pretrain_config_from_dict(compose_config("pi3_heads_micro", ["geometry_weight=0.0"]))
+    with pytest.raises(ValueError, match="needs body_fp16"):
+        pretrain_config_from_dict(compose_config("pi3_heads_micro", ["body_fp16=nope.st"]))

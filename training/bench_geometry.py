@@ -24,6 +24,15 @@ scored by ``gmos_core.metrics.object_states``. Reported:
   chained odometry, first frame anchored; a failed frame keeps the previous pose), for
   ``depth_vo`` (the truth is not scored against itself).
 
+Without depth (``--heads-bundle``: a micro Gmos bundle whose π³ carries trained heads,
+``training.add_pi3_heads``), the node's up-to-scale path (``gmos_core.geometry.window_states.
+Pi3ObjectStates`` on the π³ heads of each window, ego-motion from the camera head) is scored too,
+with ``oracle`` and ``micro_gmos_heads`` masks (the bundle's own online proposer), ego source
+``pi3_aligned``: its positions, velocities and ego translations are in π³ units, so each result
+is first multiplied by its window's scale, the median ratio true depth / π³ depth over the
+result frame's confident pixels (the per-window alignment of issue 16; the truth is used for the
+scale only, never for the directions).
+
 Prints JSON (one record per method × ego source), writes it, a markdown table and a plot.
 """
 
@@ -34,6 +43,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import matplotlib
 
 matplotlib.use("Agg")
@@ -50,6 +60,10 @@ from gmos_core.data.synthetic import SceneConfig, SceneSample, generate_scene  #
 from gmos_core.geometry import PinholeIntrinsics, ego_motion_from_poses  # noqa: E402
 from gmos_core.geometry.camera import invert_transform  # noqa: E402
 from gmos_core.geometry.depth_states import DepthObjectStates  # noqa: E402
+from gmos_core.geometry.ego_motion import EgoMotion  # noqa: E402
+from gmos_core.geometry.objects import ObjectState  # noqa: E402
+from gmos_core.geometry.pi3_adapter import confident_points  # noqa: E402
+from gmos_core.geometry.window_states import Pi3ObjectStates  # noqa: E402
 from gmos_core.metrics.object_states import (  # noqa: E402
     EstimatedObject,
     FrameEstimate,
@@ -58,6 +72,7 @@ from gmos_core.metrics.object_states import (  # noqa: E402
     match_objects,
     score_object_states,
 )
+from gmos_core.models.prediction import WindowGeometry  # noqa: E402
 from gmos_core.streaming.build import RuntimeSettings, build_segmenter  # noqa: E402
 
 WINDOW_S = 0.5
@@ -172,6 +187,74 @@ def run_scene(
     return score_object_states(s, frames, WINDOW_S)[1]
 
 
+def window_scale(geometry: WindowGeometry, true_depth: np.ndarray, min_conf: float) -> float:
+    """Metres per π³ unit of one window: median of true depth / π³ depth on its result frame.
+
+    Args:
+        geometry: the window's π³ outputs (result frame ``geometry.center``).
+        true_depth: (H, W) the renderer's z-depth of that frame, m (NaN / <= 0: no surface).
+        min_conf: the runtime's confidence cut (`Pi3ObjectStates.min_conf`).
+
+    Returns:
+        The ratio, or NaN with fewer than 50 pixels valid in both.
+    """
+    pts = confident_points(
+        geometry.local_points[geometry.center], geometry.conf[geometry.center], min_conf
+    )
+    h, w = true_depth.shape
+    z = cv2.resize(pts[..., 2], (w, h), interpolation=cv2.INTER_NEAREST)
+    ok = np.isfinite(z) & (z > 0) & np.isfinite(true_depth) & (true_depth > 0)
+    return float(np.median(true_depth[ok] / z[ok])) if int(ok.sum()) >= 50 else float("nan")
+
+
+def _scaled_state(st: ObjectState, k: float) -> EstimatedObject:
+    return EstimatedObject(
+        st.object_id, st.position * k, st.velocity * k if st.velocity_valid else None
+    )
+
+
+def _scaled_ego(ego: EgoMotion | None, k: float) -> EgoMotion | None:
+    if ego is None or not np.isfinite(k):
+        return None
+    t = ego.curr_from_prev.copy()
+    t[:3, 3] *= k
+    return EgoMotion(t, ego.dt_s, True, ego.source)
+
+
+def run_scene_pi3(s: SceneSample, model: object) -> dict[str, StateSamples]:
+    """The no-depth path on one scene: the heads bundle streamed as the node runs it.
+
+    Returns:
+        {"oracle": samples with the renderer's masks, "micro_gmos_heads": with the bundle's
+        own masks}, both measured on the π³ heads' point maps after per-window scale alignment.
+    """
+    seg = build_segmenter(RuntimeSettings(variant="gmos_online"), model=model)  # type: ignore[arg-type]
+    if not seg.window_geometry:
+        raise ValueError("the heads bundle's π³ does not run its heads (no pi3_heads?)")
+    results = []
+    for t in range(s.num_frames):
+        results += seg.step(s.frames[t], int(s.stamps_ns[t]))
+    results += seg.flush()
+    index = {int(st): t for t, st in enumerate(s.stamps_ns)}
+    trackers = {"oracle": Pi3ObjectStates(), "micro_gmos_heads": Pi3ObjectStates()}
+    frames: dict[str, list[FrameEstimate]] = {k: [] for k in trackers}
+    for r in sorted(results, key=lambda r: r.stamp_ns):
+        t = index[int(r.stamp_ns)]
+        g = r.geometry
+        if g is None:
+            continue
+        k = window_scale(g, s.depth[t], trackers["oracle"].min_conf)
+        oracle = s.instance_masks[t].astype(np.int32)
+        for name, ids_map in (("oracle", oracle), ("micro_gmos_heads", r.instance_ids)):
+            ids = sorted(match_objects(ids_map, s.instance_masks[t]))
+            up = trackers[name].update(int(r.stamp_ns), g, ids_map, ids)
+            objs = [_scaled_state(st, k) for st in up.states] if np.isfinite(k) else []
+            frames[name].append(
+                FrameEstimate(int(r.stamp_ns), ids_map, objs, _scaled_ego(up.ego, k))
+            )
+    return {name: score_object_states(s, f, WINDOW_S)[1] for name, f in frames.items()}
+
+
 def _plot_top_down(s: SceneSample, r: StateSamples, path: Path) -> None:
     """Top-down (x, z) view of one scene in the first camera's frame: estimated vs true."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -207,9 +290,20 @@ def main() -> None:
     ap.add_argument("--size", type=int, nargs=2, default=(192, 256), help="H W")
     ap.add_argument("--seed", type=int, default=100)
     ap.add_argument("--no-micro", action="store_true", help="skip the shipped micro Gmos")
+    ap.add_argument(
+        "--heads-bundle",
+        type=Path,
+        default=None,
+        help="a micro Gmos bundle with trained π³ heads: adds the no-depth rows (pi3_aligned)",
+    )
     ap.add_argument("--out", type=Path, default=Path("out/bench_geometry"))
     args = ap.parse_args()
     pooled: dict[tuple[str, str], StateSamples] = {}
+    heads_model = None
+    if args.heads_bundle is not None:
+        from gmos_core.models.build import build_frame_model_from_bundle
+
+        heads_model = build_frame_model_from_bundle(args.heads_bundle).frame_model()
     for i in tqdm(range(args.scenes), desc="scenes"):
         cfg = SceneConfig(
             seed=args.seed + i,
@@ -234,6 +328,9 @@ def main() -> None:
                     args.out.mkdir(parents=True, exist_ok=True)
                     _plot_top_down(s, r, args.out / "bench_geometry_topdown.png")
                 pooled.setdefault((name, ego_src), StateSamples()).extend(r)
+        if heads_model is not None:
+            for name, r in run_scene_pi3(s, heads_model).items():
+                pooled.setdefault((name, "pi3_aligned"), StateSamples()).extend(r)
     records = [
         Record.of(name, ego_src, ObjectStatesScore.of(samples))
         for (name, ego_src), samples in pooled.items()
@@ -244,6 +341,7 @@ def main() -> None:
         "size_hw": list(args.size),
         "seed": args.seed,
         "velocity_window_s": WINDOW_S,
+        "heads_bundle": str(args.heads_bundle) if args.heads_bundle else None,
         "records": [asdict(r) for r in records],
     }
     print(json.dumps(result, indent=2))

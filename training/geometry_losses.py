@@ -6,17 +6,24 @@
   valid pixels of the window's N frames (the mean removes the window's unknown scale);
 - camera: poses relative to the window's first frame; rotation by the Frobenius distance of the
   relative rotations, translation by the L1 distance after dividing the predicted translations
-  by the window's depth scale ``exp(mean(d))``.
+  by the window's depth scale ``exp(mean(d))``;
+- confidence: BCE of the confidence logits against "this pixel's depth is within
+  `CONF_TOLERANCE` of the truth after the window's scale alignment" (0 where no surface).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from gmos_core.models.pi3_heads import Pi3Geometry
 
-__all__ = ["geometry_loss"]
+__all__ = ["CONF_TOLERANCE", "geometry_loss"]
+
+#: |log ẑ − log z − mean| below which a pixel's depth counts as right for the confidence target
+#: (0.1 ≈ 10 % depth error after the window's scale alignment).
+CONF_TOLERANCE = 0.1
 
 
 def _relative(poses: Tensor) -> tuple[Tensor, Tensor]:
@@ -41,7 +48,10 @@ def geometry_loss(
         cam_to_world: (B, N, 4, 4) true poses, m.
 
     Returns:
-        (scalar loss, {"geo_depth", "geo_rot", "geo_trans", "geo_scale_err"}).
+        (scalar loss, {"geo_depth", "geo_rot", "geo_trans", "geo_scale_err", "geo_conf"}).
+        The confidence head learns, by BCE, which pixels' depth is within `CONF_TOLERANCE`
+        (log ratio) of the truth after the window's scale alignment (no surface: 0), so
+        ``sigmoid(conf)`` ranks pixels as the runtime's ``min_conf`` filter assumes.
     """
     z = geom.local_points[..., 2]
     if z.shape != depth.shape:
@@ -58,10 +68,14 @@ def geometry_loss(
     rot = (pr - gr).flatten(2).norm(dim=-1).mean()
     scale = torch.exp(mean_d).detach()  # predicted / true, per window
     trans = (pt / scale[:, None, None] - gt).abs().sum(-1).mean()
-    loss = depth_loss + rot + trans
+    # Confidence: is this pixel's aligned depth right? (targets from the detached depth error)
+    good = valid & ((d - mean_d[:, None, None, None]).abs() < CONF_TOLERANCE)
+    conf = F.binary_cross_entropy_with_logits(geom.conf, good.to(geom.conf.dtype).detach())
+    loss = depth_loss + rot + trans + conf
     return loss, {
         "geo_depth": float(depth_loss.detach()),
         "geo_rot": float(rot.detach()),
         "geo_trans": float(trans.detach()),
         "geo_scale_err": float(silog.detach().sqrt().mean()),
+        "geo_conf": float(conf.detach()),
     }

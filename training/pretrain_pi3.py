@@ -54,7 +54,7 @@ from training.datasets import (  # noqa: E402
     synthetic_config_from_dict,
 )
 from training.geometry_losses import geometry_loss  # noqa: E402
-from training.resume import Fp16State, load_part  # noqa: E402
+from training.resume import Fp16State, load_fp16_state, load_part  # noqa: E402
 from training.stage_loop import (  # noqa: E402
     StageHooks,
     StageSettings,
@@ -91,6 +91,13 @@ class Pi3PretrainConfig(StageSettings):
             weight (`training.geometry_losses`); 0 = the motion probe alone (the recipe).
         geometry_head_width, geometry_head_depth, geometry_head_heads, geometry_camera_width:
             sizes of the micro heads (official: 1024, 5, 16, 512).
+        train_body: False = the heads-only stage (`pi3_heads_micro.yaml`): π³'s encoder and
+            decoder and the motion probe come from `body_fp16` and stay frozen bit for bit
+            (not in the optimiser, so not even weight decay touches them); only the point,
+            confidence and camera heads learn, from the geometry loss alone. Its step count,
+            schedule and committed float16 state (``pi3_heads.*`` tensors only) are its own.
+        body_fp16: the float16 stage-1 state (``pi3.*`` without heads, ``probe.*``) whose body
+            and probe the heads-only stage reads; required when `train_body` is False.
     """
 
     max_steps: int = 1500
@@ -109,6 +116,8 @@ class Pi3PretrainConfig(StageSettings):
     geometry_head_depth: int = 1
     geometry_head_heads: int = 4
     geometry_camera_width: int = 64
+    train_body: bool = True
+    body_fp16: str = ""
 
 
 def pretrain_config_from_dict(raw: dict[str, Any]) -> Pi3PretrainConfig:
@@ -116,6 +125,15 @@ def pretrain_config_from_dict(raw: dict[str, Any]) -> Pi3PretrainConfig:
     cfg = stage_config_from_dict(Pi3PretrainConfig, raw, "pi3 pretraining")
     if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {cfg.device!r} asked for, but torch has no CUDA device here")
+    if not cfg.train_body:
+        if cfg.geometry_weight <= 0:
+            raise ValueError(
+                "train_body: false trains the heads alone: geometry_weight must be > 0"
+            )
+        if not cfg.body_fp16 or not Path(cfg.body_fp16).is_file():
+            raise ValueError(
+                f"train_body: false needs body_fp16 (a stage-1 state), got {cfg.body_fp16!r}"
+            )
     return cfg
 
 
@@ -211,6 +229,34 @@ def _add_heads(pi3: nn.Module, cfg: Pi3PretrainConfig) -> None:
     pi3.head_depth = cfg.geometry_head_depth
 
 
+def head_state(pi3: nn.Module) -> dict[str, Tensor]:
+    """The π³ state-dict entries of the point / confidence / camera heads (official names)."""
+    return {k: v for k, v in pi3.state_dict().items() if k.split(".", 1)[0] in HEAD_NAMES}
+
+
+def _load_frozen_body(pi3: nn.Module, probe: MotionProbe, path: str) -> None:
+    """Load π³'s encoder / decoder and the probe from a stage-1 float16 state and freeze them.
+
+    Raises:
+        ValueError: the state lacks a body tensor or the probe, or carries heads (a heads-only
+            stage must not silently start from another run's heads).
+    """
+    st16 = load_fp16_state(path)
+    state = st16.parts.get("pi3", {})
+    if any(k.split(".", 1)[0] in HEAD_NAMES for k in state):
+        raise ValueError(f"{path}: body_fp16 already has π³ heads; give the motion-only stage 1")
+    missing = [
+        k for k in pi3.state_dict() if k not in state and k.split(".", 1)[0] not in HEAD_NAMES
+    ]
+    if missing or "probe" not in st16.parts:
+        raise ValueError(f"{path}: not a stage-1 state (missing {missing[:3]} / probe)")
+    load_part(pi3, state, "pi3", strict=False)
+    load_part(probe, st16.parts["probe"], "probe")
+    for name, p in pi3.named_parameters():
+        p.requires_grad_(name.split(".", 1)[0] in HEAD_NAMES)
+    probe.requires_grad_(False)
+
+
 @torch.no_grad()
 def validate(
     pi3: nn.Module, probe: MotionProbe, cfg: Pi3PretrainConfig, spec: WindowSpec
@@ -275,7 +321,11 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
         _add_heads(pi3, cfg)
     pi3 = pi3.train().to(device)
     probe = MotionProbe(mcfg.pi3.embed_dim, cfg.probe_subdivide).to(device)
-    params = [*pi3.parameters(), *probe.parameters()]
+    if cfg.train_body:
+        params = [*pi3.parameters(), *probe.parameters()]
+    else:
+        _load_frozen_body(pi3, probe, cfg.body_fp16)
+        params = [p for p in pi3.parameters() if p.requires_grad]
     o = cfg.optim
     opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
     out = Path(cfg.out_dir)
@@ -286,6 +336,15 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
         probe.load_state_dict(st["probe"])
 
     def load_fp16(st16: Fp16State) -> None:
+        if not cfg.train_body:
+            # A heads-only state: the heads continue, the body stays the one of body_fp16.
+            if "pi3_heads" not in st16.parts:
+                raise ValueError(f"{cfg.resume_fp16}: not a heads-only state (no pi3_heads.*)")
+            heads = st16.parts["pi3_heads"]
+            if set(heads) != set(head_state(pi3)):
+                raise ValueError(f"{cfg.resume_fp16}: head tensors differ from this config's")
+            load_part(pi3, heads, "pi3_heads", strict=False)
+            return
         state = st16.parts["pi3"]
         has_heads = any(k.split(".", 1)[0] in HEAD_NAMES for k in state)
         if cfg.geometry_weight > 0 and not has_heads:
@@ -337,7 +396,8 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
         save_stage_state(
             cfg,
             {"pi3": pi3.state_dict(), "probe": probe.state_dict()},
-            {"pi3": pi3, "probe": probe},
+            # The heads-only stage commits its heads alone (the body is body_fp16's).
+            {"pi3": pi3, "probe": probe} if cfg.train_body else {"pi3_heads": head_state(pi3)},
             opt,
             step,
             rewarm_at,
@@ -357,13 +417,16 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
                 batch["gt_depth_window"].to(device, non_blocking=True),
                 batch["gt_cam_to_world"].to(device, non_blocking=True),
             )
-            total = total + cfg.geometry_weight * g_loss
+            # Heads only: the probe loss has no trainable input left; it is logged, not used.
+            total = total + cfg.geometry_weight * g_loss if cfg.train_body else g_loss
             parts = {**parts, **g_parts}
+            if not cfg.train_body:
+                parts["loss"] = float(total.detach())  # the loss that trains, not the probe's
         return total, parts
 
     keys = ["loss", "bce", "dice", "fg_iou", "grad_norm"]
     if cfg.geometry_weight > 0:
-        keys += ["geo_depth", "geo_rot", "geo_trans", "geo_scale_err"]
+        keys += ["geo_depth", "geo_rot", "geo_trans", "geo_scale_err", "geo_conf"]
     hooks = StageHooks(
         desc="pretrain pi3",
         loss=loss,
