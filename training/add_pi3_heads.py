@@ -27,15 +27,19 @@ from torch import Tensor
 
 from gmos_core.bundle import read_bundle_info
 from gmos_core.models.pi3_heads import HEAD_NAMES, Pi3HeadSizes, build_heads
+from training.pretrain_pi3 import Pi3PretrainConfig, pretrain_config_from_dict
 from training.resume import load_fp16_state
+from training.train import compose_config
+
+
+def _recipe(config_name: str) -> Pi3PretrainConfig:
+    """The typed `pretrain_pi3` config of a recipe."""
+    return pretrain_config_from_dict(compose_config(config_name, []))
 
 
 def head_sizes_of_config(config_name: str) -> Pi3HeadSizes:
     """The head sizes a `pretrain_pi3` recipe trains (its ``geometry_head_*`` settings)."""
-    from training.pretrain_pi3 import pretrain_config_from_dict
-    from training.train import compose_config
-
-    cfg = pretrain_config_from_dict(compose_config(config_name, []))
+    cfg = _recipe(config_name)
     return Pi3HeadSizes(
         width=cfg.geometry_head_width,
         depth=cfg.geometry_head_depth,
@@ -46,10 +50,7 @@ def head_sizes_of_config(config_name: str) -> Pi3HeadSizes:
 
 def body_fp16_of_config(config_name: str) -> str:
     """The stage-1 state whose frozen π³ body a heads-only recipe trains on."""
-    from training.pretrain_pi3 import pretrain_config_from_dict
-    from training.train import compose_config
-
-    return pretrain_config_from_dict(compose_config(config_name, [])).body_fp16
+    return _recipe(config_name).body_fp16
 
 
 def add_pi3_heads(

@@ -60,7 +60,7 @@ from gmos_core.data.synthetic import SceneConfig, SceneSample, generate_scene  #
 from gmos_core.geometry import PinholeIntrinsics, ego_motion_from_poses  # noqa: E402
 from gmos_core.geometry.camera import invert_transform  # noqa: E402
 from gmos_core.geometry.depth_states import DepthObjectStates  # noqa: E402
-from gmos_core.geometry.ego_motion import EgoMotion  # noqa: E402
+from gmos_core.geometry.ego_motion import EgoMotion, median_scale_ratio  # noqa: E402
 from gmos_core.geometry.objects import ObjectState  # noqa: E402
 from gmos_core.geometry.pi3_adapter import confident_points  # noqa: E402
 from gmos_core.geometry.window_states import Pi3ObjectStates  # noqa: E402
@@ -203,8 +203,7 @@ def window_scale(geometry: WindowGeometry, true_depth: np.ndarray, min_conf: flo
     )
     h, w = true_depth.shape
     z = cv2.resize(pts[..., 2], (w, h), interpolation=cv2.INTER_NEAREST)
-    ok = np.isfinite(z) & (z > 0) & np.isfinite(true_depth) & (true_depth > 0)
-    return float(np.median(true_depth[ok] / z[ok])) if int(ok.sum()) >= 50 else float("nan")
+    return median_scale_ratio(true_depth, z, min_pixels=50)
 
 
 def _scaled_state(st: ObjectState, k: float) -> EstimatedObject:
