@@ -15,6 +15,7 @@ from training.pretrain_pi3 import (
     Pi3PretrainConfig,
     main,
     motion_probe_loss,
+    motion_stream,
     pretrain,
     pretrain_config_from_dict,
 )
@@ -230,3 +231,33 @@ def test_heads_only_config_is_checked():
         pretrain_config_from_dict(compose_config("pi3_heads_micro", ["geometry_weight=0.0"]))
     with pytest.raises(ValueError, match="needs body_fp16"):
         pretrain_config_from_dict(compose_config("pi3_heads_micro", ["body_fp16=nope.st"]))
+
+
+def test_late_phase_switches_the_mix_at_its_step_and_keeps_the_seeds():
+    from training.datasets import SyntheticWindowDataset, WindowSpec, synthetic_config_from_dict
+
+    spec = WindowSpec(num_frames=5, pi3_pixel_limit=32 * 32, sam_size=32, mask_size=16)
+    data = {"kind": "synthetic", "height": 32, "width": 32, "duration_s": 1.0,
+            "windows_per_scene": 1, "num_scenes": 50, "seed_start": 1000,
+            "scene": {"camera_speed_mps": (0.1, 0.2)}}  # fmt: skip
+    late = {"camera_speed_mps": (0.9, 1.0), "p_hard_parallax": 0.5}
+    cfg = Pi3PretrainConfig(batch_size=2, curriculum_steps=3, late_from_step=5, late_scene=late)
+    data.pop("kind")
+    stream = motion_stream(cfg, data, spec)
+    assert len(stream) == 50
+    regular = SyntheticWindowDataset(synthetic_config_from_dict(data), spec)
+    broad = SyntheticWindowDataset(
+        synthetic_config_from_dict({**data, "scene": {**data["scene"], **late}}), spec
+    )
+    # Global step 5 of batch 2 is global item 10, stream item 10 - 3 * 2 = 4.
+    for k, ref in ((0, regular), (3, regular), (4, broad), (7, broad)):
+        a, b = stream[k], ref[k]
+        assert torch.equal(torch.as_tensor(a["pi3"]), torch.as_tensor(b["pi3"])), k
+    assert not torch.equal(torch.as_tensor(stream[4]["pi3"]), torch.as_tensor(regular[4]["pi3"]))
+    # Without a late phase the stream is the regular one.
+    plain = motion_stream(Pi3PretrainConfig(batch_size=2), data, spec)
+    assert torch.equal(torch.as_tensor(plain[4]["pi3"]), torch.as_tensor(regular[4]["pi3"]))
+    with pytest.raises(ValueError, match="after the curriculum"):
+        motion_stream(dataclasses.replace(cfg, late_from_step=2), data, spec)
+    with pytest.raises(ValueError, match="past data.num_scenes"):
+        motion_stream(dataclasses.replace(cfg, late_from_step=40), data, spec)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import ConcatDataset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 import training as _training_pkg
 
@@ -82,6 +82,11 @@ class Pi3PretrainConfig(StageSettings):
             ``data.scene`` (an easier mix: a slow camera, so image change means motion) before
             the regular mix (0 = none).
         curriculum_scene: `SceneConfig` overrides of the curriculum's scenes.
+        late_from_step: from this step on, scenes draw with `late_scene` merged into
+            ``data.scene`` (0 = never): a broader mix, closer to the held-out one, once the
+            probe has learned on the moderate mix (from scratch, the broad mix kept it at
+            all-background). The scene seeds stay those of the regular stream.
+        late_scene: `SceneConfig` overrides of the late phase's scenes.
         val_windows: windows of the validation scenes (regular mix, seeds from `val_seed`)
             scored at the end (0 = none); never used for training.
         device: torch device of π³ and the probe ("cpu", "cuda", "cuda:1"); float32 on every
@@ -109,6 +114,8 @@ class Pi3PretrainConfig(StageSettings):
     dice_weight: float = 1.0
     curriculum_steps: int = 0
     curriculum_scene: dict[str, Any] = field(default_factory=dict)
+    late_from_step: int = 0
+    late_scene: dict[str, Any] = field(default_factory=dict)
     val_windows: int = 64
     device: str = "cpu"
     geometry_weight: float = 0.0
@@ -232,6 +239,41 @@ def _add_heads(pi3: nn.Module, cfg: Pi3PretrainConfig) -> None:
 def head_state(pi3: nn.Module) -> dict[str, Tensor]:
     """The π³ state-dict entries of the point / confidence / camera heads (official names)."""
     return {k: v for k, v in pi3.state_dict().items() if k.split(".", 1)[0] in HEAD_NAMES}
+
+
+def motion_stream(cfg: Pi3PretrainConfig, data: dict[str, Any], spec: WindowSpec) -> Dataset:
+    """The regular window stream (after the curriculum): ``data``'s mix, and from global step
+    `late_from_step` on the same scene seeds drawn with `late_scene` merged into the mix.
+
+    Item k of the stream is drawn from scene seed ``seed_start + k // windows_per_scene`` in
+    either phase, so the late phase changes how a scene is drawn, not which seeds are used,
+    and a run that switches mixes by config is the run that switched them by hand (a resumed
+    run with ``data.scene`` overridden) at that step.
+    """
+    base = synthetic_config_from_dict(data)
+    if cfg.late_from_step <= 0:
+        return SyntheticWindowDataset(base, spec)
+    n_easy = cfg.curriculum_steps * cfg.batch_size if cfg.curriculum_steps > 0 else 0
+    first_late = cfg.late_from_step * cfg.batch_size - n_easy  # stream item of the switch
+    total = base.num_scenes * base.windows_per_scene
+    if first_late <= 0:
+        raise ValueError(
+            f"late_from_step {cfg.late_from_step} must come after the curriculum "
+            f"({cfg.curriculum_steps} steps)"
+        )
+    if first_late >= total:
+        raise ValueError(f"late_from_step {cfg.late_from_step} is past data.num_scenes")
+    late = synthetic_config_from_dict(
+        {**data, "scene": {**dict(data.get("scene") or {}), **cfg.late_scene}}
+    )
+    # Same item indices in both phases: an item's scene seed and window draw are functions of
+    # its index, so item k is drawn exactly as a run with the late mix from the start would.
+    return ConcatDataset(
+        [
+            Subset(SyntheticWindowDataset(base, spec), range(first_late)),
+            Subset(SyntheticWindowDataset(late, spec), range(first_late, total)),
+        ]
+    )
 
 
 def _load_frozen_body(pi3: nn.Module, probe: MotionProbe, path: str) -> None:
@@ -370,7 +412,7 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
     data = dict(cfg.data)
     if data.pop("kind", "synthetic") != "synthetic":
         raise ValueError("π³ motion pretraining needs dense labels: data.kind must be synthetic")
-    ds: Any = SyntheticWindowDataset(synthetic_config_from_dict(data), spec)
+    ds: Any = motion_stream(cfg, data, spec)
     if cfg.curriculum_steps > 0:
         easy = dict(data)
         easy["scene"] = {**dict(data.get("scene") or {}), **cfg.curriculum_scene}
