@@ -37,15 +37,13 @@ def moving_now_masks(seq: ValidationSequence) -> np.ndarray:
     `seq.intervals` maps a label id to its moving intervals [start, end] (inclusive frame
     indices, as `SceneSample.mos_i_labels` writes them and the MOS-I evaluator reads them).
     """
-    num_frames = seq.labels.shape[0]
-    out = np.zeros(seq.labels.shape, np.uint8)
+    out = np.zeros(seq.labels.shape, bool)
     for obj_id, intervals in seq.intervals.items():
         for start, end in intervals:
             if not 0 <= start <= end:
                 raise ValueError(f"{seq.name}: object {obj_id} has a bad interval {(start, end)}")
-            for t in range(start, min(num_frames, end + 1)):
-                out[t][seq.labels[t] == obj_id] = 1
-    return out
+            out[start : end + 1] |= seq.labels[start : end + 1] == obj_id
+    return out.astype(np.uint8)
 
 
 def instantaneous_ceiling(seqs: Sequence[ValidationSequence]) -> dict[str, dict[str, float]]:

@@ -241,6 +241,11 @@ def head_state(pi3: nn.Module) -> dict[str, Tensor]:
     return {k: v for k, v in pi3.state_dict().items() if k.split(".", 1)[0] in HEAD_NAMES}
 
 
+def with_scene(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with `overrides` merged into its ``scene`` section (a curriculum or late phase)."""
+    return {**data, "scene": {**dict(data.get("scene") or {}), **overrides}}
+
+
 def motion_stream(cfg: Pi3PretrainConfig, data: dict[str, Any], spec: WindowSpec) -> Dataset:
     """The regular window stream (after the curriculum): ``data``'s mix, and from global step
     `late_from_step` on the same scene seeds drawn with `late_scene` merged into the mix.
@@ -263,9 +268,7 @@ def motion_stream(cfg: Pi3PretrainConfig, data: dict[str, Any], spec: WindowSpec
         )
     if first_late >= total:
         raise ValueError(f"late_from_step {cfg.late_from_step} is past data.num_scenes")
-    late = synthetic_config_from_dict(
-        {**data, "scene": {**dict(data.get("scene") or {}), **cfg.late_scene}}
-    )
+    late = synthetic_config_from_dict(with_scene(data, cfg.late_scene))
     # Same item indices in both phases: an item's scene seed and window draw are functions of
     # its index, so item k is drawn exactly as a run with the late mix from the start would.
     return ConcatDataset(
@@ -414,9 +417,7 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
         raise ValueError("π³ motion pretraining needs dense labels: data.kind must be synthetic")
     ds: Any = motion_stream(cfg, data, spec)
     if cfg.curriculum_steps > 0:
-        easy = dict(data)
-        easy["scene"] = {**dict(data.get("scene") or {}), **cfg.curriculum_scene}
-        easy_cfg = synthetic_config_from_dict(easy)
+        easy_cfg = synthetic_config_from_dict(with_scene(data, cfg.curriculum_scene))
         n_easy = cfg.curriculum_steps * cfg.batch_size
         easy_cfg = dataclasses.replace(
             easy_cfg,
