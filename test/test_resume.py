@@ -254,6 +254,43 @@ def test_stage2_starts_from_stage1b_and_resumes_from_its_fp16_state(tiny_model, 
         assert [int(r["step"]) for r in csv.DictReader(f)] == [3, 4]
 
 
+def test_frozen_head_parts_keep_their_stage1b_values_while_the_rest_trains(tiny_model, tmp_path):
+    from training.datasets import SyntheticDataConfig, SyntheticWindowDataset
+    from training.train import window_spec
+    from training.trainer import TrainConfig, Trainer, freeze_head_parts
+
+    torch.set_num_threads(1)
+    pretrain_objects(_objects_cfg(tiny_model, tmp_path / "objects", max_steps=1))
+    c = TrainConfig(
+        model=tiny_model,
+        variant="gmos",
+        train_encoders=False,
+        init_objects=str(tmp_path / "objects" / "state_fp16.safetensors"),
+        frozen_head=["trans_decoder", "upsampling"],
+        max_steps=2,
+        batch_size=1,
+        threads=1,
+        log_every=1,
+        ckpt_every=100,
+        plot_every=100,
+        out_dir=str(tmp_path / "s2"),
+        optim=OptimConfig(lr=1e-2, warmup_fraction=0.01),
+        data={"kind": "synthetic", "height": 64, "width": 64, "duration_s": 1.0},
+    )
+    d = dict(c.data)
+    d.pop("kind")
+    tr = Trainer(c, SyntheticWindowDataset(SyntheticDataConfig(**d), window_spec(c)))
+    before = {k: v.clone() for k, v in tr.module.head.state_dict().items()}
+    tr.fit()
+    after = tr.module.head.state_dict()
+    frozen = [k for k in before if k.startswith(("trans_decoder.", "upsampling."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    trained = [k for k in before if k.startswith(("motion_head.", "trans_encoder."))]
+    assert any(not torch.equal(before[k], after[k]) for k in trained)
+    with pytest.raises(ValueError, match="trans_decodr"):
+        freeze_head_parts(tr.module.head, ["trans_decodr"])
+
+
 def test_gmos_s_takes_stage1b_sam2_frozen_and_exports_snapshots(tiny_model, tmp_path):
     from gmos_core.bundle import read_bundle
     from training.datasets import SyntheticDataConfig, SyntheticWindowDataset

@@ -28,7 +28,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -155,6 +155,9 @@ class TrainConfig:
             SAM2's image-feature weights and the proposer start from it (with
             ``train_encoders: false`` SAM2 then stays frozen, as the paper's pretrained SAM2).
         head_dropout: p of the head's feature-projector dropout (None: the official 0.2).
+        frozen_head: name prefixes of head parameters kept as initialised (e.g. the stage-1b
+            proposer's ``trans_decoder`` / ``upsampling``: its object masks, which a stage 2
+            on moving-only targets otherwise degrades). Empty: the whole head trains.
         resume_fp16: committed float16 training state (`training.resume`) to continue from when
             out_dir has no last.pt: trained parts + step, a new optimiser, re-warmed.
         rewarm_steps: LR ramp after such a resume.
@@ -187,8 +190,28 @@ class TrainConfig:
     export_every: int = 0
     init_objects: str = ""
     head_dropout: float | None = None
+    frozen_head: list[str] = field(default_factory=list)
     resume_fp16: str = ""
     rewarm_steps: int = 50
+
+
+def freeze_head_parts(head: nn.Module, prefixes: Sequence[str]) -> int:
+    """Stop gradients to the head parameters whose names start with one of `prefixes`.
+
+    Returns the number of frozen parameters (elements).
+
+    Raises:
+        ValueError: a prefix that names no parameter (a typo would silently train everything).
+    """
+    frozen = 0
+    for pre in prefixes:
+        hits = [(n, p) for n, p in head.named_parameters() if n == pre or n.startswith(pre + ".")]
+        if not hits:
+            raise ValueError(f"frozen_head: {pre!r} names no parameter of the head")
+        for _, p in hits:
+            p.requires_grad_(False)
+            frozen += p.numel()
+    return frozen
 
 
 def lr_lambda(step: int, max_steps: int, optim: OptimConfig) -> float:
@@ -455,6 +478,7 @@ class Trainer:
                 if isinstance(m, nn.Dropout):
                     m.p = float(cfg.head_dropout)
         self.module = GmosTrainModule(fm, cfg.train_encoders, cfg.train_pi3).to(self.device)
+        freeze_head_parts(self.module.head, cfg.frozen_head)
         if self.world > 1:
             self.model: nn.Module = nn.parallel.DistributedDataParallel(
                 self.module,
