@@ -264,3 +264,32 @@ def test_deduplicated_sweep_gives_the_same_rows_as_the_full_sweep() -> None:
     op_b, rows_b = calibrate_gmos(ScriptedProposer(), seqs, fp_budget=0.5, dedupe=False, **grid)
     assert rows_a == rows_b and op_a == op_b
     assert len({(r["J_mov"], r["FP"], r["mtIoU"]) for r in rows_a}) > 1  # the grid does matter
+
+
+def test_the_check_scores_the_chosen_point_on_clips_the_sweep_never_saw(tmp_path) -> None:
+    from training.calibrate import _check_split, score_on_check_clips
+
+    class Proposer(ScriptedProposer):
+        mode = "gmos"
+
+    seqs = [_clip()]
+    grid = dict(mask_grid=(-0.5, 0.0), motion_grid=(0.4, 0.5), iou_grid=(0.1, 0.7))
+    op, rows = calibrate_gmos(Proposer(), seqs, fp_budget=0.5, **grid)
+    # At the same point on the same clips the check reproduces the sweep's row exactly ...
+    check = score_on_check_clips(Proposer(), op, seqs, 810_000, tmp_path)
+    chosen = next(
+        r
+        for r in rows
+        if (r["mask_logit_threshold"], r["motion_threshold"], r["iou_threshold"])
+        == (op.mask_logit_threshold, op.motion_threshold, op.iou_threshold)
+    )
+    assert check["chosen"] == chosen and check["num_seqs"] == 1
+    # ... and at the paper's point (the disc's logit -0.3 < 0) it finds nothing.
+    paper = score_on_check_clips(Proposer(), OperatingPoint(), seqs, 810_000, tmp_path)
+    assert paper["chosen"]["J_mov"] == 0.0 < check["chosen"]["J_mov"]
+    # Check clips must be new to the sweep and stay off the held-out split.
+    with pytest.raises(CalibrationError, match="overlap"):
+        _check_split(5, 800_100, 30, 800_000)
+    with pytest.raises(CalibrationError, match="held-out"):
+        _check_split(3, 899_990, 30, 800_000)
+    assert len(_check_split(2, 810_000, 30, 800_000)) == 2
