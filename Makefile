@@ -120,12 +120,13 @@ train-objects: setup
 train-gmos-s: train-pi3
 	$(PY) -m training.train --config-name gmos_s_micro
 	$(PY) -m training.calibrate --bundle out/train/gmos_s_micro/micro_gmos_s.safetensors \
-	  --out out/train/gmos_s_micro/calibrated/micro_gmos_s.safetensors
+	  --out out/train/gmos_s_micro/calibrated/micro_gmos_s.safetensors --check-seqs 60
 
 train-gmos: train-pi3
 	$(PY) -m training.train --config-name gmos_micro
 	$(PY) -m training.calibrate --bundle out/train/gmos_micro/micro_gmos.safetensors \
-	  --out out/train/gmos_micro/calibrated/micro_gmos.safetensors --baselines --fp-budget 0
+	  --out out/train/gmos_micro/calibrated/micro_gmos.safetensors --baselines --fp-budget 0 \
+	  --check-seqs 60
 
 # The held-out synthetic benchmark of the shipped bundles against the baselines (~3 min).
 benchmark: setup
