@@ -196,47 +196,44 @@ def test_object_frames_target_every_object_and_best_query_iou():
     assert parts["matched_iou"] == 1.0 and parts["mask"] < 0.05
 
 
-def test_stage2_starts_from_stage1b_and_resumes_from_its_fp16_state(tiny_model, tmp_path):
+def _stage2_trainer(tiny_model: str, out: Path, objects: Path, **kw):
+    """A stage-2 Trainer on 64x64 synthetic windows, SAM2 and the head from stage 1b."""
     from training.datasets import SyntheticDataConfig, SyntheticWindowDataset
     from training.train import window_spec
     from training.trainer import TrainConfig, Trainer
 
+    base = dict(
+        model=tiny_model,
+        train_encoders=False,
+        init_objects=str(objects),
+        max_steps=2,
+        batch_size=1,
+        threads=1,
+        log_every=1,
+        plot_every=100,
+        out_dir=str(out),
+        data={"kind": "synthetic", "height": 64, "width": 64, "duration_s": 1.0},
+    )
+    c = TrainConfig(**(base | kw))
+    d = dict(c.data)
+    d.pop("kind")
+    return Trainer(c, SyntheticWindowDataset(SyntheticDataConfig(**d), window_spec(c)))
+
+
+def test_stage2_starts_from_stage1b_and_resumes_from_its_fp16_state(tiny_model, tmp_path):
     torch.set_num_threads(1)
     pretrain_objects(_objects_cfg(tiny_model, tmp_path / "objects", max_steps=1))
     objects = tmp_path / "objects" / "state_fp16.safetensors"
-
-    def cfg(out: Path, **kw) -> TrainConfig:
-        return TrainConfig(
-            model=tiny_model,
-            variant="gmos",
-            train_encoders=False,
-            init_objects=str(objects),
-            head_dropout=0.0,
-            max_steps=4,
-            batch_size=1,
-            threads=1,
-            log_every=1,
-            ckpt_every=1,
-            plot_every=100,
-            out_dir=str(out),
-            optim=OptimConfig(lr=1e-3),
-            data={"kind": "synthetic", "height": 64, "width": 64, "duration_s": 1.0},
-            **kw,
-        )
-
-    def dataset(c: TrainConfig) -> SyntheticWindowDataset:
-        d = dict(c.data)
-        d.pop("kind")
-        return SyntheticWindowDataset(SyntheticDataConfig(**d), window_spec(c))
-
-    c = cfg(tmp_path / "s2")
-    tr = Trainer(c, dataset(c))
+    kw = dict(
+        variant="gmos", head_dropout=0.0, max_steps=4, ckpt_every=1, optim=OptimConfig(lr=1e-3)
+    )
+    tr = _stage2_trainer(tiny_model, tmp_path / "s2", objects, **kw)
     st = load_fp16_state(objects)
     head = tr.module.head.state_dict()
     assert all(torch.equal(head[k], v.float()) for k, v in st.parts["head"].items())
     assert all(m.p == 0.0 for m in tr.module.head.modules() if isinstance(m, torch.nn.Dropout))
     sam_before = {k: v.clone() for k, v in tr.module.sam2.sam_model.state_dict().items()}
-    tr.cfg = dataclasses.replace(c, max_steps=2)  # interrupted after 2 of 4 steps
+    tr.cfg = dataclasses.replace(tr.cfg, max_steps=2)  # interrupted after 2 of 4 steps
     tr.fit()
     # SAM2 from stage 1b stays frozen; the committable state holds the head only.
     assert all(
@@ -246,8 +243,14 @@ def test_stage2_starts_from_stage1b_and_resumes_from_its_fp16_state(tiny_model, 
     assert set(st2.parts) == {"head"} and st2.step == 2
     committed = tmp_path / "gmos_stage2.safetensors"
     shutil.copy(tmp_path / "s2" / "state_fp16.safetensors", committed)
-    c3 = cfg(tmp_path / "clone", resume_fp16=str(committed), rewarm_steps=2)
-    tr3 = Trainer(c3, dataset(c3))
+    tr3 = _stage2_trainer(
+        tiny_model,
+        tmp_path / "clone",
+        objects,
+        resume_fp16=str(committed),
+        rewarm_steps=2,
+        **kw,
+    )
     summary = tr3.fit()
     assert summary["step"] == 4 and tr3.rewarm_at == 2
     with (tmp_path / "clone" / "log.csv").open() as f:
@@ -255,31 +258,19 @@ def test_stage2_starts_from_stage1b_and_resumes_from_its_fp16_state(tiny_model, 
 
 
 def test_frozen_head_parts_keep_their_stage1b_values_while_the_rest_trains(tiny_model, tmp_path):
-    from training.datasets import SyntheticDataConfig, SyntheticWindowDataset
-    from training.train import window_spec
-    from training.trainer import TrainConfig, Trainer, freeze_head_parts
+    from training.trainer import freeze_head_parts
 
     torch.set_num_threads(1)
     pretrain_objects(_objects_cfg(tiny_model, tmp_path / "objects", max_steps=1))
-    c = TrainConfig(
-        model=tiny_model,
+    tr = _stage2_trainer(
+        tiny_model,
+        tmp_path / "s2",
+        tmp_path / "objects" / "state_fp16.safetensors",
         variant="gmos",
-        train_encoders=False,
-        init_objects=str(tmp_path / "objects" / "state_fp16.safetensors"),
         frozen_head=["trans_decoder", "upsampling"],
-        max_steps=2,
-        batch_size=1,
-        threads=1,
-        log_every=1,
         ckpt_every=100,
-        plot_every=100,
-        out_dir=str(tmp_path / "s2"),
         optim=OptimConfig(lr=1e-2, warmup_fraction=0.01),
-        data={"kind": "synthetic", "height": 64, "width": 64, "duration_s": 1.0},
     )
-    d = dict(c.data)
-    d.pop("kind")
-    tr = Trainer(c, SyntheticWindowDataset(SyntheticDataConfig(**d), window_spec(c)))
     before = {k: v.clone() for k, v in tr.module.head.state_dict().items()}
     tr.fit()
     after = tr.module.head.state_dict()
@@ -293,34 +284,22 @@ def test_frozen_head_parts_keep_their_stage1b_values_while_the_rest_trains(tiny_
 
 def test_gmos_s_takes_stage1b_sam2_frozen_and_exports_snapshots(tiny_model, tmp_path):
     from gmos_core.bundle import read_bundle
-    from training.datasets import SyntheticDataConfig, SyntheticWindowDataset
-    from training.train import window_spec
-    from training.trainer import TrainConfig, Trainer, snapshot_path
+    from training.trainer import snapshot_path
 
     torch.set_num_threads(1)
     pretrain_objects(_objects_cfg(tiny_model, tmp_path / "objects", max_steps=1))
     objects = tmp_path / "objects" / "state_fp16.safetensors"
     bundle = tmp_path / "s" / "gs.safetensors"
-    c = TrainConfig(
-        model=tiny_model,
+    tr = _stage2_trainer(
+        tiny_model,
+        tmp_path / "s",
+        objects,
         variant="gmos_s",
-        train_encoders=False,
-        init_objects=str(objects),
-        max_steps=2,
-        batch_size=1,
-        threads=1,
-        log_every=1,
         ckpt_every=1,
-        plot_every=100,
-        out_dir=str(tmp_path / "s"),
         export_bundle=str(bundle),
         export_every=1,
         optim=OptimConfig(lr=1e-3),
-        data={"kind": "synthetic", "height": 64, "width": 64, "duration_s": 1.0},
     )
-    d = dict(c.data)
-    d.pop("kind")
-    tr = Trainer(c, SyntheticWindowDataset(SyntheticDataConfig(**d), window_spec(c)))
     st = load_fp16_state(objects)
     sam = tr.module.sam2.sam_model.state_dict()
     assert all(torch.equal(sam[k], v.float()) for k, v in st.parts["sam2"].items())
