@@ -100,11 +100,17 @@ def test_config_composes_and_rejects_unknown_keys():
         raw = compose_config(name, [])
         assert raw["pi3_checkpoint"] == "out/train/pi3_micro/pi3.safetensors"
         assert raw["train_pi3"] is False
-    # Both start from stage 1b with its SAM2 frozen (Gmos also takes the proposer from it).
-    for name in ("gmos_s_micro", "gmos_micro"):
+    # Both start from a committed stage-1b state with its SAM2 frozen (Gmos also takes the
+    # proposer from it): Gmos-S from step 6000, Gmos from step 14000 (session 9).
+    root = Path(__file__).resolve().parents[1]
+    for name, state in (
+        ("gmos_s_micro", "objects_stage1b.safetensors"),
+        ("gmos_micro", "objects_stage1b_step14000.safetensors"),
+    ):
         raw = compose_config(name, [])
         assert raw["train_encoders"] is False
-        assert raw["init_objects"] == "training/checkpoints/micro/objects_stage1b.safetensors"
+        assert raw["init_objects"] == f"training/checkpoints/micro/{state}"
+        assert (root / raw["init_objects"]).is_file()
 
 
 def test_composing_a_recipe_leaves_sam2_buildable():
