@@ -28,17 +28,15 @@ from training.resume import load_fp16_state, rewarm_factor
 from training.trainer import OptimConfig, lr_lambda
 
 DATA = {"kind": "synthetic", "height": 64, "width": 64, "duration_s": 1.0, "num_scenes": 50}
+# One frame or window per step, every step logged: the run settings of every test stage here.
+QUICK = dict(batch_size=1, threads=1, log_every=1, plot_every=100)
 
 
 def _objects_cfg(tiny_model: str, out: Path, **kw) -> ObjectPretrainConfig:
     base = dict(
         model=tiny_model,
         max_steps=4,
-        batch_size=1,
-        threads=1,
-        log_every=1,
         ckpt_every=1,
-        plot_every=100,
         val_every=0,
         val_clips=1,
         val_frames_per_clip=1,
@@ -46,6 +44,7 @@ def _objects_cfg(tiny_model: str, out: Path, **kw) -> ObjectPretrainConfig:
         resume_fp16="",
         optim=OptimConfig(lr=1e-3, warmup_fraction=0.25),
         data=DATA,
+        **QUICK,
     )
     base.update(kw)
     return ObjectPretrainConfig(**base)
@@ -207,12 +206,9 @@ def _stage2_trainer(tiny_model: str, out: Path, objects: Path, **kw):
         train_encoders=False,
         init_objects=str(objects),
         max_steps=2,
-        batch_size=1,
-        threads=1,
-        log_every=1,
-        plot_every=100,
         out_dir=str(out),
         data={"kind": "synthetic", "height": 64, "width": 64, "duration_s": 1.0},
+        **QUICK,
     )
     c = TrainConfig(**(base | kw))
     d = dict(c.data)

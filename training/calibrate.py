@@ -497,29 +497,19 @@ def main(argv: list[str] | None = None) -> int:
     except (CalibrationError, BundleError, FileNotFoundError) as exc:
         print(f"gmos-calibrate: {exc}", file=sys.stderr)
         return 2
-    print(
-        json.dumps(
-            {
-                k: report[k]
-                for k in (
-                    "out",
-                    "variant",
-                    "operating_point",
-                    "paper_point",
-                    "chosen",
-                    "baselines",
-                    "chosen_beats_baselines",
-                )
-                if k in report
-            }
-            | (
-                {"check": {k: v for k, v in report["check"].items() if k != "names"}}
-                if "check" in report
-                else {}
-            ),
-            indent=1,
-        )
+    keys = (
+        "out",
+        "variant",
+        "operating_point",
+        "paper_point",
+        "chosen",
+        "baselines",
+        "chosen_beats_baselines",
     )
+    summary = {k: report[k] for k in keys if k in report}
+    if "check" in report:  # without the clip names
+        summary["check"] = {k: v for k, v in report["check"].items() if k != "names"}
+    print(json.dumps(summary, indent=1))
     return 0
 
 

@@ -83,6 +83,7 @@ __all__ = [
     "ObjectLossWeights",
     "ObjectPretrainConfig",
     "best_query_iou",
+    "query_ious",
     "object_loss",
     "pretrain_objects",
     "validate_objects",
@@ -226,6 +227,23 @@ def proposer_on_frames(sam2: nn.Module, head: GmosProposer, img: Tensor) -> dict
 
 
 @torch.no_grad()
+def query_ious(mask_logits: Tensor, gt: Tensor, threshold: float = 0.0) -> Tensor:
+    """IoU of every target with every query's mask (logit > threshold).
+
+    Args:
+        mask_logits: (Q, R, R); gt: (G, R, R) {0, 1}.
+
+    Returns:
+        (G, Q) float in [0, 1] (an empty union counts as IoU 0).
+    """
+    p = (mask_logits > threshold).flatten(1).float()  # (Q, P)
+    g = (gt > 0.5).flatten(1).float()  # (G, P)
+    inter = g @ p.T  # (G, Q)
+    union = g.sum(1, keepdim=True) + p.sum(1)[None] - inter
+    return inter / union.clamp(min=1)
+
+
+@torch.no_grad()
 def best_query_iou(mask_logits: Tensor, gt: Tensor, threshold: float = 0.0) -> Tensor:
     """For each target, the best IoU over all queries of (logit > threshold).
 
@@ -237,11 +255,7 @@ def best_query_iou(mask_logits: Tensor, gt: Tensor, threshold: float = 0.0) -> T
     """
     if gt.shape[0] == 0:
         return torch.zeros(0)
-    p = (mask_logits > threshold).flatten(1).float()  # (Q, P)
-    g = (gt > 0.5).flatten(1).float()  # (G, P)
-    inter = g @ p.T  # (G, Q)
-    union = g.sum(1, keepdim=True) + p.sum(1)[None] - inter
-    return (inter / union.clamp(min=1)).max(dim=1).values
+    return query_ious(mask_logits, gt, threshold).max(dim=1).values
 
 
 @dataclass(frozen=True)

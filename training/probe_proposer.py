@@ -37,7 +37,7 @@ from gmos_core.models.build import (
 )
 from training.calibrate import VALIDATION_SEED
 from training.datasets import SyntheticDataConfig, SyntheticWindowDataset, WindowSpec
-from training.pretrain_objects import best_query_iou, proposer_on_frames
+from training.pretrain_objects import best_query_iou, proposer_on_frames, query_ious
 from training.resume import load_fp16_state, load_part
 from training.splits import HELD_OUT_SEED
 from training.trainer import GmosTrainModule
@@ -104,20 +104,14 @@ def probe_proposer(
         out = model(item["pi3"][None], item["sam"][None])
         masks = out["mask"][0]  # (Q, R, R) logits
         called = torch.sigmoid(out["motion_logits"][0, :, 0]) > motion_threshold
-        if called.any():
-            best_gt = best_query_iou(masks[called], gt, mask_threshold) if len(gt) else None
-            per_query = (
-                best_query_iou(gt, masks[called].gt(mask_threshold).float(), 0.5)
-                if len(gt)
-                else torch.zeros(int(called.sum()))
-            )
-            false_moving += int((per_query < 0.5).sum())
-        else:
-            best_gt = torch.zeros(len(gt))
+        iou = query_ious(masks, gt, mask_threshold)  # (G, Q)
+        # A query called moving is false when its mask matches no object moving now.
+        best_per_query = iou.max(dim=0).values if len(gt) else torch.zeros(len(masks))
+        false_moving += int((called & (best_per_query < 0.5)).sum())
         if len(gt) == 0:
             continue
-        any_q.append(best_query_iou(masks, gt, mask_threshold))
-        moving_q.append(best_gt)
+        any_q.append(iou.max(dim=1).values)
+        moving_q.append(iou[:, called].max(dim=1).values if called.any() else torch.zeros(len(gt)))
         if stage1b is not None:
             o = proposer_on_frames(stage1b.sam2, stage1b.head, item["sam"][None])
             first.append(best_query_iou(o["mask"][0], gt, mask_threshold))
