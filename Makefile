@@ -107,9 +107,10 @@ eval-demo: setup
 # a target accumulates training: stage 1 (π³ motion pretraining, shared), stage 2
 # (max_minutes per run), then the operating point picked on validation clips. Stage 2 starts
 # from a committed stage-1b snapshot (training/checkpoints/micro/: Gmos from
-# objects_stage1b_step14000.*, Gmos-S from objects_stage1b.*, step 6000); `make train-objects`
-# continues stage 1b (object pretraining of SAM2 + the proposer) towards its gate when given a
-# larger max_steps, after which its new state can replace a snapshot and stage 2 restarts. The
+# objects_stage1b_step14000.*, Gmos-S from the SAM2 part of step 6000,
+# objects_stage1b_step6000_sam2.*); `make train-objects` continues stage 1b (object
+# pretraining of SAM2 + the proposer) towards its gate when given a larger max_steps, after
+# which its new state can replace a snapshot and stage 2 restarts. The
 # calibrated bundle lands next to the run; copy it to gmos_core/assets/ to make it the
 # shipped default.
 train-pi3: setup

@@ -101,10 +101,11 @@ def test_config_composes_and_rejects_unknown_keys():
         assert raw["pi3_checkpoint"] == "out/train/pi3_micro/pi3.safetensors"
         assert raw["train_pi3"] is False
     # Both start from a committed stage-1b state with its SAM2 frozen (Gmos also takes the
-    # proposer from it): Gmos-S from step 6000, Gmos from step 14000 (session 9).
+    # proposer from it): Gmos-S from step 6000 (its SAM2 part only, session 10), Gmos from
+    # step 14000 (session 9).
     root = Path(__file__).resolve().parents[1]
     for name, state in (
-        ("gmos_s_micro", "objects_stage1b.safetensors"),
+        ("gmos_s_micro", "objects_stage1b_step6000_sam2.safetensors"),
         ("gmos_micro", "objects_stage1b_step14000.safetensors"),
     ):
         raw = compose_config(name, [])

@@ -310,6 +310,30 @@ def test_gmos_s_takes_stage1b_sam2_frozen_and_exports_snapshots(tiny_model, tmp_
         assert p.is_file() and read_bundle(p) is not None
 
 
+def test_gmos_s_from_a_sam2_only_copy_of_stage1b_gets_the_same_sam2(tiny_model, tmp_path):
+    from training.resume import keep_parts
+
+    torch.set_num_threads(1)
+    pretrain_objects(_objects_cfg(tiny_model, tmp_path / "objects", max_steps=1))
+    full = tmp_path / "objects" / "state_fp16.safetensors"
+    slim = keep_parts(full, tmp_path / "objects_sam2.safetensors", ["sam2"])
+    st, st_slim = load_fp16_state(full), load_fp16_state(slim)
+    assert set(st_slim.parts) == {"sam2"} and st_slim.step == st.step
+    assert st_slim.meta["stage"] == "objects" and st_slim.meta["parts_kept"] == "sam2"
+    assert all(torch.equal(st.parts["sam2"][k], v) for k, v in st_slim.parts["sam2"].items())
+    assert slim.stat().st_size < full.stat().st_size
+    kw = dict(variant="gmos_s", ckpt_every=100)
+    a = _stage2_trainer(tiny_model, tmp_path / "a", full, **kw).module.sam2.sam_model
+    b = _stage2_trainer(tiny_model, tmp_path / "b", slim, **kw).module.sam2.sam_model
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # The proposer starts from stage 1b's head too: a SAM2-only copy is refused, by name.
+    with pytest.raises(ValueError, match="SAM2 only"):
+        _stage2_trainer(tiny_model, tmp_path / "c", slim, variant="gmos", ckpt_every=100)
+    with pytest.raises(ValueError, match="no part"):
+        keep_parts(full, tmp_path / "x.safetensors", ["trunk"])
+
+
 def test_a_finished_stage_resumed_from_its_committed_state_is_a_no_op(tiny_model, tmp_path):
     # A fresh clone has the committed state of a finished stage and no log yet: rerunning the
     # stage (make train-gmos runs stage 1 first) must export and stop, not fail on the log.

@@ -17,7 +17,7 @@ scored on the same objects (``stage1b_best_iou_any``, a zero π³ token, as it w
 the mask quality stage 2 started from.
 
     python -m training.probe_proposer --bundle gmos_core/assets/micro_gmos.safetensors \\
-        --objects training/checkpoints/micro/objects_stage1b.safetensors --out out/probe.json
+        --objects training/checkpoints/micro/objects_stage1b_step14000.safetensors --out out/probe.json
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ __all__ = [
     "ResumePoint",
     "atomic_torch_save",
     "finished_summary",
+    "keep_parts",
     "load_fp16_state",
     "rewarm_factor",
     "save_fp16_state",
@@ -124,6 +126,21 @@ def load_fp16_state(path: str | Path) -> Fp16State:
     step = int(meta.pop("step"))
     meta.pop("format")
     return Fp16State(parts=parts, step=step, meta=meta)
+
+
+def keep_parts(src: str | Path, dst: str | Path, parts: Sequence[str]) -> Path:
+    """Copy the training state `src` to `dst` keeping only the named parts (bit for bit).
+
+    Why: a later stage that reads only some parts of a finished state (Gmos-S takes stage
+    1b's SAM2, not its proposer) can pin a smaller committed file; the step and metadata are
+    kept, with ``parts_kept`` naming what is left.
+    """
+    st = load_fp16_state(src)
+    missing = [p for p in parts if p not in st.parts]
+    if missing or not parts:
+        raise ValueError(f"{src}: no part(s) {missing or list(parts)} (has {sorted(st.parts)})")
+    meta = {**st.meta, "parts_kept": ",".join(parts)}
+    return save_fp16_state(dst, {p: st.parts[p] for p in parts}, st.step, meta)
 
 
 def load_part(module: nn.Module, state: dict[str, Tensor], what: str, strict: bool = True) -> None:

@@ -154,6 +154,7 @@ class TrainConfig:
         init_objects: stage-1b state (`training.pretrain_objects`, ``state_fp16.safetensors``):
             SAM2's image-feature weights and the proposer start from it (with
             ``train_encoders: false`` SAM2 then stays frozen, as the paper's pretrained SAM2).
+            Gmos-S reads its SAM2 part only, so a SAM2-only copy (`keep_parts`) also serves.
         head_dropout: p of the head's feature-projector dropout (None: the official 0.2).
         frozen_head: name prefixes of head parameters kept as initialised (e.g. the stage-1b
             proposer's ``trans_decoder`` / ``upsampling``: its object masks, which a stage 2
@@ -343,11 +344,17 @@ def init_from_objects(fm: GmosTorchModel, path: str | Path) -> None:
     """Load a stage-1b state into a frame model: SAM2's image features, and the proposer
     when the model is Gmos (Gmos-S's head is not the proposer and starts fresh)."""
     st = load_fp16_state(path)
-    if st.meta.get("stage") != "objects" or set(st.parts) != {"sam2", "head"}:
+    if st.meta.get("stage") != "objects" or set(st.parts) not in ({"sam2", "head"}, {"sam2"}):
         raise ValueError(f"{path} is not a stage-1b object-pretraining state")
     load_part(fm.sam2.sam_model, st.parts["sam2"], f"{path} [sam2]", strict=False)
-    # Gmos-S has its own head: it takes the object-pretrained SAM2 features only.
+    # Gmos-S has its own head: it takes the object-pretrained SAM2 features only (a SAM2-only
+    # copy of the state, `training.resume.keep_parts`, is enough for it).
     if isinstance(fm.head, GmosProposer):
+        if "head" not in st.parts:
+            raise ValueError(
+                f"{path} holds stage 1b's SAM2 only; the Gmos proposer starts from its head too "
+                "(use the full stage-1b state)"
+            )
         load_part(fm.head, st.parts["head"], f"{path} [head]")
 
 
