@@ -278,6 +278,41 @@ def test_frozen_head_parts_keep_their_stage1b_values_while_the_rest_trains(tiny_
         freeze_head_parts(tr.module.head, ["trans_decodr"])
 
 
+def test_head_lr_scale_gives_a_head_part_its_own_rate_through_the_schedule(tiny_model, tmp_path):
+    from training.trainer import head_param_groups
+
+    torch.set_num_threads(1)
+    pretrain_objects(_objects_cfg(tiny_model, tmp_path / "objects", max_steps=1))
+    tr = _stage2_trainer(
+        tiny_model,
+        tmp_path / "s2",
+        tmp_path / "objects" / "state_fp16.safetensors",
+        variant="gmos",
+        head_lr_scale={"motion_head": 10.0},
+        ckpt_every=100,
+        optim=OptimConfig(lr=1e-3, warmup_fraction=0.01),
+    )
+    groups = tr.optimizer.param_groups
+    motion = {id(p) for p in tr.module.head.motion_head.parameters()}
+    assert [len(g["params"]) for g in groups][1] == len(motion)
+    assert {id(p) for p in groups[1]["params"]} == motion
+    assert not motion & {id(p) for p in groups[0]["params"]}
+    # Every trainable parameter is in exactly one group.
+    n_train = sum(1 for p in tr.module.parameters() if p.requires_grad)
+    assert sum(len(g["params"]) for g in groups) == n_train
+    assert tr.scheduler.base_lrs == pytest.approx([1e-3, 1e-2])
+    tr.cfg = dataclasses.replace(tr.cfg, max_steps=1)  # stopped after 1 of 2 steps
+    tr.fit()
+    assert groups[0]["lr"] > 0 and groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"])
+    head = tr.module.head
+    with pytest.raises(ValueError, match="motion_hed"):
+        head_param_groups(tr.module, head, 1e-3, {"motion_hed": 2.0})
+    with pytest.raises(ValueError, match="overlaps"):
+        head_param_groups(tr.module, head, 1e-3, {"motion_head": 2.0, "motion_head.layers": 3.0})
+    with pytest.raises(ValueError, match="> 0"):
+        head_param_groups(tr.module, head, 1e-3, {"motion_head": 0.0})
+
+
 def test_gmos_s_takes_stage1b_sam2_frozen_and_exports_snapshots(tiny_model, tmp_path):
     from gmos_core.bundle import read_bundle
     from training.trainer import snapshot_path

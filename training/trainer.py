@@ -159,6 +159,8 @@ class TrainConfig:
         frozen_head: name prefixes of head parameters kept as initialised (e.g. the stage-1b
             proposer's ``trans_decoder`` / ``upsampling``: its object masks, which a stage 2
             on moving-only targets otherwise degrades). Empty: the whole head trains.
+        head_lr_scale: head parameter prefix -> learning-rate multiplier (e.g. a fresh motion
+            head learning faster than the stage-1b mask path it sits on). Empty: one rate.
         resume_fp16: committed float16 training state (`training.resume`) to continue from when
             out_dir has no last.pt: trained parts + step, a new optimiser, re-warmed.
         rewarm_steps: LR ramp after such a resume.
@@ -192,8 +194,42 @@ class TrainConfig:
     init_objects: str = ""
     head_dropout: float | None = None
     frozen_head: list[str] = field(default_factory=list)
+    head_lr_scale: dict[str, float] = field(default_factory=dict)
     resume_fp16: str = ""
     rewarm_steps: int = 50
+
+
+def _named_part(head: nn.Module, prefix: str, key: str) -> list[tuple[str, nn.Parameter]]:
+    hits = [(n, p) for n, p in head.named_parameters() if n == prefix or n.startswith(prefix + ".")]
+    if not hits:
+        raise ValueError(f"{key}: {prefix!r} names no parameter of the head")
+    return hits
+
+
+def head_param_groups(
+    module: nn.Module, head: nn.Module, lr: float, scale: dict[str, float]
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups: everything that trains at `lr` (first group), except the
+    trainable head parameters under a prefix of `scale`, at ``lr * scale[prefix]`` (one group
+    per prefix, in `scale`'s order; empty groups are left out).
+
+    Raises:
+        ValueError: a prefix that names no head parameter, a multiplier <= 0, or two prefixes
+            claiming the same parameter.
+    """
+    taken: dict[int, str] = {}
+    scaled = []
+    for pre, k in scale.items():
+        if not float(k) > 0:
+            raise ValueError(f"head_lr_scale: {pre!r} needs a multiplier > 0, got {k}")
+        ps = [p for _, p in _named_part(head, pre, "head_lr_scale") if p.requires_grad]
+        for p in ps:
+            if id(p) in taken:
+                raise ValueError(f"head_lr_scale: {pre!r} overlaps {taken[id(p)]!r}")
+            taken[id(p)] = pre
+        scaled.append({"params": ps, "lr": lr * float(k)})
+    rest = [p for p in module.parameters() if p.requires_grad and id(p) not in taken]
+    return [g for g in ({"params": rest, "lr": lr}, *scaled) if g["params"]]
 
 
 def freeze_head_parts(head: nn.Module, prefixes: Sequence[str]) -> int:
@@ -206,10 +242,7 @@ def freeze_head_parts(head: nn.Module, prefixes: Sequence[str]) -> int:
     """
     frozen = 0
     for pre in prefixes:
-        hits = [(n, p) for n, p in head.named_parameters() if n == pre or n.startswith(pre + ".")]
-        if not hits:
-            raise ValueError(f"frozen_head: {pre!r} names no parameter of the head")
-        for _, p in hits:
+        for _, p in _named_part(head, pre, "frozen_head"):
             p.requires_grad_(False)
             frozen += p.numel()
     return frozen
@@ -496,7 +529,10 @@ class Trainer:
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(
-            self.params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas)
+            head_param_groups(self.module, self.module.head, o.lr, cfg.head_lr_scale),
+            lr=o.lr,
+            weight_decay=o.weight_decay,
+            betas=tuple(o.betas),
         )
         # The schedule is a function of the TOTAL step; after a resume without optimiser state
         # the first `rewarm_steps` ramp up again (`training.resume.rewarm_factor`).
