@@ -253,18 +253,23 @@ def test_stage2_starts_from_stage1b_and_resumes_from_its_fp16_state(tiny_model, 
         assert [int(r["step"]) for r in csv.DictReader(f)] == [3, 4]
 
 
+def _gmos_stage2_after_stage1b(tiny_model: str, tmp_path: Path, **kw):
+    """A Gmos stage-2 Trainer (one thread) starting from a 1-step stage 1b run in tmp_path."""
+    torch.set_num_threads(1)
+    pretrain_objects(_objects_cfg(tiny_model, tmp_path / "objects", max_steps=1))
+    objects = tmp_path / "objects" / "state_fp16.safetensors"
+    return _stage2_trainer(
+        tiny_model, tmp_path / "s2", objects, variant="gmos", ckpt_every=100, **kw
+    )
+
+
 def test_frozen_head_parts_keep_their_stage1b_values_while_the_rest_trains(tiny_model, tmp_path):
     from training.trainer import freeze_head_parts
 
-    torch.set_num_threads(1)
-    pretrain_objects(_objects_cfg(tiny_model, tmp_path / "objects", max_steps=1))
-    tr = _stage2_trainer(
+    tr = _gmos_stage2_after_stage1b(
         tiny_model,
-        tmp_path / "s2",
-        tmp_path / "objects" / "state_fp16.safetensors",
-        variant="gmos",
+        tmp_path,
         frozen_head=["trans_decoder", "upsampling"],
-        ckpt_every=100,
         optim=OptimConfig(lr=1e-2, warmup_fraction=0.01),
     )
     before = {k: v.clone() for k, v in tr.module.head.state_dict().items()}
@@ -281,15 +286,10 @@ def test_frozen_head_parts_keep_their_stage1b_values_while_the_rest_trains(tiny_
 def test_head_lr_scale_gives_a_head_part_its_own_rate_through_the_schedule(tiny_model, tmp_path):
     from training.trainer import head_param_groups
 
-    torch.set_num_threads(1)
-    pretrain_objects(_objects_cfg(tiny_model, tmp_path / "objects", max_steps=1))
-    tr = _stage2_trainer(
+    tr = _gmos_stage2_after_stage1b(
         tiny_model,
-        tmp_path / "s2",
-        tmp_path / "objects" / "state_fp16.safetensors",
-        variant="gmos",
+        tmp_path,
         head_lr_scale={"motion_head": 10.0},
-        ckpt_every=100,
         optim=OptimConfig(lr=1e-3, warmup_fraction=0.01),
     )
     groups = tr.optimizer.param_groups
