@@ -74,14 +74,12 @@ class GmosModelConfig:
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> GmosModelConfig:
-        """Load `gmos_core/configs/<name>.yaml` or a YAML file path; unknown keys are an error."""
-        path = Path(name_or_path)
-        if not path.suffix:
-            path = CONFIG_DIR / f"{name_or_path}.yaml"
-        if not path.is_file():
-            known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-            raise FileNotFoundError(f"model config {name_or_path!r} not found (known: {known})")
-        raw = yaml.safe_load(path.read_text()) or {}
+        """Load `gmos_core/configs/<name>.yaml` or a YAML file path; unknown keys are an error.
+
+        ``extends: <name or path>`` starts from another configuration: each section given here
+        updates that one's key by key (an experiment states only what it changes).
+        """
+        path, raw = _read_model_yaml(name_or_path)
         try:
             return cls(
                 name=str(raw.get("name", path.stem)),
@@ -98,6 +96,30 @@ class GmosModelConfig:
             )
         except TypeError as exc:  # unknown key in a section
             raise ValueError(f"{path}: {exc}") from exc
+
+
+def _read_model_yaml(name_or_path: str | Path, seen: tuple[Path, ...] = ()) -> tuple[Path, dict]:
+    """(path, raw sections) of a model config, with its ``extends`` chain merged in."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"model config {name_or_path!r} not found (known: {known})")
+    if path.resolve() in seen:
+        raise ValueError(f"{path}: 'extends' loops back to itself")
+    raw = yaml.safe_load(path.read_text()) or {}
+    base = raw.pop("extends", None)
+    if base is None:
+        return path, raw
+    _, merged = _read_model_yaml(base, (*seen, path.resolve()))
+    merged.pop("name", None)  # the derived config has its own name (default: its file stem)
+    for key, value in raw.items():
+        old = merged.get(key)
+        merged[key] = (
+            {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
+        )
+    return path, merged
 
 
 class GmosTorchModel:
