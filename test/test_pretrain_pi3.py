@@ -13,6 +13,7 @@ from gmos_core.models.build import GmosModelConfig, build_frame_model
 from training.pretrain_pi3 import (
     MotionProbe,
     Pi3PretrainConfig,
+    cell_weights,
     main,
     motion_probe_loss,
     motion_stream,
@@ -44,6 +45,27 @@ def test_motion_probe_loss_prefers_the_right_answer():
     loss_bad, bad_parts = motion_probe_loss(-good, target, pos_weight=3.0, dice_weight=1.0)
     assert parts["fg_iou"] == pytest.approx(1.0) and bad_parts["fg_iou"] == pytest.approx(0.0)
     assert float(loss_good) < 0.3 < float(loss_bad)
+
+
+def test_static_objects_weigh_more_only_when_asked():
+    static = torch.zeros(1, 5, 12, 12)
+    static[0, :, :6, :6] = 1.0  # a static object on the top-left quarter of every frame
+    batch = {"gt_static_window": static}
+    shape = torch.Size((1, 5, 6, 6))
+    assert cell_weights(batch, shape, 1.0) is None  # the committed recipe: plain BCE
+    w = cell_weights(batch, shape, 4.0)
+    assert w.shape == shape
+    assert torch.equal(w[0, :, :3, :3], torch.full((5, 3, 3), 4.0))
+    assert torch.equal(w[0, :, 3:, :], torch.ones(5, 3, 6))
+    # A probe that fires on the static object costs more with the weight than without.
+    target = torch.zeros(shape)
+    fires = torch.full(shape, -4.0)
+    fires[0, :, :3, :3] = 4.0
+    plain, _ = motion_probe_loss(fires, target, 3.0, 0.0)
+    heavy, _ = motion_probe_loss(fires, target, 3.0, 0.0, w)
+    assert float(heavy) > 2 * float(plain)
+    with pytest.raises(ValueError, match="static_weight"):
+        pretrain_config_from_dict(compose_config("pi3_micro", ["+static_weight=0"]))
 
 
 def test_pretraining_learns_and_hands_pi3_to_stage_two(tiny_model, tmp_path):

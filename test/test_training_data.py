@@ -43,7 +43,7 @@ def test_synthetic_items_shapes_and_determinism():
 
 def test_synthetic_targets_follow_motion_state():
     ds = _synth(num_scenes=12)
-    seen_static = seen_moving = False
+    seen_static = seen_moving = seen_still_px = False
     for i in range(0, 24, 3):
         it = ds[i]
         scene = ds.scene(i // 2)
@@ -64,7 +64,14 @@ def test_synthetic_targets_follow_motion_state():
         # Dense pretraining target: the moving foreground of every window frame, middle = gt_fg.
         assert it["gt_fg_window"].shape == (5, 64, 64)
         assert torch.equal(it["gt_fg_window"][2], it["gt_fg"])
-    assert seen_static and seen_moving
+        # Hard negatives: the objects visible and NOT moving at the middle frame, exactly.
+        still = [int(o) for o, mv in zip(scene.object_ids, scene.motion_state[t]) if not mv]
+        lab = np.isin(scene.instance_masks[t], still).astype(np.float32)
+        expect = (cv2.resize(lab, (64, 64), interpolation=cv2.INTER_AREA) >= 0.5).astype(np.float32)
+        assert it["gt_static_window"].shape == (5, 64, 64)
+        assert torch.equal(it["gt_static_window"][2], torch.from_numpy(expect))
+        seen_still_px = seen_still_px or bool(expect.any())
+    assert seen_static and seen_moving and seen_still_px
 
 
 def test_window_length_sampled_in_paper_range():

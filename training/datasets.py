@@ -13,6 +13,9 @@ One sample = the inputs and targets of ONE middle frame t (paper Sec. 4.3 "Input
 * ``gt_fg`` (R, R) float32: the union of the moving targets (Gmos-S target).
 * ``gt_fg_window`` (N, R, R) float32, synthetic only: ``gt_fg`` of every window frame (the dense
   target of the micro π³ motion pretraining, `training.pretrain_pi3`).
+* ``gt_static_window`` (N, R, R) float32, synthetic only: the visible objects that do NOT move at
+  each window frame (static ones, and moving ones while they rest): the hard negatives of that
+  pretraining (an object that does not move is not motion, however object-like it looks).
 * ``skipped`` int: corrupt samples skipped to produce this one (the trainer sums them).
 
 Datasets:
@@ -260,6 +263,9 @@ class SyntheticWindowDataset(Dataset):
                 for j in local
             ]
         )
+        item["gt_static_window"] = torch.stack(
+            [torch.from_numpy(_static_objects(sample, j, self.spec.mask_size)) for j in local]
+        )
         # Exact geometry of the window (the micro π³'s point and camera heads, pretrain_pi3
         # with geometry_weight > 0): z-depth at the π³ input size (nearest: no mixed surfaces),
         # m, NaN where no surface; camera-to-world poses, m.
@@ -272,6 +278,12 @@ class SyntheticWindowDataset(Dataset):
         item["gt_cam_to_world"] = torch.from_numpy(sample.cam_to_world[local].astype(np.float32))
         item.update({"skipped": 0, "stride": stride, "key": f"seed{sample.config.seed}/t{t}"})
         return item
+
+
+def _static_objects(sample: SceneSample, frame: int, size: int) -> np.ndarray:
+    """(size, size) float32 {0, 1}: pixels of objects visible and not moving at `frame`."""
+    still = [int(k) for k, mv in zip(sample.object_ids, sample.motion_state[frame]) if not mv]
+    return downsample_mask(np.isin(sample.instance_masks[frame], still), size)
 
 
 @dataclass(frozen=True)
@@ -402,7 +414,7 @@ def collate_windows(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Returns:
         ``pi3`` (B, N, 3, H', W'), ``sam`` (B, 3, S, S), ``gt_fg`` (B, R, R), ``gt_masks`` /
         ``gt_motion`` lists of B tensors, ``skipped`` int sum, ``keys`` list of str, and
-        ``gt_fg_window`` (B, N, R, R), ``gt_depth_window`` (B, N, H', W') and ``gt_cam_to_world``
+        ``gt_fg_window`` / ``gt_static_window`` (B, N, R, R), ``gt_depth_window`` (B, N, H', W') and ``gt_cam_to_world``
         (B, N, 4, 4) when every item has them (synthetic windows).
     """
     return {
@@ -420,7 +432,7 @@ def collate_windows(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         ),
         **{
             k: torch.stack([it[k] for it in items])
-            for k in ("gt_depth_window", "gt_cam_to_world")
+            for k in ("gt_static_window", "gt_depth_window", "gt_cam_to_world")
             if all(k in it for it in items)
         },
     }

@@ -78,6 +78,12 @@ class Pi3PretrainConfig(StageSettings):
         probe_subdivide: p; the probe predicts p×p sub-cells per π³ token.
         pos_weight: BCE weight of moving cells (moving pixels are a minority).
         dice_weight: weight of the per-frame soft dice term.
+        static_weight: BCE weight of cells on objects that do not move at that frame (static
+            objects, and moving ones while they rest), relative to 1 for other cells; 1 = the
+            plain BCE of the committed stage 1. Measured per object (`training.probe_motion_cues`)
+            the plain-BCE probe scores static objects as high as moving ones (AUROC ~0.47): it
+            learned where objects are, which the training mix makes nearly the same as where
+            motion is. Weighting the objects that do not move makes that shortcut expensive.
         curriculum_steps: the first steps draw scenes with `curriculum_scene` merged into
             ``data.scene`` (an easier mix: a slow camera, so image change means motion) before
             the regular mix (0 = none).
@@ -112,6 +118,7 @@ class Pi3PretrainConfig(StageSettings):
     probe_subdivide: int = 2
     pos_weight: float = 3.0
     dice_weight: float = 1.0
+    static_weight: float = 1.0
     curriculum_steps: int = 0
     curriculum_scene: dict[str, Any] = field(default_factory=dict)
     late_from_step: int = 0
@@ -132,6 +139,8 @@ def pretrain_config_from_dict(raw: dict[str, Any]) -> Pi3PretrainConfig:
     cfg = stage_config_from_dict(Pi3PretrainConfig, raw, "pi3 pretraining")
     if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {cfg.device!r} asked for, but torch has no CUDA device here")
+    if not cfg.static_weight > 0:
+        raise ValueError(f"static_weight must be > 0, got {cfg.static_weight}")
     if not cfg.train_body:
         if cfg.geometry_weight <= 0:
             raise ValueError(
@@ -166,20 +175,25 @@ class MotionProbe(nn.Module):
 
 
 def motion_probe_loss(
-    logits: Tensor, target: Tensor, pos_weight: float, dice_weight: float
+    logits: Tensor,
+    target: Tensor,
+    pos_weight: float,
+    dice_weight: float,
+    weight: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """BCE + soft dice between probe logits and cell motion shares.
 
     Args:
         logits: (B, N, H, W) probe logits.
         target: (B, N, H, W) share of each cell's pixels that move, in [0, 1].
+        weight: optional (B, N, H, W) per-cell BCE weights (None = all 1, the plain BCE).
 
     Returns:
         (scalar loss, {"loss", "bce", "dice", "fg_iou"}) where fg_iou is the IoU of
         (logit > 0) with (share > 0.5) averaged over frames whose target is not empty.
     """
     bce = F.binary_cross_entropy_with_logits(
-        logits, target, pos_weight=torch.tensor(pos_weight, device=logits.device)
+        logits, target, weight=weight, pos_weight=torch.tensor(pos_weight, device=logits.device)
     )
     p = logits.sigmoid().flatten(2)
     t = target.flatten(2)
@@ -201,6 +215,19 @@ def motion_probe_loss(
         "dice": float(dice.detach()),
         "fg_iou": float(iou.mean()) if iou.numel() else math.nan,
     }
+
+
+def cell_weights(batch: dict[str, Any], shape: torch.Size, static_weight: float) -> Tensor | None:
+    """Per-cell BCE weights ``1 + (static_weight − 1) · static share`` (None when it is 1).
+
+    Args:
+        batch: a collated batch with ``gt_static_window`` (B, N, R, R).
+        shape: the probe's (B, N, H, W).
+    """
+    if static_weight == 1.0:
+        return None  # the plain BCE, bit for bit
+    share = F.adaptive_avg_pool2d(batch["gt_static_window"], shape[-2:])
+    return 1.0 + (static_weight - 1.0) * share
 
 
 def _forward(pi3: nn.Module, probe: MotionProbe, frames: Tensor) -> Tensor:
@@ -329,7 +356,14 @@ def validate(
         logits = _forward(pi3, probe, batch["pi3"].to(cfg.device))
         labels = batch["gt_fg_window"].to(cfg.device)  # (B, N, R, R)
         target = F.adaptive_avg_pool2d(labels, logits.shape[-2:])
-        loss, parts = motion_probe_loss(logits, target, cfg.pos_weight, cfg.dice_weight)
+        weight = cell_weights(batch, logits.shape, cfg.static_weight)
+        loss, parts = motion_probe_loss(
+            logits,
+            target,
+            cfg.pos_weight,
+            cfg.dice_weight,
+            None if weight is None else weight.to(cfg.device),
+        )
         losses.append(float(loss))
         if math.isfinite(parts["fg_iou"]):
             ious.append(parts["fg_iou"])
@@ -453,7 +487,14 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
         target = F.adaptive_avg_pool2d(
             batch["gt_fg_window"].to(device, non_blocking=True), logits.shape[-2:]
         )
-        total, parts = motion_probe_loss(logits, target, cfg.pos_weight, cfg.dice_weight)
+        weight = cell_weights(batch, logits.shape, cfg.static_weight)
+        total, parts = motion_probe_loss(
+            logits,
+            target,
+            cfg.pos_weight,
+            cfg.dice_weight,
+            None if weight is None else weight.to(device, non_blocking=True),
+        )
         if geom is not None:
             g_loss, g_parts = geometry_loss(
                 geom,

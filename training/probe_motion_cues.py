@@ -1,0 +1,381 @@
+"""Which motion evidence tells a moving object from a static one, given the object's mask?
+
+Gmos decides per object (per query) whether it moves now. With the renderer's masks of EVERY
+visible object (static, resting and moving alike), this tool scores each object of the validation
+clips (seeds 800 000.., made like the held-out split) by the mean of a per-pixel motion cue over
+its mask, and reports how well that score separates the objects moving now from the others (the
+area under the ROC curve: 0.5 = chance, 1 = perfect). It isolates the motion decision from mask
+quality, so a cue that fails here cannot be rescued by better masks.
+
+Cues (each on a window of 5 consecutive frames around the scored frame, mean over the 4
+neighbours of the per-pixel residual):
+
+* ``homography``: the ego-motion residual baseline's map (one homography per neighbour; parallax
+  of near static objects stays in it);
+* ``warp_true``: a depth-and-pose warp (:func:`gmos_core.geometry.warp.warp_residual`) with the
+  renderer's exact depth, intrinsics and camera poses: the ceiling of any geometric cue;
+* ``pi3_probe``: the stage-1 motion probe on π³'s window features (``--pi3-state``, a
+  stage-1 state with its probe), sigmoid, upsampled: what the π³ features the Gmos heads read
+  carry about motion (the heads see the same features, not this probe);
+* ``gmos_s``: a Gmos-S bundle's foreground probability (``--gmos-s-bundle``), upsampled: what
+  the trained model ends up telling apart (its masks aside);
+* ``warp_pi3``: the same warp with π³'s own point maps and camera poses (the π³ heads of
+  ``--bundle``; intrinsics fitted to its point map), at π³'s input size: what the model's
+  geometry gives.
+
+    python -m training.probe_motion_cues --num-seqs 12 --out out/motion_cues \\
+        [--pi3-state training/checkpoints/micro/pi3_stage1.safetensors] \\
+        [--gmos-s-bundle gmos_core/assets/micro_gmos_s.safetensors] \\
+        [--bundle <a bundle with π³ heads>]
+
+Writes ``motion_cues.json`` (and prints it) and ``motion_cues.png`` (ROC curves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy.stats import mannwhitneyu
+from tqdm import tqdm
+
+from gmos_core.baselines import EgoMotionResidualBaseline
+from gmos_core.data.synthetic import SceneSample
+from gmos_core.geometry.camera import PinholeIntrinsics, backproject_depth
+from gmos_core.geometry.warp import fit_pinhole, relative_pose, warp_residual
+from training.calibrate import VALIDATION_SEED
+from training.splits import HELD_OUT_SEED, SplitSpec, held_out_scenes
+
+__all__ = ["CueScores", "auroc", "probe_motion_cues"]
+
+WINDOW = 5  # frames per window, the runtime's
+
+# (scene, frame index t) -> (H', W') residual map of frame t, NaN where there is no evidence.
+CueFn = Callable[[SceneSample, int], np.ndarray]
+
+
+@dataclass
+class CueScores:
+    """Per-object scores of every cue, and whether the object moves now (one entry per object)."""
+
+    moving: list[bool] = field(default_factory=list)
+    kind: list[str] = field(default_factory=list)
+    scores: dict[str, list[float]] = field(default_factory=dict)
+
+
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float | None:
+    """P(score of a positive > score of a negative), ties counted half; None if a side is empty."""
+    if len(positive) == 0 or len(negative) == 0:
+        return None
+    u = mannwhitneyu(positive, negative, alternative="two-sided").statistic
+    return float(u) / (len(positive) * len(negative))
+
+
+def _grey(frame: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 → (H', W') float32 grey, lightly blurred like the baselines' inputs."""
+    if size is not None and frame.shape[1::-1] != size:
+        frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+    g = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    return cv2.GaussianBlur(g, (5, 5), 0).astype(np.float32)
+
+
+def _neighbours(t: int) -> list[int]:
+    half = WINDOW // 2
+    return [t + d for d in range(-half, half + 1) if d != 0]
+
+
+def _mean_of(maps: list[np.ndarray]) -> np.ndarray:
+    stack = np.stack(maps)
+    counts = np.isfinite(stack).sum(0)
+    total = np.nansum(stack, axis=0)
+    return np.where(counts > 0, total / np.maximum(counts, 1), np.nan).astype(np.float32)
+
+
+def homography_cue(s: SceneSample, t: int) -> np.ndarray:
+    half = WINDOW // 2
+    return EgoMotionResidualBaseline().residual(s.frames[t - half : t + half + 1], half)
+
+
+def true_warp_cue(s: SceneSample, t: int) -> np.ndarray:
+    h, w = s.depth.shape[1:]
+    k = PinholeIntrinsics.from_matrix(s.intrinsics, w, h)
+    pts = backproject_depth(s.depth[t], k)
+    g = _grey(s.frames[t])
+    return _mean_of(
+        [
+            warp_residual(
+                pts, g, _grey(s.frames[j]), relative_pose(s.cam_to_world[t], s.cam_to_world[j]), k
+            )
+            for j in _neighbours(t)
+        ]
+    )
+
+
+def pi3_warp_cue(bundle: str | Path) -> CueFn:
+    """The warp cue on the point maps and poses of a bundle's π³ heads (torch imported here)."""
+    import torch
+
+    from gmos_core.models.build import build_frame_model_from_bundle
+    from gmos_core.models.preprocess import pi3_preprocess
+
+    fm = build_frame_model_from_bundle(bundle)
+    pi3 = fm.pi3.eval()
+    if not getattr(pi3, "with_heads", False):
+        raise ValueError(
+            f"{bundle}: its π³ has no heads (add them with `python -m training.add_pi3_heads`)"
+        )
+    limit = fm.config.pi3.pixel_limit
+
+    @torch.no_grad()
+    def cue(s: SceneSample, t: int) -> np.ndarray:
+        half = WINDOW // 2
+        x = pi3_preprocess(s.frames[t - half : t + half + 1], pixel_limit=limit)[None]
+        hh, ww = x.shape[-2:]
+        gh, gw = pi3.grid_size(hh, ww)
+        tok = pi3.encode_frames(x.flatten(0, 1))
+        _, geo = pi3.decode_window_geometry(tok.view(1, WINDOW, *tok.shape[1:]), gh, gw)
+        pts = geo.local_points[0].double().numpy()  # (N, H', W', 3)
+        poses = geo.camera_poses[0].double().numpy()  # (N, 4, 4)
+        g = _grey(s.frames[t], (ww, hh))
+        try:
+            k = fit_pinhole(pts[half])
+        except ValueError:
+            # The point map does not look like a camera's (a weak π³ does this): no evidence,
+            # counted; the objects of this frame then drop out for every cue.
+            cue.failures += 1  # type: ignore[attr-defined]
+            return np.full((hh, ww), np.nan, np.float32)
+        maps = []
+        for j in _neighbours(t):
+            i = j - t + half
+            rel = relative_pose(poses[half], poses[i])
+            maps.append(warp_residual(pts[half], g, _grey(s.frames[j], (ww, hh)), rel, k))
+        return _mean_of(maps)
+
+    cue.failures = 0  # type: ignore[attr-defined]
+    return cue
+
+
+def pi3_probe_cue(state: str | Path, model: str = "micro") -> CueFn:
+    """The stage-1 probe's motion probability of the scored frame (torch imported here)."""
+    import torch
+    import torch.nn.functional as F
+
+    from gmos_core.models.build import build_frame_model
+    from gmos_core.models.preprocess import pi3_preprocess
+    from training.pretrain_pi3 import MotionProbe
+    from training.resume import load_fp16_state, load_part
+
+    fm = build_frame_model(model, "gmos", with_pi3_heads=False)
+    pi3 = fm.pi3.eval()
+    st = load_fp16_state(state)
+    if "probe" not in st.parts or "pi3" not in st.parts:
+        raise ValueError(f"{state}: not a stage-1 state (needs its pi3 and probe parts)")
+    load_part(pi3, st.parts["pi3"], f"{state} [pi3]", strict=False)
+    w = st.parts["probe"]["proj.weight"]
+    probe = MotionProbe(int(w.shape[1]), int(round(float(w.shape[0]) ** 0.5))).eval()
+    load_part(probe, st.parts["probe"], f"{state} [probe]")
+    limit = fm.config.pi3.pixel_limit
+
+    @torch.no_grad()
+    def cue(s: SceneSample, t: int) -> np.ndarray:
+        half = WINDOW // 2
+        x = pi3_preprocess(s.frames[t - half : t + half + 1], pixel_limit=limit)[None]
+        hh, ww = x.shape[-2:]
+        gh, gw = pi3.grid_size(hh, ww)
+        tok = pi3.encode_frames(x.flatten(0, 1))
+        feats = pi3.decode_window(tok.view(1, WINDOW, *tok.shape[1:]), gh, gw)
+        logits = probe(feats)[:, half : half + 1]  # (1, 1, p·h, p·w)
+        prob = F.interpolate(logits.sigmoid(), size=(hh, ww), mode="bilinear")
+        return prob[0, 0].numpy().astype(np.float32)
+
+    return cue
+
+
+def gmos_s_cue(bundle: str | Path) -> CueFn:
+    """A Gmos-S bundle's foreground probability of the scored frame (torch imported here)."""
+    import torch
+    import torch.nn.functional as F
+
+    from gmos_core.models.build import build_frame_model_from_bundle
+    from gmos_core.models.preprocess import pi3_preprocess, sam2_preprocess
+    from training.trainer import GmosTrainModule
+
+    fm = build_frame_model_from_bundle(bundle)
+    if fm.mode != "gmos_s":
+        raise ValueError(f"{bundle} is a {fm.mode} bundle; --gmos-s-bundle needs Gmos-S")
+    model = GmosTrainModule(fm, train_encoders=False, train_pi3=False).eval()
+    cfg = fm.config
+
+    @torch.no_grad()
+    def cue(s: SceneSample, t: int) -> np.ndarray:
+        half = WINDOW // 2
+        x = pi3_preprocess(s.frames[t - half : t + half + 1], pixel_limit=cfg.pi3.pixel_limit)
+        img = sam2_preprocess(s.frames[t], resolution=cfg.sam2.image_size)
+        fg = model(x[None], img[None])["fg_mask"]  # (1, 1, R, R) logits
+        prob = F.interpolate(fg.sigmoid(), size=s.frames.shape[1:3], mode="bilinear")
+        return prob[0, 0].numpy().astype(np.float32)
+
+    return cue
+
+
+def _object_scores(
+    residual: np.ndarray, labels: np.ndarray, ids: np.ndarray, min_pixels: int
+) -> list[float]:
+    """Mean finite residual under each object's mask (labels resized to the map); NaN if none."""
+    if labels.shape != residual.shape:
+        labels = cv2.resize(
+            labels.astype(np.int32), residual.shape[::-1], interpolation=cv2.INTER_NEAREST
+        )
+    out = []
+    for oid in ids:
+        vals = residual[(labels == oid) & np.isfinite(residual)]
+        out.append(float(vals.mean()) if vals.size >= min_pixels else float("nan"))
+    return out
+
+
+def probe_motion_cues(
+    num_seqs: int = 12,
+    seed: int = VALIDATION_SEED,
+    frame_stride: int = 3,
+    bundle: str | Path | None = None,
+    min_pixels: int = 20,
+    pi3_state: str | Path | None = None,
+    gmos_s_bundle: str | Path | None = None,
+) -> tuple[CueScores, dict[str, object]]:
+    """Score every visible object of the validation clips with each cue (module docstring).
+
+    Returns:
+        (per-object scores, report): the report has ``objects``, ``moving``, ``auroc`` per cue
+        (in [0, 1]; None when a class is missing) overall and ``auroc_by_kind``. An object
+        enters only if every cue has at least `min_pixels` finite pixels under its mask (map
+        resolution; the masks are the renderer's), so all cues score the same objects.
+    """
+    if num_seqs <= 0:
+        raise ValueError(f"num_seqs must be positive, got {num_seqs}")
+    if frame_stride <= 0:
+        raise ValueError(f"frame_stride must be positive, got {frame_stride}")
+    if min_pixels <= 0:
+        raise ValueError(f"min_pixels must be positive, got {min_pixels}")
+    if seed + 10 * num_seqs > HELD_OUT_SEED:
+        raise ValueError(f"seeds from {seed} may reach the held-out split ({HELD_OUT_SEED}..)")
+    cues: dict[str, CueFn] = {"homography": homography_cue, "warp_true": true_warp_cue}
+    if pi3_state is not None:
+        cues["pi3_probe"] = pi3_probe_cue(pi3_state)
+    if gmos_s_bundle is not None:
+        cues["gmos_s"] = gmos_s_cue(gmos_s_bundle)
+    if bundle is not None:
+        cues["warp_pi3"] = pi3_warp_cue(bundle)
+    scenes, _ = held_out_scenes(SplitSpec(num_seqs=num_seqs, seed=seed))
+    res = CueScores(scores={name: [] for name in cues})
+    half = WINDOW // 2
+    frames = 0
+    for s in tqdm(scenes, desc="motion cues", unit="clip"):
+        for t in range(half, s.num_frames - half, frame_stride):
+            frames += 1
+            per_cue = {
+                name: _object_scores(fn(s, t), s.instance_masks[t], s.object_ids, min_pixels)
+                for name, fn in cues.items()
+            }
+            for k in range(len(s.object_ids)):
+                if not all(np.isfinite(v[k]) for v in per_cue.values()):
+                    continue  # not visible enough for some cue: no object for any
+                res.moving.append(bool(s.motion_state[t, k]))
+                res.kind.append(s.scene_kind)
+                for name, v in per_cue.items():
+                    res.scores[name].append(v[k])
+    report = _report(res)
+    if "warp_pi3" in cues:
+        report["warp_pi3_unfit_frames"] = int(cues["warp_pi3"].failures)  # type: ignore[attr-defined]
+    report["frames"] = frames
+    return res, report
+
+
+def _report(res: CueScores) -> dict[str, object]:
+    mv = np.array(res.moving, dtype=bool)
+    kinds = np.array(res.kind)
+
+    def aurocs(sel: np.ndarray) -> dict[str, float | None]:
+        return {
+            n: auroc(np.array(v)[sel & mv], np.array(v)[sel & ~mv]) for n, v in res.scores.items()
+        }
+
+    everything = np.ones(len(mv), dtype=bool)
+    return {
+        "objects": int(len(mv)),
+        "moving": int(mv.sum()),
+        "auroc": aurocs(everything),
+        "auroc_by_kind": {k: aurocs(kinds == k) for k in sorted(set(res.kind))},
+    }
+
+
+def plot_roc(res: CueScores, path: Path) -> None:
+    """ROC curve of each cue (false-positive rate on static objects vs recall of moving ones)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mv = np.array(res.moving, dtype=bool)
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    for name, vals in res.scores.items():
+        v = np.array(vals)
+        order = np.argsort(-v, kind="stable")
+        hits = mv[order]
+        tpr = np.concatenate([[0.0], np.cumsum(hits) / max(hits.sum(), 1)])
+        fpr = np.concatenate([[0.0], np.cumsum(~hits) / max((~hits).sum(), 1)])
+        a = auroc(v[mv], v[~mv])
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {a:.2f})" if a is not None else name)
+    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+    ax.set_xlabel("static objects called moving (FPR)")
+    ax.set_ylabel("moving objects found (TPR)")
+    ax.set_title(f"per-object motion cues, {len(mv)} objects ({int(mv.sum())} moving)", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--num-seqs", type=int, default=12, help="validation clips")
+    ap.add_argument("--seed", type=int, default=VALIDATION_SEED)
+    ap.add_argument("--frame-stride", type=int, default=3, help="score every k-th frame")
+    ap.add_argument("--min-pixels", type=int, default=20)
+    ap.add_argument("--bundle", default=None, help="a bundle with π³ heads (adds warp_pi3)")
+    ap.add_argument("--pi3-state", default=None, help="a stage-1 state (adds pi3_probe)")
+    ap.add_argument("--gmos-s-bundle", default=None, help="a Gmos-S bundle (adds gmos_s)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, required=True, help="folder for the JSON and the plot")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        res, report = probe_motion_cues(
+            args.num_seqs,
+            args.seed,
+            args.frame_stride,
+            args.bundle,
+            args.min_pixels,
+            args.pi3_state,
+            args.gmos_s_bundle,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        ap.error(str(exc))
+    if not res.moving:
+        ap.error("no object was visible enough to score; raise --num-seqs or lower --min-pixels")
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=1)
+    (args.out / "motion_cues.json").write_text(text + "\n")
+    plot_roc(res, args.out / "motion_cues.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
