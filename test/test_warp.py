@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -98,7 +99,8 @@ def test_probe_motion_cues_scores_the_same_objects_for_every_cue(tmp_path):
     res, report = pmc.probe_motion_cues(num_seqs=2, frame_stride=8)
     n = report["objects"]
     assert n == len(res.moving) > 0 and report["moving"] == sum(res.moving)
-    assert set(res.scores) == {"homography", "warp_true"}
+    assert set(res.scores) == {"homography", "warp_true", "warp_depth_vo"}
+    assert set(report["frames_without_evidence"]) == set(res.scores)
     assert all(len(v) == n for v in res.scores.values())
     for value in report["auroc"].values():
         assert value is None or 0.0 <= value <= 1.0
@@ -106,6 +108,16 @@ def test_probe_motion_cues_scores_the_same_objects_for_every_cue(tmp_path):
     assert report["auroc"]["warp_true"] > report["auroc"]["homography"]
     pmc.plot_roc(res, tmp_path / "roc.png")
     assert (tmp_path / "roc.png").stat().st_size > 1000
+
+
+def test_a_cue_without_evidence_says_so_instead_of_guessing():
+    s = generate_scene(
+        SceneConfig(seed=5, scene_kind="dynamic", num_frames=6, height=96, width=128)
+    )
+    assert np.isfinite(pmc.depth_vo_warp_cue(s, 2)).any()
+    blank = dataclasses.replace(s, frames=np.zeros_like(s.frames))  # no corners to track
+    with pytest.raises(pmc.NoEvidence, match="odometry"):
+        pmc.depth_vo_warp_cue(blank, 2)
 
 
 def test_probe_motion_cues_cli_validates_its_inputs(tmp_path, capsys):

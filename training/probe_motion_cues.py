@@ -14,6 +14,10 @@ neighbours of the per-pixel residual):
   of near static objects stays in it);
 * ``warp_true``: a depth-and-pose warp (:func:`gmos_core.geometry.warp.warp_residual`) with the
   renderer's exact depth, intrinsics and camera poses: the ceiling of any geometric cue;
+* ``warp_depth_vo``: the same warp with the renderer's depth (an RGB-D camera) and the camera
+  motion estimated from the frames by the node's depth visual odometry
+  (:class:`~gmos_core.geometry.visual_odometry.DepthVisualOdometry`, no masks given): what a
+  robot with a depth camera and no odometry has;
 * ``pi3_probe``: the stage-1 motion probe on π³'s window features (``--pi3-state``, a
   stage-1 state with its probe), sigmoid, upsampled: what the π³ features the Gmos heads read
   carry about motion (the heads see the same features, not this probe);
@@ -46,7 +50,8 @@ from tqdm import tqdm
 
 from gmos_core.baselines import EgoMotionResidualBaseline
 from gmos_core.data.synthetic import SceneSample
-from gmos_core.geometry.camera import PinholeIntrinsics, backproject_depth
+from gmos_core.geometry.camera import PinholeIntrinsics, backproject_depth, invert_transform
+from gmos_core.geometry.visual_odometry import DepthVisualOdometry
 from gmos_core.geometry.warp import fit_pinhole, relative_pose, warp_residual
 from training.calibrate import VALIDATION_SEED
 from training.splits import HELD_OUT_SEED, SplitSpec, held_out_scenes
@@ -55,8 +60,13 @@ __all__ = ["CueScores", "auroc", "probe_motion_cues"]
 
 WINDOW = 5  # frames per window, the runtime's
 
-# (scene, frame index t) -> (H', W') residual map of frame t, NaN where there is no evidence.
+# (scene, frame index t) -> (H', W') residual map of frame t, NaN where there is no evidence;
+# raises NoEvidence when it has none for the whole frame.
 CueFn = Callable[[SceneSample, int], np.ndarray]
+
+
+class NoEvidence(Exception):
+    """A cue has nothing to say about this frame (its geometry failed); counted, not fatal."""
 
 
 @dataclass
@@ -116,6 +126,31 @@ def true_warp_cue(s: SceneSample, t: int) -> np.ndarray:
     )
 
 
+def depth_vo_warp_cue(s: SceneSample, t: int) -> np.ndarray:
+    """The warp with the renderer's depth and depth-VO camera motion (NaN if the VO fails)."""
+    h, w = s.depth.shape[1:]
+    k = PinholeIntrinsics.from_matrix(s.intrinsics, w, h)
+    half = WINDOW // 2
+    vo = DepthVisualOdometry(k)
+    from_first = [np.eye(4)]  # camera i from camera t − half
+    for i in range(t - half, t + half + 1):
+        ego = vo.step(s.frames[i], s.depth[i], None, int(s.stamps_ns[i]))
+        if i == t - half:
+            continue
+        if ego is None:
+            raise NoEvidence("the depth odometry found no motion estimate")
+        from_first.append(ego.curr_from_prev @ from_first[-1])
+    pts = backproject_depth(s.depth[t], k)
+    g = _grey(s.frames[t])
+    frame_to_first = invert_transform(from_first[half])
+    return _mean_of(
+        [
+            warp_residual(pts, g, _grey(s.frames[j]), from_first[j - t + half] @ frame_to_first, k)
+            for j in _neighbours(t)
+        ]
+    )
+
+
 def pi3_warp_cue(bundle: str | Path) -> CueFn:
     """The warp cue on the point maps and poses of a bundle's π³ heads (torch imported here)."""
     import torch
@@ -144,11 +179,8 @@ def pi3_warp_cue(bundle: str | Path) -> CueFn:
         g = _grey(s.frames[t], (ww, hh))
         try:
             k = fit_pinhole(pts[half])
-        except ValueError:
-            # The point map does not look like a camera's (a weak π³ does this): no evidence,
-            # counted; the objects of this frame then drop out for every cue.
-            cue.failures += 1  # type: ignore[attr-defined]
-            return np.full((hh, ww), np.nan, np.float32)
+        except ValueError as exc:  # a weak π³'s point map need not look like a camera's
+            raise NoEvidence(str(exc)) from exc
         maps = []
         for j in _neighbours(t):
             i = j - t + half
@@ -156,7 +188,6 @@ def pi3_warp_cue(bundle: str | Path) -> CueFn:
             maps.append(warp_residual(pts[half], g, _grey(s.frames[j], (ww, hh)), rel, k))
         return _mean_of(maps)
 
-    cue.failures = 0  # type: ignore[attr-defined]
     return cue
 
 
@@ -263,7 +294,11 @@ def probe_motion_cues(
         raise ValueError(f"min_pixels must be positive, got {min_pixels}")
     if seed + 10 * num_seqs > HELD_OUT_SEED:
         raise ValueError(f"seeds from {seed} may reach the held-out split ({HELD_OUT_SEED}..)")
-    cues: dict[str, CueFn] = {"homography": homography_cue, "warp_true": true_warp_cue}
+    cues: dict[str, CueFn] = {
+        "homography": homography_cue,
+        "warp_true": true_warp_cue,
+        "warp_depth_vo": depth_vo_warp_cue,
+    }
     if pi3_state is not None:
         cues["pi3_probe"] = pi3_probe_cue(pi3_state)
     if gmos_s_bundle is not None:
@@ -274,13 +309,20 @@ def probe_motion_cues(
     res = CueScores(scores={name: [] for name in cues})
     half = WINDOW // 2
     frames = 0
+    no_evidence = dict.fromkeys(cues, 0)
     for s in tqdm(scenes, desc="motion cues", unit="clip"):
         for t in range(half, s.num_frames - half, frame_stride):
             frames += 1
-            per_cue = {
-                name: _object_scores(fn(s, t), s.instance_masks[t], s.object_ids, min_pixels)
-                for name, fn in cues.items()
-            }
+            per_cue = {}
+            for name, fn in cues.items():
+                try:
+                    per_cue[name] = _object_scores(
+                        fn(s, t), s.instance_masks[t], s.object_ids, min_pixels
+                    )
+                except NoEvidence:
+                    # Counted; the frame's objects then drop out for every cue.
+                    no_evidence[name] += 1
+                    per_cue[name] = [float("nan")] * len(s.object_ids)
             for k in range(len(s.object_ids)):
                 if not all(np.isfinite(v[k]) for v in per_cue.values()):
                     continue  # not visible enough for some cue: no object for any
@@ -289,9 +331,8 @@ def probe_motion_cues(
                 for name, v in per_cue.items():
                     res.scores[name].append(v[k])
     report = _report(res)
-    if "warp_pi3" in cues:
-        report["warp_pi3_unfit_frames"] = int(cues["warp_pi3"].failures)  # type: ignore[attr-defined]
     report["frames"] = frames
+    report["frames_without_evidence"] = no_evidence
     return res, report
 
 
