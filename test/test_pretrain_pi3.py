@@ -13,6 +13,7 @@ from gmos_core.models.build import GmosModelConfig, build_frame_model
 from training.pretrain_pi3 import (
     MotionProbe,
     Pi3PretrainConfig,
+    _forward_geometry,
     cell_weights,
     main,
     motion_probe_loss,
@@ -66,6 +67,26 @@ def test_static_objects_weigh_more_only_when_asked():
     assert float(heavy) > 2 * float(plain)
     with pytest.raises(ValueError, match="static_weight"):
         pretrain_config_from_dict(compose_config("pi3_micro", ["+static_weight=0"]))
+
+
+def test_geometry_alone_keeps_the_probe_gradient_out_of_pi3(tiny_model):
+    pi3 = build_frame_model(tiny_model, "gmos", with_pi3_heads=False).pi3
+    probe = MotionProbe(pi3.embed_dim, 2)
+    frames = torch.rand(1, 5, 3, 28, 28)
+    for detach in (False, True):
+        pi3.zero_grad(set_to_none=True)
+        probe.zero_grad(set_to_none=True)
+        logits, _ = _forward_geometry(pi3, probe, frames, detach_probe=detach)
+        logits.square().mean().backward()
+        pi3_grad = sum(float(p.grad.abs().sum()) for p in pi3.parameters() if p.grad is not None)
+        assert float(probe.proj.weight.grad.abs().sum()) > 0  # the probe learns either way
+        assert (pi3_grad == 0.0) == detach
+    with pytest.raises(ValueError, match="motion_weight"):
+        pretrain_config_from_dict(compose_config("pi3_micro", ["+motion_weight=0"]))
+    cfg = pretrain_config_from_dict(
+        compose_config("pi3_micro", ["+motion_weight=0", "+geometry_weight=1"])
+    )
+    assert cfg.motion_weight == 0.0
 
 
 def test_pretraining_learns_and_hands_pi3_to_stage_two(tiny_model, tmp_path):

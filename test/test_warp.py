@@ -120,6 +120,33 @@ def test_a_cue_without_evidence_says_so_instead_of_guessing():
         pmc.depth_vo_warp_cue(blank, 2)
 
 
+def test_a_stage_one_state_with_heads_gives_the_probe_and_the_pi3_warp(tmp_path):
+    from gmos_core.models.build import build_frame_model
+    from gmos_core.models.pi3_heads import Pi3HeadSizes
+    from training.pretrain_pi3 import MotionProbe
+    from training.resume import save_fp16_state
+
+    fm = build_frame_model("micro", "gmos", pi3_heads=Pi3HeadSizes(64, 1, 4, 64))
+    with_heads = tmp_path / "with_heads.safetensors"
+    save_fp16_state(with_heads, {"pi3": fm.pi3, "probe": MotionProbe(fm.pi3.embed_dim, 2)}, 1)
+    cues = pmc.pi3_state_cues(with_heads)
+    assert set(cues) == {"pi3_probe", "warp_pi3"}
+    s = generate_scene(
+        SceneConfig(seed=5, scene_kind="dynamic", num_frames=6, height=128, width=128)
+    )
+    prob = cues["pi3_probe"](s, 2)
+    assert prob.shape == (126, 126) and 0.0 <= prob.min() and prob.max() <= 1.0
+    try:  # random heads: the point map may or may not look like a camera's; both are handled
+        assert cues["warp_pi3"](s, 2).shape == (126, 126)
+    except pmc.NoEvidence as exc:
+        assert "fit_pinhole" in str(exc)
+    with pytest.raises(ValueError, match="already has π³ heads"):
+        pmc.probe_motion_cues(1, pi3_state=with_heads, bundle=with_heads)
+    save_fp16_state(tmp_path / "no_probe.safetensors", {"pi3": fm.pi3}, 1)
+    with pytest.raises(ValueError, match="not a stage-1 state"):
+        pmc.pi3_state_cues(tmp_path / "no_probe.safetensors")
+
+
 def test_probe_motion_cues_cli_validates_its_inputs(tmp_path, capsys):
     for argv, msg in (
         (["--num-seqs", "0"], "num_seqs must be positive"),

@@ -84,6 +84,9 @@ class Pi3PretrainConfig(StageSettings):
             the plain-BCE probe scores static objects as high as moving ones (AUROC ~0.47): it
             learned where objects are, which the training mix makes nearly the same as where
             motion is. Weighting the objects that do not move makes that shortcut expensive.
+        motion_weight: weight of the probe loss when the geometry heads train with the body
+            (1 = the recipe; 0 = π³ learns geometry alone: the probe reads detached features,
+            so it still learns and measures what they carry, but π³ gets none of its gradient).
         curriculum_steps: the first steps draw scenes with `curriculum_scene` merged into
             ``data.scene`` (an easier mix: a slow camera, so image change means motion) before
             the regular mix (0 = none).
@@ -119,6 +122,7 @@ class Pi3PretrainConfig(StageSettings):
     pos_weight: float = 3.0
     dice_weight: float = 1.0
     static_weight: float = 1.0
+    motion_weight: float = 1.0
     curriculum_steps: int = 0
     curriculum_scene: dict[str, Any] = field(default_factory=dict)
     late_from_step: int = 0
@@ -139,6 +143,11 @@ def pretrain_config_from_dict(raw: dict[str, Any]) -> Pi3PretrainConfig:
     cfg = stage_config_from_dict(Pi3PretrainConfig, raw, "pi3 pretraining")
     if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {cfg.device!r} asked for, but torch has no CUDA device here")
+    if cfg.motion_weight < 0 or (cfg.motion_weight == 0 and cfg.geometry_weight <= 0):
+        raise ValueError(
+            f"motion_weight must be >= 0, and 0 only with geometry_weight > 0 "
+            f"(got {cfg.motion_weight}, {cfg.geometry_weight})"
+        )
     if not cfg.static_weight > 0:
         raise ValueError(f"static_weight must be > 0, got {cfg.static_weight}")
     if not cfg.train_body:
@@ -235,16 +244,20 @@ def _forward(pi3: nn.Module, probe: MotionProbe, frames: Tensor) -> Tensor:
 
 
 def _forward_geometry(
-    pi3: nn.Module, probe: MotionProbe, frames: Tensor
+    pi3: nn.Module, probe: MotionProbe, frames: Tensor, detach_probe: bool = False
 ) -> tuple[Tensor, Pi3Geometry | None]:
-    """Probe logits, and the π³ head outputs when the model has heads (one decoder pass)."""
+    """Probe logits, and the π³ head outputs when the model has heads (one decoder pass).
+
+    `detach_probe`: the probe reads detached features (it learns, π³ gets none of its gradient).
+    """
     b, n = frames.shape[:2]
     h, w = pi3.grid_size(int(frames.shape[-2]), int(frames.shape[-1]))
     tok = pi3.encode_frames(frames.flatten(0, 1)).view(b, n, -1, pi3.embed_dim)
     if getattr(pi3, "with_heads", False):
         feats, geom = pi3.decode_window_geometry(tok, h, w)
-        return probe(feats), geom
-    return probe(pi3.decode_window(tok, h, w)), None  # (B, N, h, w, D) features
+        return probe(feats.detach() if detach_probe else feats), geom
+    feats = pi3.decode_window(tok, h, w)  # (B, N, h, w, D) features
+    return probe(feats.detach() if detach_probe else feats), None
 
 
 def _add_heads(pi3: nn.Module, cfg: Pi3PretrainConfig) -> None:
@@ -483,7 +496,7 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
 
     def loss(batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
         frames = batch["pi3"].to(device, non_blocking=True)
-        logits, geom = _forward_geometry(pi3, probe, frames)
+        logits, geom = _forward_geometry(pi3, probe, frames, cfg.motion_weight == 0)
         target = F.adaptive_avg_pool2d(
             batch["gt_fg_window"].to(device, non_blocking=True), logits.shape[-2:]
         )
@@ -502,7 +515,12 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
                 batch["gt_cam_to_world"].to(device, non_blocking=True),
             )
             # Heads only: the probe loss has no trainable input left; it is logged, not used.
-            total = total + cfg.geometry_weight * g_loss if cfg.train_body else g_loss
+            # motion_weight 0: π³ learns geometry alone (what the official π³ is trained on);
+            # the probe still learns, on detached features, so that it keeps measuring.
+            if cfg.train_body:
+                total = (cfg.motion_weight or 1.0) * total + cfg.geometry_weight * g_loss
+            else:
+                total = g_loss
             parts = {**parts, **g_parts}
             if not cfg.train_body:
                 parts["loss"] = float(total.detach())  # the loss that trains, not the probe's

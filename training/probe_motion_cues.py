@@ -24,8 +24,8 @@ neighbours of the per-pixel residual):
 * ``gmos_s``: a Gmos-S bundle's foreground probability (``--gmos-s-bundle``), upsampled: what
   the trained model ends up telling apart (its masks aside);
 * ``warp_pi3``: the same warp with π³'s own point maps and camera poses (the π³ heads of
-  ``--bundle``; intrinsics fitted to its point map), at π³'s input size: what the model's
-  geometry gives.
+  ``--bundle``, or of ``--pi3-state`` when that state has them; intrinsics fitted to its point
+  map), at π³'s input size: what the model's geometry gives.
 
     python -m training.probe_motion_cues --num-seqs 12 --out out/motion_cues \\
         [--pi3-state training/checkpoints/micro/pi3_stage1.safetensors] \\
@@ -42,6 +42,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -151,12 +152,36 @@ def depth_vo_warp_cue(s: SceneSample, t: int) -> np.ndarray:
     )
 
 
-def pi3_warp_cue(bundle: str | Path) -> CueFn:
-    """The warp cue on the point maps and poses of a bundle's π³ heads (torch imported here)."""
+def _pi3_warp(pi3: Any, limit: int, s: SceneSample, t: int) -> np.ndarray:
+    """The warp cue on the point maps and poses of a π³ with heads, at its input size."""
     import torch
 
-    from gmos_core.models.build import build_frame_model_from_bundle
     from gmos_core.models.preprocess import pi3_preprocess
+
+    half = WINDOW // 2
+    x = pi3_preprocess(s.frames[t - half : t + half + 1], pixel_limit=limit)[None]
+    hh, ww = x.shape[-2:]
+    gh, gw = pi3.grid_size(hh, ww)
+    with torch.no_grad():
+        tok = pi3.encode_frames(x.flatten(0, 1))
+        _, geo = pi3.decode_window_geometry(tok.view(1, WINDOW, *tok.shape[1:]), gh, gw)
+    pts = geo.local_points[0].double().numpy()  # (N, H', W', 3)
+    poses = geo.camera_poses[0].double().numpy()  # (N, 4, 4)
+    try:
+        k = fit_pinhole(pts[half])
+    except ValueError as exc:  # a weak π³'s point map need not look like a camera's
+        raise NoEvidence(str(exc)) from exc
+    g = _grey(s.frames[t], (ww, hh))
+    maps = []
+    for j in _neighbours(t):
+        rel = relative_pose(poses[half], poses[j - t + half])
+        maps.append(warp_residual(pts[half], g, _grey(s.frames[j], (ww, hh)), rel, k))
+    return _mean_of(maps)
+
+
+def pi3_warp_cue(bundle: str | Path) -> CueFn:
+    """The warp cue from the π³ heads of a bundle (torch imported here)."""
+    from gmos_core.models.build import build_frame_model_from_bundle
 
     fm = build_frame_model_from_bundle(bundle)
     pi3 = fm.pi3.eval()
@@ -165,55 +190,40 @@ def pi3_warp_cue(bundle: str | Path) -> CueFn:
             f"{bundle}: its π³ has no heads (add them with `python -m training.add_pi3_heads`)"
         )
     limit = fm.config.pi3.pixel_limit
-
-    @torch.no_grad()
-    def cue(s: SceneSample, t: int) -> np.ndarray:
-        half = WINDOW // 2
-        x = pi3_preprocess(s.frames[t - half : t + half + 1], pixel_limit=limit)[None]
-        hh, ww = x.shape[-2:]
-        gh, gw = pi3.grid_size(hh, ww)
-        tok = pi3.encode_frames(x.flatten(0, 1))
-        _, geo = pi3.decode_window_geometry(tok.view(1, WINDOW, *tok.shape[1:]), gh, gw)
-        pts = geo.local_points[0].double().numpy()  # (N, H', W', 3)
-        poses = geo.camera_poses[0].double().numpy()  # (N, 4, 4)
-        g = _grey(s.frames[t], (ww, hh))
-        try:
-            k = fit_pinhole(pts[half])
-        except ValueError as exc:  # a weak π³'s point map need not look like a camera's
-            raise NoEvidence(str(exc)) from exc
-        maps = []
-        for j in _neighbours(t):
-            i = j - t + half
-            rel = relative_pose(poses[half], poses[i])
-            maps.append(warp_residual(pts[half], g, _grey(s.frames[j], (ww, hh)), rel, k))
-        return _mean_of(maps)
-
-    return cue
+    return lambda s, t: _pi3_warp(pi3, limit, s, t)
 
 
-def pi3_probe_cue(state: str | Path, model: str = "micro") -> CueFn:
-    """The stage-1 probe's motion probability of the scored frame (torch imported here)."""
+def pi3_state_cues(state: str | Path, model: str = "micro") -> dict[str, CueFn]:
+    """``pi3_probe`` from a stage-1 state, and ``warp_pi3`` too when the state has π³ heads
+    (the stage-1 recipe's head sizes, `Pi3PretrainConfig`). Torch is imported here."""
     import torch
     import torch.nn.functional as F
 
     from gmos_core.models.build import build_frame_model
+    from gmos_core.models.pi3_heads import HEAD_NAMES, Pi3HeadSizes
     from gmos_core.models.preprocess import pi3_preprocess
-    from training.pretrain_pi3 import MotionProbe
+    from training.pretrain_pi3 import MotionProbe, Pi3PretrainConfig
     from training.resume import load_fp16_state, load_part
 
-    fm = build_frame_model(model, "gmos", with_pi3_heads=False)
-    pi3 = fm.pi3.eval()
     st = load_fp16_state(state)
     if "probe" not in st.parts or "pi3" not in st.parts:
         raise ValueError(f"{state}: not a stage-1 state (needs its pi3 and probe parts)")
-    load_part(pi3, st.parts["pi3"], f"{state} [pi3]", strict=False)
+    has_heads = any(k.split(".", 1)[0] in HEAD_NAMES for k in st.parts["pi3"])
+    d = Pi3PretrainConfig()
+    sizes = Pi3HeadSizes(
+        d.geometry_head_width, d.geometry_head_depth, d.geometry_head_heads,
+        d.geometry_camera_width,
+    )  # fmt: skip
+    fm = build_frame_model(model, "gmos", pi3_heads=sizes if has_heads else None)
+    pi3 = fm.pi3.eval()
+    load_part(pi3, st.parts["pi3"], f"{state} [pi3]", strict=has_heads)
     w = st.parts["probe"]["proj.weight"]
     probe = MotionProbe(int(w.shape[1]), int(round(float(w.shape[0]) ** 0.5))).eval()
     load_part(probe, st.parts["probe"], f"{state} [probe]")
     limit = fm.config.pi3.pixel_limit
 
     @torch.no_grad()
-    def cue(s: SceneSample, t: int) -> np.ndarray:
+    def probe_cue(s: SceneSample, t: int) -> np.ndarray:
         half = WINDOW // 2
         x = pi3_preprocess(s.frames[t - half : t + half + 1], pixel_limit=limit)[None]
         hh, ww = x.shape[-2:]
@@ -224,7 +234,10 @@ def pi3_probe_cue(state: str | Path, model: str = "micro") -> CueFn:
         prob = F.interpolate(logits.sigmoid(), size=(hh, ww), mode="bilinear")
         return prob[0, 0].numpy().astype(np.float32)
 
-    return cue
+    cues: dict[str, CueFn] = {"pi3_probe": probe_cue}
+    if has_heads:
+        cues["warp_pi3"] = lambda s, t: _pi3_warp(pi3, limit, s, t)
+    return cues
 
 
 def gmos_s_cue(bundle: str | Path) -> CueFn:
@@ -300,10 +313,12 @@ def probe_motion_cues(
         "warp_depth_vo": depth_vo_warp_cue,
     }
     if pi3_state is not None:
-        cues["pi3_probe"] = pi3_probe_cue(pi3_state)
+        cues.update(pi3_state_cues(pi3_state))
     if gmos_s_bundle is not None:
         cues["gmos_s"] = gmos_s_cue(gmos_s_bundle)
     if bundle is not None:
+        if "warp_pi3" in cues:
+            raise ValueError("--pi3-state already has π³ heads; give --bundle or that state")
         cues["warp_pi3"] = pi3_warp_cue(bundle)
     scenes, _ = held_out_scenes(SplitSpec(num_seqs=num_seqs, seed=seed))
     res = CueScores(scores={name: [] for name in cues})
