@@ -239,6 +239,26 @@ def cell_weights(batch: dict[str, Any], shape: torch.Size, static_weight: float)
     return 1.0 + (static_weight - 1.0) * share
 
 
+def batch_probe_loss(
+    logits: Tensor, batch: dict[str, Any], cfg: Pi3PretrainConfig
+) -> tuple[Tensor, dict[str, float], Tensor]:
+    """`motion_probe_loss` of a collated batch: its targets pooled to the probe's cells and
+    the static-object weights of `cfg`. Returns (loss, parts, target (B, N, H, W))."""
+    dev = logits.device
+    target = F.adaptive_avg_pool2d(
+        batch["gt_fg_window"].to(dev, non_blocking=True), logits.shape[-2:]
+    )
+    weight = cell_weights(batch, logits.shape, cfg.static_weight)
+    loss, parts = motion_probe_loss(
+        logits,
+        target,
+        cfg.pos_weight,
+        cfg.dice_weight,
+        None if weight is None else weight.to(dev, non_blocking=True),
+    )
+    return loss, parts, target
+
+
 def _forward(pi3: nn.Module, probe: MotionProbe, frames: Tensor) -> Tensor:
     return _forward_geometry(pi3, probe, frames)[0]
 
@@ -368,15 +388,7 @@ def validate(
         batch = collate_windows([ds[j] for j in range(i, min(i + cfg.batch_size, len(ds)))])
         logits = _forward(pi3, probe, batch["pi3"].to(cfg.device))
         labels = batch["gt_fg_window"].to(cfg.device)  # (B, N, R, R)
-        target = F.adaptive_avg_pool2d(labels, logits.shape[-2:])
-        weight = cell_weights(batch, logits.shape, cfg.static_weight)
-        loss, parts = motion_probe_loss(
-            logits,
-            target,
-            cfg.pos_weight,
-            cfg.dice_weight,
-            None if weight is None else weight.to(cfg.device),
-        )
+        loss, parts, target = batch_probe_loss(logits, batch, cfg)
         losses.append(float(loss))
         if math.isfinite(parts["fg_iou"]):
             ious.append(parts["fg_iou"])
@@ -497,17 +509,7 @@ def pretrain(cfg: Pi3PretrainConfig) -> dict[str, Any]:
     def loss(batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
         frames = batch["pi3"].to(device, non_blocking=True)
         logits, geom = _forward_geometry(pi3, probe, frames, cfg.motion_weight == 0)
-        target = F.adaptive_avg_pool2d(
-            batch["gt_fg_window"].to(device, non_blocking=True), logits.shape[-2:]
-        )
-        weight = cell_weights(batch, logits.shape, cfg.static_weight)
-        total, parts = motion_probe_loss(
-            logits,
-            target,
-            cfg.pos_weight,
-            cfg.dice_weight,
-            None if weight is None else weight.to(device, non_blocking=True),
-        )
+        total, parts, _ = batch_probe_loss(logits, batch, cfg)
         if geom is not None:
             g_loss, g_parts = geometry_loss(
                 geom,
