@@ -10,6 +10,7 @@ import torch
 
 from training.losses import (
     GmosLossWeights,
+    GmosSLossWeights,
     binary_iou,
     dice_loss,
     gmos_proposer_loss,
@@ -58,6 +59,27 @@ def test_gmos_s_loss_hand_value_and_confidence():
     # c~ = 2 doubles the mask term and pays 0.5 * log 2; predicted IoU 0.5 adds 0.25.
     out = {"fg_mask": fg, "iou_pred": torch.full((1, 1), 0.5), "conf_pred": torch.full((1, 1), 2.0)}
     assert gmos_s_loss(out, gt).total.item() == pytest.approx(0.25 + 40 * l_mask - 0.5 * LN2)
+
+
+def test_gmos_s_static_penalty_is_off_by_default_and_adds_hand_value():
+    fg = torch.tensor([[[[0.0, 2.0, -2.0]]]])  # (1, 1, 1, 3) logits
+    gt = torch.tensor([[[1.0, 0.0, 0.0]]])
+    static = torch.tensor([[[0.0, 1.0, 1.0]]])  # two pixels of a static object
+    out = {"fg_mask": fg, "iou_pred": torch.zeros(1, 1), "conf_pred": torch.ones(1, 1)}
+    plain = gmos_s_loss(out, gt)
+    assert gmos_s_loss(out, gt, gt_static=static).total.item() == plain.total.item()
+    w = GmosSLossWeights(static_penalty=3.0)
+    r = gmos_s_loss(out, gt, w, static)
+    # mean BCE towards 0 over the static pixels: (softplus(2) + softplus(-2)) / 2
+    expect = (math.log1p(math.exp(2.0)) + math.log1p(math.exp(-2.0))) / 2
+    assert r.parts["static"] == pytest.approx(expect, rel=1e-5)
+    assert r.total.item() == pytest.approx(plain.total.item() + 3.0 * expect, rel=1e-5)
+    # A frame without static pixels adds nothing; a missing map is an error, not a silent 0.
+    assert gmos_s_loss(out, gt, w, torch.zeros_like(static)).total.item() == pytest.approx(
+        plain.total.item()
+    )
+    with pytest.raises(ValueError, match="gt_static"):
+        gmos_s_loss(out, gt, w)
 
 
 def test_gmos_s_confidence_lowered_on_hard_raised_on_easy():

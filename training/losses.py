@@ -104,6 +104,10 @@ class GmosSLossWeights:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     bce_weight: float = 0.0  # plain BCE inside L_mask (0 = Eq. A1)
+    # Not in the paper (0 = Eq. A1): mean BCE towards 0 over the pixels of objects that are
+    # visible and NOT moving at the frame (hard negatives), added with this weight. Synthetic
+    # data only (the renderer knows every object); see docs/training.md, session 11.
+    static_penalty: float = 0.0
 
 
 @dataclass
@@ -312,7 +316,10 @@ def gmos_proposer_loss(
 
 
 def gmos_s_loss(
-    out: dict[str, Tensor], gt_fg: Tensor, weights: GmosSLossWeights | None = None
+    out: dict[str, Tensor],
+    gt_fg: Tensor,
+    weights: GmosSLossWeights | None = None,
+    gt_static: Tensor | None = None,
 ) -> LossOutput:
     """Eq. A1 over a batch of frames.
 
@@ -321,6 +328,8 @@ def gmos_s_loss(
             ``conf_pred`` (B, 1) in [1, c_max].
         gt_fg: (B, h, w) {0, 1} union of the objects moving at the frame (may be empty).
         weights: loss constants (paper defaults).
+        gt_static: (B, h, w) {0, 1} objects visible and not moving at the frame; required when
+            ``weights.static_penalty`` > 0, ignored otherwise.
 
     Returns:
         LossOutput; the IoU target of an empty frame predicted empty is 1.
@@ -336,10 +345,22 @@ def gmos_s_loss(
     iou_true = binary_iou(logits, tgt)
     l_iou = (iou_pred - iou_true) ** 2
     total = (w.iou * l_iou + conf * w.mask * l_mask - w.conf * conf.log()).mean()
+    extra: dict[str, float] = {}
+    if w.static_penalty:
+        if gt_static is None:
+            raise ValueError("static_penalty > 0 needs gt_static (synthetic data only)")
+        st = gt_static.to(logits.device).float().flatten(1)
+        bce0 = F.binary_cross_entropy_with_logits(
+            logits.flatten(1), torch.zeros_like(st), reduction="none"
+        )
+        l_static = (bce0 * st).sum(-1) / st.sum(-1).clamp(min=1.0)  # (B,) 0 on frames without
+        total = total + w.static_penalty * l_static.mean()
+        extra["static"] = float(l_static.mean().detach())
     nonempty = tgt.flatten(1).sum(-1) > 0
     return LossOutput(
         total=total,
         parts={
+            **extra,
             "loss": float(total.detach()),
             "mask": float(l_mask.mean().detach()),
             "iou": float(l_iou.mean().detach()),
