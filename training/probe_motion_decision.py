@@ -1,0 +1,199 @@
+"""How far do a Gmos proposer's own masks go with a better motion decision?
+
+`training.probe_motion_cues` asks which evidence ranks moving objects above static ones given
+the renderer's masks. This tool keeps the proposer's masks and swaps only the decision "which
+queries move": per frame of the validation clips (seeds 800 000.., the held-out generator), the
+foreground is the union of the masks (logit > 0, at least `min_pixels` px) of the queries
+called moving, scored by its IoU with the objects moving now (frames where something moves;
+mean over frames, ×100). Decisions:
+
+* ``motion_head@τ``: the proposer's own motion probability > τ (what the runtime uses);
+* ``warp_true@τ`` / ``warp_depth_vo@τ``: the mean depth-and-pose warp residual over the query's
+  mask > τ grey levels, with the renderer's exact geometry, or with the renderer's depth and the
+  depth odometry's camera motion (an RGB-D robot; :mod:`training.probe_motion_cues`);
+* ``oracle``: the query's mask matches an object moving now at IoU ≥ 0.5 (the masks' ceiling
+  with a perfect per-query decision at that match rule);
+* ``all_queries``: every non-empty query (no decision at all).
+
+The τ grids are swept on the same clips, so the best τ of a decision reads high: compare
+decisions with each other, not with the held-out benchmark.
+
+    python -m training.probe_motion_decision --bundle gmos_core/assets/micro_gmos.safetensors \\
+        --num-seqs 20 --out out/motion_decision
+
+Writes ``motion_decision.json`` (and prints it) and ``motion_decision.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from training.calibrate import VALIDATION_SEED
+from training.probe_motion_cues import NoEvidence, depth_vo_warp_cue, true_warp_cue
+from training.splits import HELD_OUT_SEED, SplitSpec, held_out_scenes
+
+__all__ = ["probe_motion_decision"]
+
+HALF = 2  # 5-frame windows, the runtime's
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = int((a | b).sum())
+    return int((a & b).sum()) / union if union else 1.0
+
+
+def _j(masks: np.ndarray, called: np.ndarray, gt: np.ndarray) -> float:
+    """×100 IoU of the union of the called (Q,) masks (Q, H, W) with the moving objects (H, W)."""
+    fg = masks[called].any(0) if called.any() else np.zeros_like(gt)
+    return 100.0 * _iou(fg, gt)
+
+
+def _mask_means(residual: np.ndarray, masks: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """(Q,) mean finite residual under each kept mask; −inf where there is none (never moving)."""
+    out = np.full(len(masks), -np.inf)
+    for q in np.flatnonzero(keep):
+        vals = residual[masks[q] & np.isfinite(residual)]
+        if vals.size:
+            out[q] = float(vals.mean())
+    return out
+
+
+def probe_motion_decision(
+    bundle: str | Path,
+    num_seqs: int = 20,
+    seed: int = VALIDATION_SEED,
+    frame_stride: int = 2,
+    motion_thresholds: Sequence[float] = (0.3, 0.5),
+    residual_thresholds: Sequence[float] = (2.0, 3.0, 4.0, 5.0, 6.0),
+    min_pixels: int = 20,
+) -> dict[str, object]:
+    """The per-frame J of every decision (module docstring); values ×100 in [0, 100]."""
+    import torch
+    import torch.nn.functional as F
+
+    from gmos_core.models.build import build_frame_model_from_bundle
+    from gmos_core.models.preprocess import pi3_preprocess, sam2_preprocess
+    from training.trainer import GmosTrainModule
+
+    if num_seqs <= 0 or frame_stride <= 0 or min_pixels <= 0:
+        raise ValueError(
+            f"num_seqs, frame_stride and min_pixels must be positive, got {num_seqs}, "
+            f"{frame_stride}, {min_pixels}"
+        )
+    if seed + 10 * num_seqs > HELD_OUT_SEED:
+        raise ValueError(f"seeds from {seed} may reach the held-out split ({HELD_OUT_SEED}..)")
+    if not motion_thresholds or any(not 0.0 <= t <= 1.0 for t in motion_thresholds):
+        raise ValueError(f"motion thresholds must be probabilities, got {motion_thresholds}")
+    if not residual_thresholds or any(not t >= 0.0 for t in residual_thresholds):
+        raise ValueError(f"residual thresholds must be >= 0 grey levels, got {residual_thresholds}")
+    fm = build_frame_model_from_bundle(bundle)
+    if fm.mode != "gmos":
+        raise ValueError(f"{bundle} is a {fm.mode} bundle; the decision needs a Gmos proposer")
+    model = GmosTrainModule(fm, train_encoders=False, train_pi3=False).eval()
+    cfg = fm.config
+    scores: dict[str, list[float]] = {f"motion_head@{t:g}": [] for t in motion_thresholds}
+    for cue in ("warp_true", "warp_depth_vo"):
+        scores.update({f"{cue}@{t:g}": [] for t in residual_thresholds})
+    scores.update({"oracle": [], "all_queries": []})
+    no_vo = 0
+    scenes, _ = held_out_scenes(SplitSpec(num_seqs=num_seqs, seed=seed))
+    for s in tqdm(scenes, desc="motion decision", unit="clip"):
+        for t in range(HALF, s.num_frames - HALF, frame_stride):
+            moving_ids = [int(o) for o, mv in zip(s.object_ids, s.motion_state[t]) if mv]
+            gt = np.isin(s.instance_masks[t], moving_ids)
+            if gt.sum() < min_pixels:
+                continue  # nothing moves visibly: J is not defined on this frame
+            x = pi3_preprocess(s.frames[t - HALF : t + HALF + 1], pixel_limit=cfg.pi3.pixel_limit)
+            img = sam2_preprocess(s.frames[t], resolution=cfg.sam2.image_size)
+            with torch.no_grad():
+                out = model(x[None], img[None])
+                logits = F.interpolate(out["mask"], size=gt.shape, mode="bilinear")[0]
+            masks = (logits > 0).numpy()  # (Q, H, W)
+            keep = masks.reshape(len(masks), -1).sum(1) >= min_pixels
+            motion = out["motion_logits"][0, :, 0].sigmoid().numpy()
+            objects = [s.instance_masks[t] == o for o in moving_ids]
+            matches = np.array(
+                [bool(k) and max(_iou(m, g) for g in objects) >= 0.5 for m, k in zip(masks, keep)]
+            )
+
+            for th in motion_thresholds:
+                scores[f"motion_head@{th:g}"].append(_j(masks, keep & (motion > th), gt))
+            per_cue = {"warp_true": _mask_means(true_warp_cue(s, t), masks, keep)}
+            try:
+                per_cue["warp_depth_vo"] = _mask_means(depth_vo_warp_cue(s, t), masks, keep)
+            except NoEvidence:
+                no_vo += 1  # no camera motion: nothing is called moving on this frame
+                per_cue["warp_depth_vo"] = np.full(len(masks), -np.inf)
+            for cue, mean in per_cue.items():
+                for th in residual_thresholds:
+                    scores[f"{cue}@{th:g}"].append(_j(masks, mean > th, gt))
+            scores["oracle"].append(_j(masks, matches, gt))
+            scores["all_queries"].append(_j(masks, keep, gt))
+    frames = len(scores["oracle"])
+    if frames == 0:
+        raise ValueError("no frame with a visibly moving object; raise num_seqs")
+    return {
+        "bundle": str(bundle),
+        "frames": frames,
+        "frames_without_depth_odometry": no_vo,
+        "J": {k: float(np.mean(v)) for k, v in scores.items()},
+    }
+
+
+def plot(report: dict[str, object], path: Path) -> None:
+    """One bar per decision (its best threshold for the swept ones)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    j: dict[str, float] = report["J"]  # type: ignore[assignment]
+    best: dict[str, tuple[str, float]] = {}
+    for key, value in j.items():
+        name = key.split("@")[0]
+        if name not in best or value > best[name][1]:
+            best[name] = (key, value)
+    fig, ax = plt.subplots(figsize=(6.0, 3.2))
+    names = list(best)
+    ax.bar(range(len(names)), [best[n][1] for n in names], color="tab:blue")
+    ax.set_xticks(range(len(names)), [best[n][0] for n in names], rotation=20, fontsize=8)
+    ax.set_ylabel("per-frame J of moving objects (×100)")
+    where = "/".join(Path(str(report["bundle"])).parts[-2:])
+    ax.set_title(f"{where}: {report['frames']} frames (best threshold each)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bundle", required=True, help="a Gmos (proposer) bundle")
+    ap.add_argument("--num-seqs", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=VALIDATION_SEED)
+    ap.add_argument("--frame-stride", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, required=True, help="folder for the JSON and the plot")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        report = probe_motion_decision(args.bundle, args.num_seqs, args.seed, args.frame_stride)
+    except (ValueError, FileNotFoundError) as exc:
+        ap.error(str(exc))
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=1)
+    (args.out / "motion_decision.json").write_text(text + "\n")
+    plot(report, args.out / "motion_decision.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
