@@ -18,8 +18,8 @@ def test_every_decision_is_scored_on_the_same_frames_in_range():
     )
     j = rep["J"]
     assert set(j) == {
-        "motion_head@0", "motion_head@0.5", "warp_true@3", "warp_depth_vo@3", "oracle",
-        "all_queries",
+        "motion_head@0", "motion_head@0.5", "homography@3", "warp_true@3", "warp_depth_vo@3",
+        "oracle", "all_queries",
     }  # fmt: skip
     assert rep["frames"] > 0
     assert all(0.0 <= v <= 100.0 for v in j.values())

@@ -8,6 +8,8 @@ called moving, scored by its IoU with the objects moving now (frames where somet
 mean over frames, ×100). Decisions:
 
 * ``motion_head@τ``: the proposer's own motion probability > τ (what the runtime uses);
+* ``homography@τ``: the mean of the ego-motion baseline's homography residual over the query's
+  mask > τ grey levels (RGB only, what the runtime could compute without depth);
 * ``warp_true@τ`` / ``warp_depth_vo@τ``: the mean depth-and-pose warp residual over the query's
   mask > τ grey levels, with the renderer's exact geometry, or with the renderer's depth and the
   depth odometry's camera motion (an RGB-D robot; :mod:`training.probe_motion_cues`);
@@ -35,7 +37,12 @@ import numpy as np
 from tqdm import tqdm
 
 from training.calibrate import VALIDATION_SEED
-from training.probe_motion_cues import NoEvidence, depth_vo_warp_cue, true_warp_cue
+from training.probe_motion_cues import (
+    NoEvidence,
+    depth_vo_warp_cue,
+    homography_cue,
+    true_warp_cue,
+)
 from training.splits import HELD_OUT_SEED, SplitSpec, held_out_scenes
 
 __all__ = ["probe_motion_decision"]
@@ -70,7 +77,7 @@ def probe_motion_decision(
     seed: int = VALIDATION_SEED,
     frame_stride: int = 2,
     motion_thresholds: Sequence[float] = (0.3, 0.5),
-    residual_thresholds: Sequence[float] = (2.0, 3.0, 4.0, 5.0, 6.0),
+    residual_thresholds: Sequence[float] = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0),
     min_pixels: int = 20,
 ) -> dict[str, object]:
     """The per-frame J of every decision (module docstring); values ×100 in [0, 100]."""
@@ -98,7 +105,7 @@ def probe_motion_decision(
     model = GmosTrainModule(fm, train_encoders=False, train_pi3=False).eval()
     cfg = fm.config
     scores: dict[str, list[float]] = {f"motion_head@{t:g}": [] for t in motion_thresholds}
-    for cue in ("warp_true", "warp_depth_vo"):
+    for cue in ("homography", "warp_true", "warp_depth_vo"):
         scores.update({f"{cue}@{t:g}": [] for t in residual_thresholds})
     scores.update({"oracle": [], "all_queries": []})
     no_vo = 0
@@ -124,7 +131,10 @@ def probe_motion_decision(
 
             for th in motion_thresholds:
                 scores[f"motion_head@{th:g}"].append(_j(masks, keep & (motion > th), gt))
-            per_cue = {"warp_true": _mask_means(true_warp_cue(s, t), masks, keep)}
+            per_cue = {
+                "homography": _mask_means(homography_cue(s, t), masks, keep),
+                "warp_true": _mask_means(true_warp_cue(s, t), masks, keep),
+            }
             try:
                 per_cue["warp_depth_vo"] = _mask_means(depth_vo_warp_cue(s, t), masks, keep)
             except NoEvidence:
