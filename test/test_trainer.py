@@ -218,3 +218,7 @@ def test_gmos_s_static_penalty_reads_the_static_objects_of_the_middle_frame(tiny
     del batch["gt_static_window"]  # data without the renderer's static masks (Gmos-2K)
     with pytest.raises(ValueError, match="static_penalty"):
         tr.compute_loss(batch)
+    gmos2k = _cfg(tiny_model, tmp_path / "g", variant="gmos_s", loss={"static_penalty": 2.0})
+    gmos2k = dataclasses.replace(gmos2k, data={"kind": "gmos2k", "root": str(tmp_path)})
+    with pytest.raises(ValueError, match="data.kind synthetic"):
+        Trainer(gmos2k, _dataset(cfg))

@@ -414,8 +414,9 @@ def collate_windows(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Returns:
         ``pi3`` (B, N, 3, H', W'), ``sam`` (B, 3, S, S), ``gt_fg`` (B, R, R), ``gt_masks`` /
         ``gt_motion`` lists of B tensors, ``skipped`` int sum, ``keys`` list of str, and
-        ``gt_fg_window`` / ``gt_static_window`` (B, N, R, R), ``gt_depth_window`` (B, N, H', W') and ``gt_cam_to_world``
-        (B, N, 4, 4) when every item has them (synthetic windows).
+        ``gt_fg_window`` / ``gt_static_window`` (B, N, R, R), ``gt_depth_window``
+        (B, N, H', W') and ``gt_cam_to_world`` (B, N, 4, 4) when every item has them
+        (synthetic windows).
     """
     return {
         "pi3": torch.stack([it["pi3"] for it in items]),

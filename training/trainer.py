@@ -545,6 +545,12 @@ class Trainer:
         )
         if cfg.variant == "gmos_s":
             self.loss_weights: GmosSLossWeights | GmosLossWeights = GmosSLossWeights(**cfg.loss)
+            if (
+                self.loss_weights.static_penalty
+                and cfg.data.get("kind", "synthetic") != "synthetic"
+            ):
+                # Only the renderer knows the objects that do not move; refuse before training.
+                raise ValueError("loss.static_penalty > 0 needs data.kind synthetic")
         else:
             self.loss_weights = GmosLossWeights(**cfg.loss)
         self.step = 0
