@@ -57,7 +57,15 @@ from gmos_core.geometry.warp import fit_pinhole, relative_pose, warp_residual
 from training.calibrate import VALIDATION_SEED
 from training.splits import HELD_OUT_SEED, SplitSpec, held_out_scenes
 
-__all__ = ["CueScores", "auroc", "probe_motion_cues"]
+__all__ = [
+    "CueScores",
+    "NoEvidence",
+    "auroc",
+    "depth_vo_warp_cue",
+    "homography_cue",
+    "probe_motion_cues",
+    "true_warp_cue",
+]
 
 WINDOW = 5  # frames per window, the runtime's
 
@@ -108,11 +116,13 @@ def _mean_of(maps: list[np.ndarray]) -> np.ndarray:
 
 
 def homography_cue(s: SceneSample, t: int) -> np.ndarray:
+    """The ego-motion baseline's residual of frame t (one homography per neighbour)."""
     half = WINDOW // 2
     return EgoMotionResidualBaseline().residual(s.frames[t - half : t + half + 1], half)
 
 
 def true_warp_cue(s: SceneSample, t: int) -> np.ndarray:
+    """The warp residual of frame t with the renderer's exact depth, intrinsics and poses."""
     h, w = s.depth.shape[1:]
     k = PinholeIntrinsics.from_matrix(s.intrinsics, w, h)
     pts = backproject_depth(s.depth[t], k)
@@ -128,7 +138,8 @@ def true_warp_cue(s: SceneSample, t: int) -> np.ndarray:
 
 
 def depth_vo_warp_cue(s: SceneSample, t: int) -> np.ndarray:
-    """The warp with the renderer's depth and depth-VO camera motion (NaN if the VO fails)."""
+    """The warp with the renderer's depth and the camera motion of the depth visual odometry
+    (chained over the window); raises NoEvidence when a step has no estimate."""
     h, w = s.depth.shape[1:]
     k = PinholeIntrinsics.from_matrix(s.intrinsics, w, h)
     half = WINDOW // 2
