@@ -47,3 +47,17 @@ def test_cli_writes_the_report_and_its_picture(tmp_path):
     rep = json.loads((tmp_path / "motion_decision.json").read_text())
     assert rep["frames"] > 0 and "oracle" in rep["J"]
     assert (tmp_path / "motion_decision.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("cue", ["homography", "motion_head"])
+def test_mos_i_of_a_decision_is_chosen_on_calibration_clips_and_checked_elsewhere(cue, tmp_path):
+    rep = pmd.mos_i_with_decision(
+        GMOS, cue, tmp_path, cal_seqs=1, check_seqs=1, mask_grid=(0.0,),
+        tau_grid=(3.0,) if cue == "homography" else (0.5,), iou_grid=(0.5,),
+    )  # fmt: skip
+    for part in (rep["calibration"]["chosen"], rep["check"]["chosen"]):
+        assert 0.0 <= part["mtIoU"] <= 100.0 and 0.0 <= part["J_mov"] <= 100.0
+        assert part["FP"] >= 0.0
+    assert set(rep["check_baselines"]) == {"frame_diff", "ego_residual"}
+    with pytest.raises(ValueError, match="mos-i must be one of"):
+        pmd.mos_i_with_decision(GMOS, "oracle", tmp_path)

@@ -136,8 +136,9 @@ class RecordingModel:
         )
 
 
-def _settings(variant: str, seq: ValidationSequence, propagator: dict[str, float]) -> Any:
-    # The window of gmos-infer (and so of the benchmark): 5 frames at the official stride.
+def clip_settings(variant: str, seq: ValidationSequence, propagator: dict[str, float]) -> Any:
+    """`RuntimeSettings` of `variant` for a clip, with the window of gmos-infer (and so of the
+    benchmark): 5 frames at the official stride of the clip's frame rate."""
     span_s = 4 * stride_from_fps(seq.fps) / seq.fps
     return RuntimeSettings(variant=variant, span_s=span_s, propagator=dict(propagator))  # type: ignore[arg-type]
 
@@ -148,7 +149,7 @@ def calibrate_gmos_s(
     """Foreground threshold maximising J&F on `seqs` (ties: the higher threshold)."""
     probs = []
     for seq in tqdm(seqs, desc="gmos-s", unit="seq"):
-        results = run_clip(build_segmenter(_settings("gmos_s", seq, {}), model=model), seq)
+        results = run_clip(build_segmenter(clip_settings("gmos_s", seq, {}), model=model), seq)
         probs.append(np.stack([r.fg_prob for r in results]))
     rows = [{"fg_threshold": float(t), **score_gmos_s(probs, seqs, t)} for t in grid]
     best = max(rows, key=lambda r: (r["JF"], r["fg_threshold"]))
@@ -194,7 +195,7 @@ def calibrate_gmos(
     recorders = []
     for seq in tqdm(seqs, desc="gmos (record)", unit="seq"):
         rec = RecordingModel(model)
-        run_clip(build_segmenter(_settings("gmos_online", seq, {}), model=rec), seq)
+        run_clip(build_segmenter(clip_settings("gmos_online", seq, {}), model=rec), seq)
         recorders.append(rec)
     # (motion_prob, iou_pred) of every recorded frame's top-k proposals: independent of the
     # mask threshold, so a 1x1 output size is enough to read them.
@@ -215,7 +216,7 @@ def calibrate_gmos(
             results = []
             for rec, seq in zip(recorders, seqs):
                 rec.replay(op)
-                seg = build_segmenter(_settings("gmos_online", seq, {}), model=rec)
+                seg = build_segmenter(clip_settings("gmos_online", seq, {}), model=rec)
                 results.append(run_clip(seg, seq))
             done[key] = score_gmos(results, seqs)
         rows.append(

@@ -20,10 +20,20 @@ mean over frames, ×100). Decisions:
 The τ grids are swept on the same clips, so the best τ of a decision reads high: compare
 decisions with each other, not with the held-out benchmark.
 
+``--mos-i CUE`` asks the same of the benchmark's own metric: the online propagator runs on the
+recorded head outputs with every query's motion logit replaced by ``4 · (residual − τ)`` of the
+cue (``motion_head`` keeps the head and sweeps τ_m), the thresholds (mask logit, τ, τ_u) are
+chosen on the calibration clips as `gmos-calibrate` does (best mtIoU + J_mov with FP at most
+the baselines' lower FP), and the chosen point is scored on the check clips (seeds 810 000..)
+next to both baselines there. Frames within 2 of a clip's ends use the nearest full window's
+residual.
+
     python -m training.probe_motion_decision --bundle gmos_core/assets/micro_gmos.safetensors \\
         --num-seqs 20 --out out/motion_decision
+    python -m training.probe_motion_decision --bundle ... --mos-i warp_true --out out/mos_i
 
-Writes ``motion_decision.json`` (and prints it) and ``motion_decision.png``.
+Writes ``motion_decision.json`` (and prints it) and ``motion_decision.png``, or
+``mos_i_<cue>.json``.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -156,6 +167,135 @@ def probe_motion_decision(
     }
 
 
+MOS_I_CUES = ("motion_head", "homography", "warp_true", "warp_depth_vo")
+
+
+def mos_i_with_decision(
+    bundle: str | Path,
+    cue: str,
+    work_dir: Path,
+    cal_seqs: int = 30,
+    check_seqs: int = 30,
+    mask_grid: Sequence[float] = (-1.0, 0.0, 1.0),
+    tau_grid: Sequence[float] | None = None,
+    iou_grid: Sequence[float] = (0.0, 0.5),
+) -> dict[str, object]:
+    """MOS-I of the online propagator with `cue` deciding which queries move (docstring).
+
+    Returns:
+        ``calibration`` (the chosen row, metrics ×100, FP per frame), ``budget`` (the FP limit),
+        ``check`` (the chosen point on the check clips, ×100) and ``check_baselines``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from gmos_core.models.build import build_frame_model_from_bundle
+    from gmos_core.operating_point import OperatingPoint
+    from gmos_core.streaming.build import build_segmenter
+    from training.calibrate import (
+        CHECK_SEED,
+        RecordingModel,
+        clip_settings,
+        fp_budget_from_baselines,
+        validation_baselines,
+    )
+    from training.probe_motion_cues import homography_cue
+    from training.scoring import run_clip, score_gmos
+    from training.splits import as_sequence
+
+    if cue not in MOS_I_CUES:
+        raise ValueError(f"--mos-i must be one of {MOS_I_CUES}, got {cue!r}")
+    if cal_seqs <= 0 or check_seqs <= 0:
+        raise ValueError(f"cal_seqs and check_seqs must be positive, got {cal_seqs}, {check_seqs}")
+    if CHECK_SEED + 10 * check_seqs > HELD_OUT_SEED:
+        raise ValueError(f"{check_seqs} check clips from {CHECK_SEED} may reach the held-out split")
+    fm = build_frame_model_from_bundle(bundle)
+    if fm.mode != "gmos":
+        raise ValueError(f"{bundle} is a {fm.mode} bundle; the decision needs a Gmos proposer")
+    model = fm.frame_model()
+    residual_of = {
+        "homography": homography_cue,
+        "warp_true": true_warp_cue,
+        "warp_depth_vo": depth_vo_warp_cue,
+    }.get(cue)
+    taus = tuple(tau_grid) if tau_grid else (
+        (0.3, 0.4, 0.5, 0.6) if residual_of is None else (2.0, 3.0, 4.0, 5.0, 6.0)
+    )  # fmt: skip
+
+    def prepare(seed: int, n: int) -> list[tuple[Any, Any, list[np.ndarray]]]:
+        scenes, seeds = held_out_scenes(SplitSpec(num_seqs=n, seed=seed))
+        clips = []
+        for sd, s in tqdm(list(zip(seeds, scenes)), desc=f"record {seed}", unit="clip"):
+            seq = as_sequence(f"val_{sd}_{s.scene_kind}", s)
+            rec = RecordingModel(model)
+            run_clip(build_segmenter(clip_settings("gmos_online", seq, {}), model=rec), seq)
+            scores = []
+            for i, out in enumerate(rec.outputs):  # one output per frame, in order
+                if residual_of is None:
+                    break
+                t = min(max(i, HALF), s.num_frames - 1 - HALF)
+                try:
+                    res = residual_of(s, t)
+                except NoEvidence:
+                    res = np.full(s.frames.shape[1:3], np.nan, np.float32)
+                logits = F.interpolate(torch.as_tensor(out["mask"]).float(), size=res.shape)
+                masks = (logits[0] > 0).numpy()
+                scores.append(_mask_means(res, masks, masks.reshape(len(masks), -1).any(1)))
+            clips.append((rec, seq, scores))
+        return clips
+
+    def score(clips: list[tuple[Any, Any, list[np.ndarray]]], m: float, tau: float, u: float):
+        results = []
+        for rec, seq, scores in clips:
+            recorded = rec.outputs
+            if residual_of is not None:
+                # −inf (no evidence) → a very negative logit: never moving.
+                rec.outputs = [
+                    {**o, "motion_logits": torch.from_numpy(
+                        np.clip(4.0 * (sc - tau), -50.0, 50.0).astype(np.float32)
+                    )[None, :, None]}
+                    for o, sc in zip(recorded, scores)
+                ]  # fmt: skip
+                op = OperatingPoint(mask_logit_threshold=m, motion_threshold=0.5, iou_threshold=u)
+            else:
+                op = OperatingPoint(mask_logit_threshold=m, motion_threshold=tau, iou_threshold=u)
+            rec.replay(op)
+            results.append(
+                run_clip(build_segmenter(clip_settings("gmos_online", seq, {}), model=rec), seq)
+            )
+            rec.outputs = recorded
+        return results
+
+    cal = prepare(VALIDATION_SEED, cal_seqs)
+    cal_list = [c[1] for c in cal]
+    baselines = validation_baselines(cal_seqs, VALIDATION_SEED, work_dir / "baselines")
+    budget = fp_budget_from_baselines(baselines)
+    rows = []
+    for m in mask_grid:
+        for tau in taus:
+            for u in iou_grid:
+                got = score_gmos(score(cal, m, tau, u), cal_list)
+                rows.append({"mask_logit_threshold": m, "tau": tau, "iou_threshold": u, **got})
+    within = [r for r in rows if r["FP"] <= budget] or rows
+    best = max(within, key=lambda r: (r["mtIoU"] + r["J_mov"], -r["FP"]))
+    chk = prepare(CHECK_SEED, check_seqs)
+    got = score_gmos(
+        score(chk, best["mask_logit_threshold"], best["tau"], best["iou_threshold"]),
+        [c[1] for c in chk],
+    )
+
+    def pct(r: dict[str, float]) -> dict[str, float]:
+        return {**r, "mtIoU": 100 * r["mtIoU"], "J_mov": 100 * r["J_mov"]}
+
+    return {
+        "bundle": str(bundle),
+        "cue": cue,
+        "calibration": {"num_seqs": cal_seqs, "chosen": pct(best), "budget_fp": budget},
+        "check": {"num_seqs": check_seqs, "chosen": pct(got)},
+        "check_baselines": validation_baselines(check_seqs, CHECK_SEED, work_dir / "check_base"),
+    }
+
+
 def plot(report: dict[str, object], path: Path) -> None:
     """One bar per decision (its best threshold for the swept ones)."""
     import matplotlib
@@ -187,17 +327,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-seqs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=VALIDATION_SEED)
     ap.add_argument("--frame-stride", type=int, default=2)
+    ap.add_argument("--mos-i", default=None, choices=MOS_I_CUES, help="MOS-I of one decision")
+    ap.add_argument("--cal-seqs", type=int, default=30, help="--mos-i: calibration clips")
+    ap.add_argument("--check-seqs", type=int, default=30, help="--mos-i: check clips")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True, help="folder for the JSON and the plot")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.mos_i is not None:
+        try:
+            rep = mos_i_with_decision(
+                args.bundle, args.mos_i, args.out, args.cal_seqs, args.check_seqs
+            )
+        except (ValueError, FileNotFoundError) as exc:
+            ap.error(str(exc))
+        text = json.dumps(rep, indent=1)
+        (args.out / f"mos_i_{args.mos_i}.json").write_text(text + "\n")
+        print(text)
+        return 0
     try:
         report = probe_motion_decision(args.bundle, args.num_seqs, args.seed, args.frame_stride)
     except (ValueError, FileNotFoundError) as exc:
         ap.error(str(exc))
-    args.out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=1)
     (args.out / "motion_decision.json").write_text(text + "\n")
     plot(report, args.out / "motion_decision.png")
