@@ -238,7 +238,9 @@ def mos_i_with_decision(
                     res = residual_of(s, t)
                 except NoEvidence:
                     res = np.full(s.frames.shape[1:3], np.nan, np.float32)
-                logits = F.interpolate(torch.as_tensor(out["mask"]).float(), size=res.shape)
+                logits = F.interpolate(
+                    torch.as_tensor(out["mask"]).float(), size=res.shape, mode="bilinear"
+                )
                 masks = (logits[0] > 0).numpy()
                 scores.append(_mask_means(res, masks, masks.reshape(len(masks), -1).any(1)))
             clips.append((rec, seq, scores))
