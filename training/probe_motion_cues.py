@@ -65,6 +65,7 @@ __all__ = [
     "homography_cue",
     "probe_motion_cues",
     "true_warp_cue",
+    "write_report",
 ]
 
 WINDOW = 5  # frames per window, the runtime's
@@ -380,6 +381,14 @@ def _report(res: CueScores) -> dict[str, object]:
     }
 
 
+def write_report(report: dict[str, object], path: Path) -> None:
+    """Write `report` as indented JSON to `path` (its folder created) and print it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=1)
+    path.write_text(text + "\n")
+    print(text)
+
+
 def plot_roc(res: CueScores, path: Path) -> None:
     """ROC curve of each cue (false-positive rate on static objects vs recall of moving ones)."""
     import matplotlib
@@ -436,11 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(exc))
     if not res.moving:
         ap.error("no object was visible enough to score; raise --num-seqs or lower --min-pixels")
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(report, indent=1)
-    (args.out / "motion_cues.json").write_text(text + "\n")
+    write_report(report, args.out / "motion_cues.json")
     plot_roc(res, args.out / "motion_cues.png")
-    print(text)
     return 0
 
 

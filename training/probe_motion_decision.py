@@ -39,7 +39,6 @@ Writes ``motion_decision.json`` (and prints it) and ``motion_decision.png``, or
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ from training.probe_motion_cues import (
     depth_vo_warp_cue,
     homography_cue,
     true_warp_cue,
+    write_report,
 )
 from training.splits import HELD_OUT_SEED, SplitSpec, held_out_scenes
 
@@ -346,18 +346,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         except (ValueError, FileNotFoundError) as exc:
             ap.error(str(exc))
-        text = json.dumps(rep, indent=1)
-        (args.out / f"mos_i_{args.mos_i}.json").write_text(text + "\n")
-        print(text)
+        write_report(rep, args.out / f"mos_i_{args.mos_i}.json")
         return 0
     try:
         report = probe_motion_decision(args.bundle, args.num_seqs, args.seed, args.frame_stride)
     except (ValueError, FileNotFoundError) as exc:
         ap.error(str(exc))
-    text = json.dumps(report, indent=1)
-    (args.out / "motion_decision.json").write_text(text + "\n")
+    write_report(report, args.out / "motion_decision.json")
     plot(report, args.out / "motion_decision.png")
-    print(text)
     return 0
 
 
