@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from gmos_core.data.synthetic import SceneConfig, generate_scene
-from gmos_core.geometry.camera import PinholeIntrinsics, backproject_depth
-from gmos_core.geometry.warp import fit_pinhole, relative_pose, warp_residual
+from gmos_core.geometry.camera import PinholeIntrinsics, backproject_depth, relative_pose
+from gmos_core.geometry.warp import fit_pinhole, warp_residual
 from training import probe_motion_cues as pmc
 
 

@@ -51,9 +51,14 @@ from tqdm import tqdm
 
 from gmos_core.baselines import EgoMotionResidualBaseline
 from gmos_core.data.synthetic import SceneSample
-from gmos_core.geometry.camera import PinholeIntrinsics, backproject_depth, invert_transform
+from gmos_core.geometry.camera import (
+    PinholeIntrinsics,
+    backproject_depth,
+    invert_transform,
+    relative_pose,
+)
 from gmos_core.geometry.visual_odometry import DepthVisualOdometry
-from gmos_core.geometry.warp import fit_pinhole, relative_pose, warp_residual
+from gmos_core.geometry.warp import fit_pinhole, warp_residual
 from training.calibrate import VALIDATION_SEED
 from training.splits import HELD_OUT_SEED, SplitSpec, held_out_scenes
 

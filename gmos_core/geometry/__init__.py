@@ -11,6 +11,7 @@ from gmos_core.geometry.camera import (
     apply_transform,
     backproject_depth,
     invert_transform,
+    relative_pose,
 )
 from gmos_core.geometry.depth import DEPTH_ENCODINGS, DepthError, decode_depth
 from gmos_core.geometry.depth_states import DepthObjectStates, DepthStatesUpdate
@@ -54,4 +55,5 @@ __all__ = [
     "measure_object",
     "median_scale_ratio",
     "pi3_ego_motion",
+    "relative_pose",
 ]

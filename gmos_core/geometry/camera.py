@@ -6,7 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PinholeIntrinsics", "apply_transform", "backproject_depth", "invert_transform"]
+__all__ = [
+    "PinholeIntrinsics",
+    "apply_transform",
+    "backproject_depth",
+    "invert_transform",
+    "relative_pose",
+]
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,12 @@ def invert_transform(t: np.ndarray) -> np.ndarray:
     out[..., :3, 3] = -np.einsum("...ij,...j->...i", r, t[..., :3, 3])
     out[..., 3, 3] = 1.0
     return out
+
+
+def relative_pose(cam_to_world_from: np.ndarray, cam_to_world_to: np.ndarray) -> np.ndarray:
+    """(4, 4) float64 transform taking points of camera `from` into camera `to`, from both
+    cameras' camera-to-world poses in one world frame: ``inv(to) · from``."""
+    return invert_transform(cam_to_world_to) @ np.asarray(cam_to_world_from, dtype=np.float64)
 
 
 def apply_transform(t: np.ndarray, points: np.ndarray) -> np.ndarray:

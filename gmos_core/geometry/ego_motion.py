@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from gmos_core.geometry.camera import invert_transform
+from gmos_core.geometry.camera import invert_transform, relative_pose
 
 __all__ = ["EgoMotion", "EgoSource", "ego_motion_from_poses", "median_scale_ratio"]
 
@@ -69,7 +69,7 @@ def ego_motion_from_poses(
     source: EgoSource,
 ) -> EgoMotion:
     """Ego-motion from two camera-to-world poses in one world frame (π³ window, odometry, truth)."""
-    t = invert_transform(np.asarray(cam_to_world_curr)) @ np.asarray(cam_to_world_prev, np.float64)
+    t = relative_pose(cam_to_world_prev, cam_to_world_curr)
     return EgoMotion(t, float(dt_s), metric, source)
 
 

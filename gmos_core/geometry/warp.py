@@ -18,9 +18,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from gmos_core.geometry.camera import PinholeIntrinsics, invert_transform
+from gmos_core.geometry.camera import PinholeIntrinsics
 
-__all__ = ["fit_pinhole", "relative_pose", "warp_residual"]
+__all__ = ["fit_pinhole", "warp_residual"]
 
 
 def fit_pinhole(points: np.ndarray, min_depth: float = 1e-6) -> PinholeIntrinsics:
@@ -81,7 +81,7 @@ def warp_residual(
         grey: (H, W) the frame's grey image, 0..255.
         neighbour_grey: (H, W) the neighbour's grey image, same camera.
         neighbour_from_frame: (4, 4) rigid transform from the frame's camera to the neighbour's
-            (``inv(cam_to_world_neighbour) @ cam_to_world_frame``), in the points' unit.
+            (:func:`~gmos_core.geometry.camera.relative_pose`), in the points' unit.
         intrinsics: the camera, for W × H.
         min_depth: points that land at or behind this depth in the neighbour are not compared.
 
@@ -127,8 +127,3 @@ def warp_residual(
     out = np.abs(sampled - grey.astype(np.float32))
     out[~inside] = np.nan
     return out.astype(np.float32)
-
-
-def relative_pose(cam_to_world_frame: np.ndarray, cam_to_world_neighbour: np.ndarray) -> np.ndarray:
-    """``neighbour_from_frame`` of :func:`warp_residual` from two camera-to-world poses."""
-    return invert_transform(cam_to_world_neighbour) @ np.asarray(cam_to_world_frame, np.float64)
