@@ -68,6 +68,7 @@ __all__ = [
     "auroc",
     "depth_vo_warp_cue",
     "homography_cue",
+    "mask_means",
     "probe_motion_cues",
     "true_warp_cue",
     "write_report",
@@ -284,6 +285,18 @@ def gmos_s_cue(bundle: str | Path) -> CueFn:
     return cue
 
 
+def mask_means(residual: np.ndarray, masks: np.ndarray, min_pixels: int = 1) -> np.ndarray:
+    """(K,) mean finite residual under each of the (K, H, W) boolean masks; NaN where a mask has
+    fewer than `min_pixels` finite pixels."""
+    out = np.full(len(masks), np.nan)
+    finite = np.isfinite(residual)
+    for k, m in enumerate(masks):
+        vals = residual[m & finite]
+        if vals.size >= min_pixels:
+            out[k] = float(vals.mean())
+    return out
+
+
 def _object_scores(
     residual: np.ndarray, labels: np.ndarray, ids: np.ndarray, min_pixels: int
 ) -> list[float]:
@@ -292,11 +305,8 @@ def _object_scores(
         labels = cv2.resize(
             labels.astype(np.int32), residual.shape[::-1], interpolation=cv2.INTER_NEAREST
         )
-    out = []
-    for oid in ids:
-        vals = residual[(labels == oid) & np.isfinite(residual)]
-        out.append(float(vals.mean()) if vals.size >= min_pixels else float("nan"))
-    return out
+    masks = labels[None] == np.asarray(ids).reshape(-1, 1, 1)
+    return [float(v) for v in mask_means(residual, masks, min_pixels)]
 
 
 def probe_motion_cues(

@@ -51,6 +51,7 @@ from training.probe_motion_cues import (
     NoEvidence,
     depth_vo_warp_cue,
     homography_cue,
+    mask_means,
     true_warp_cue,
     write_report,
 )
@@ -72,14 +73,11 @@ def _j(masks: np.ndarray, called: np.ndarray, gt: np.ndarray) -> float:
     return 100.0 * _iou(fg, gt)
 
 
-def _mask_means(residual: np.ndarray, masks: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """(Q,) mean finite residual under each kept mask; −inf where there is none (never moving)."""
-    out = np.full(len(masks), -np.inf)
-    for q in np.flatnonzero(keep):
-        vals = residual[masks[q] & np.isfinite(residual)]
-        if vals.size:
-            out[q] = float(vals.mean())
-    return out
+def _query_means(residual: np.ndarray, masks: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """(Q,) mean finite residual under each kept query mask; −inf where there is none (a query
+    without evidence is never called moving)."""
+    means = mask_means(residual, masks & keep[:, None, None])
+    return np.where(np.isnan(means), -np.inf, means)
 
 
 def probe_motion_decision(
@@ -143,11 +141,11 @@ def probe_motion_decision(
             for th in motion_thresholds:
                 scores[f"motion_head@{th:g}"].append(_j(masks, keep & (motion > th), gt))
             per_cue = {
-                "homography": _mask_means(homography_cue(s, t), masks, keep),
-                "warp_true": _mask_means(true_warp_cue(s, t), masks, keep),
+                "homography": _query_means(homography_cue(s, t), masks, keep),
+                "warp_true": _query_means(true_warp_cue(s, t), masks, keep),
             }
             try:
-                per_cue["warp_depth_vo"] = _mask_means(depth_vo_warp_cue(s, t), masks, keep)
+                per_cue["warp_depth_vo"] = _query_means(depth_vo_warp_cue(s, t), masks, keep)
             except NoEvidence:
                 no_vo += 1  # no camera motion: nothing is called moving on this frame
                 per_cue["warp_depth_vo"] = np.full(len(masks), -np.inf)
@@ -242,7 +240,7 @@ def mos_i_with_decision(
                     torch.as_tensor(out["mask"]).float(), size=res.shape, mode="bilinear"
                 )
                 masks = (logits[0] > 0).numpy()
-                scores.append(_mask_means(res, masks, masks.reshape(len(masks), -1).any(1)))
+                scores.append(_query_means(res, masks, masks.reshape(len(masks), -1).any(1)))
             clips.append((rec, seq, scores))
         return clips
 

@@ -689,12 +689,10 @@ class Trainer:
         # The losses run in float32 whatever the autocast dtype (they cast internally).
         if isinstance(self.module.head, GmosS):
             assert isinstance(self.loss_weights, GmosSLossWeights)
-            static = None
-            if self.loss_weights.static_penalty:
-                if "gt_static_window" not in batch:
-                    raise ValueError("loss.static_penalty > 0 needs synthetic data (static masks)")
-                n = batch["gt_static_window"].shape[1]
-                static = batch["gt_static_window"][:, n // 2].to(dev)
+            # The middle frame's static objects, when the data has them (gmos_s_loss refuses a
+            # static penalty without them).
+            win = batch.get("gt_static_window")
+            static = None if win is None else win[:, win.shape[1] // 2].to(dev)
             return gmos_s_loss(out, batch["gt_fg"].to(dev), self.loss_weights, static)
         assert isinstance(self.module.head, GmosProposer)
         assert isinstance(self.loss_weights, GmosLossWeights)
