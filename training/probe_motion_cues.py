@@ -170,19 +170,41 @@ def depth_vo_warp_cue(s: SceneSample, t: int) -> np.ndarray:
     )
 
 
-def _pi3_warp(pi3: Any, limit: int, s: SceneSample, t: int) -> np.ndarray:
+class _Pi3Window:
+    """π³ on the window of (scene, t): features (and geometry, with heads), the last call kept,
+    so that the probe and the warp cue of one state share one encoder and decoder pass."""
+
+    def __init__(self, pi3: Any, limit: int) -> None:
+        self.pi3, self.limit = pi3, limit
+        self._last: tuple[tuple[int, int], tuple[Any, Any, tuple[int, int]]] | None = None
+
+    def __call__(self, s: SceneSample, t: int) -> tuple[Any, Any, tuple[int, int]]:
+        """(features (1, N, h, w, D), Pi3Geometry or None, (H', W') π³ input size)."""
+        import torch
+
+        from gmos_core.models.preprocess import pi3_preprocess
+
+        key = (id(s), t)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        half = WINDOW // 2
+        x = pi3_preprocess(s.frames[t - half : t + half + 1], pixel_limit=self.limit)[None]
+        hh, ww = x.shape[-2:]
+        gh, gw = self.pi3.grid_size(hh, ww)
+        with torch.no_grad():
+            tok = self.pi3.encode_frames(x.flatten(0, 1)).view(1, WINDOW, gh * gw, -1)
+            if getattr(self.pi3, "with_heads", False):
+                feats, geo = self.pi3.decode_window_geometry(tok, gh, gw)
+            else:
+                feats, geo = self.pi3.decode_window(tok, gh, gw), None
+        self._last = (key, (feats, geo, (int(hh), int(ww))))
+        return self._last[1]
+
+
+def _pi3_warp(window: _Pi3Window, s: SceneSample, t: int) -> np.ndarray:
     """The warp cue on the point maps and poses of a π³ with heads, at its input size."""
-    import torch
-
-    from gmos_core.models.preprocess import pi3_preprocess
-
     half = WINDOW // 2
-    x = pi3_preprocess(s.frames[t - half : t + half + 1], pixel_limit=limit)[None]
-    hh, ww = x.shape[-2:]
-    gh, gw = pi3.grid_size(hh, ww)
-    with torch.no_grad():
-        tok = pi3.encode_frames(x.flatten(0, 1))
-        _, geo = pi3.decode_window_geometry(tok.view(1, WINDOW, *tok.shape[1:]), gh, gw)
+    _, geo, (hh, ww) = window(s, t)
     pts = geo.local_points[0].double().numpy()  # (N, H', W', 3)
     poses = geo.camera_poses[0].double().numpy()  # (N, 4, 4)
     try:
@@ -207,8 +229,8 @@ def pi3_warp_cue(bundle: str | Path) -> CueFn:
         raise ValueError(
             f"{bundle}: its π³ has no heads (add them with `python -m training.add_pi3_heads`)"
         )
-    limit = fm.config.pi3.pixel_limit
-    return lambda s, t: _pi3_warp(pi3, limit, s, t)
+    window = _Pi3Window(pi3, fm.config.pi3.pixel_limit)
+    return lambda s, t: _pi3_warp(window, s, t)
 
 
 def pi3_state_cues(state: str | Path, model: str = "micro") -> dict[str, CueFn]:
@@ -219,7 +241,6 @@ def pi3_state_cues(state: str | Path, model: str = "micro") -> dict[str, CueFn]:
 
     from gmos_core.models.build import build_frame_model
     from gmos_core.models.pi3_heads import HEAD_NAMES, Pi3HeadSizes
-    from gmos_core.models.preprocess import pi3_preprocess
     from training.pretrain_pi3 import MotionProbe, Pi3PretrainConfig
     from training.resume import load_fp16_state, load_part
 
@@ -238,23 +259,19 @@ def pi3_state_cues(state: str | Path, model: str = "micro") -> dict[str, CueFn]:
     w = st.parts["probe"]["proj.weight"]
     probe = MotionProbe(int(w.shape[1]), int(round(float(w.shape[0]) ** 0.5))).eval()
     load_part(probe, st.parts["probe"], f"{state} [probe]")
-    limit = fm.config.pi3.pixel_limit
+    window = _Pi3Window(pi3, fm.config.pi3.pixel_limit)
 
     @torch.no_grad()
     def probe_cue(s: SceneSample, t: int) -> np.ndarray:
+        feats, _, size = window(s, t)
         half = WINDOW // 2
-        x = pi3_preprocess(s.frames[t - half : t + half + 1], pixel_limit=limit)[None]
-        hh, ww = x.shape[-2:]
-        gh, gw = pi3.grid_size(hh, ww)
-        tok = pi3.encode_frames(x.flatten(0, 1))
-        feats = pi3.decode_window(tok.view(1, WINDOW, *tok.shape[1:]), gh, gw)
         logits = probe(feats)[:, half : half + 1]  # (1, 1, p·h, p·w)
-        prob = F.interpolate(logits.sigmoid(), size=(hh, ww), mode="bilinear")
+        prob = F.interpolate(logits.sigmoid(), size=size, mode="bilinear")
         return prob[0, 0].numpy().astype(np.float32)
 
     cues: dict[str, CueFn] = {"pi3_probe": probe_cue}
     if has_heads:
-        cues["warp_pi3"] = lambda s, t: _pi3_warp(pi3, limit, s, t)
+        cues["warp_pi3"] = lambda s, t: _pi3_warp(window, s, t)
     return cues
 
 
