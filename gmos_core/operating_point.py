@@ -30,6 +30,11 @@ class OperatingPoint:
             proposal's (upsampled) mask logit exceeds this (official 0).
         motion_threshold: propagator τ_m: a proposal is moving above this motion probability.
         iou_threshold: propagator τ_u: a proposal's predicted IoU is trusted above this.
+        snap_iou: weight-free tracker (`MaskIoUTracker`, the CPU default): a track adopts the
+            frame's proposal that overlaps its prediction at IoU ≥ this (else it coasts). Not
+            in the paper (its SAM2 tracker matches by appearance; the SAM2 tracker ignores it).
+        use_velocity: weight-free tracker: predict a track by shifting its last mask at its
+            centroid velocity (False: carry it in place). Noisy masks make noisy velocities.
         source: where the values come from (free text, e.g. the calibration split).
     """
 
@@ -37,6 +42,8 @@ class OperatingPoint:
     mask_logit_threshold: float = 0.0
     motion_threshold: float = 0.5
     iou_threshold: float = 0.7
+    snap_iou: float = 0.5
+    use_velocity: bool = True
     source: str = "paper defaults"
 
     def __post_init__(self) -> None:
@@ -48,10 +55,21 @@ class OperatingPoint:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v)):
                 raise ValueError(f"OperatingPoint.{name} must be a finite number, got {v!r}")
+        if not (isinstance(self.snap_iou, (int, float)) and 0.0 <= self.snap_iou <= 1.0):
+            raise ValueError(f"OperatingPoint.snap_iou must lie in [0, 1], got {self.snap_iou!r}")
+        if not isinstance(self.use_velocity, bool):
+            raise ValueError(
+                f"OperatingPoint.use_velocity must be true or false, got {self.use_velocity!r}"
+            )
 
-    def propagator_overrides(self) -> dict[str, float]:
+    def propagator_overrides(self) -> dict[str, float | bool]:
         """The `PropagatorConfig` fields this operating point sets."""
-        return {"motion_threshold": self.motion_threshold, "iou_threshold": self.iou_threshold}
+        return {
+            "motion_threshold": self.motion_threshold,
+            "iou_threshold": self.iou_threshold,
+            "snap_iou": self.snap_iou,
+            "use_velocity": self.use_velocity,
+        }
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -37,7 +37,19 @@ def test_operating_point_checks_and_json_round_trip() -> None:
         OperatingPoint(iou_threshold=float("nan"))
     with pytest.raises(ValueError, match="unknown operating-point keys"):
         OperatingPoint.from_dict({"fg_treshold": 0.3})
-    assert op.propagator_overrides() == {"motion_threshold": 0.5, "iou_threshold": 0.7}
+    assert op.propagator_overrides() == {
+        "motion_threshold": 0.5,
+        "iou_threshold": 0.7,
+        "snap_iou": 0.5,
+        "use_velocity": True,
+    }
+    with pytest.raises(ValueError, match="snap_iou"):
+        OperatingPoint(snap_iou=1.5)
+    with pytest.raises(ValueError, match="use_velocity"):
+        OperatingPoint.from_dict({"use_velocity": "no"})
+    # Bundles calibrated before the tracker settings existed run the tracker as before.
+    old = OperatingPoint.from_json('{"motion_threshold": 0.1, "iou_threshold": -1.0}')
+    assert (old.snap_iou, old.use_velocity) == (0.5, True)
 
 
 @pytest.fixture()
@@ -110,6 +122,16 @@ def test_runtime_runs_at_the_bundles_operating_point_unless_told_otherwise(
         model=Proposer(),  # type: ignore[arg-type]
     )
     assert (seg.tracking.config.motion_threshold, seg.tracking.config.iou_threshold) == (0.3, 0.9)
+
+    class CarryingProposer:
+        operating_point = OperatingPoint(snap_iou=0.2, use_velocity=False)
+
+    seg = build_segmenter(RuntimeSettings(variant="gmos_online"), model=CarryingProposer())  # type: ignore[arg-type]
+    tracker = seg.tracking._get((H, W)).tracker
+    assert (tracker.snap_iou, tracker.use_velocity) == (0.2, False)
+    # The offline pass's trackers are made at the same settings.
+    offline = seg.tracking._mask_iou_tracker()
+    assert (offline.snap_iou, offline.use_velocity) == (0.2, False)
 
 
 def test_mask_logit_threshold_of_the_label_map() -> None:
@@ -206,6 +228,43 @@ def test_calibrating_gmos_recovers_the_under_confident_proposer() -> None:
     assert best["J_mov"] > 0.9 and best["FP"] == 0.0
     paper = next(r for r in rows if (r["mask_logit_threshold"], r["iou_threshold"]) == (0.0, 0.7))
     assert paper["J_mov"] == 0.0
+
+
+def _jitter_x(t: int) -> int:
+    """Disc centre that moves right 1 px/frame with a ±2 px zig-zag: consecutive discs
+    overlap at IoU 0.24-0.45, below the tracker's default snap IoU."""
+    return 10 + t + (2 if t % 2 else -2)
+
+
+def _jitter_disc(t: int) -> np.ndarray:
+    yy, xx = np.mgrid[:H, :W]
+    return (yy - 16) ** 2 + (xx - _jitter_x(t)) ** 2 <= 25
+
+
+class JitterProposer(ScriptedProposer):
+    """A confident moving proposal on a disc whose position is noisy (a micro proposer's)."""
+
+    def head_outputs(self, geometry: Any, segmentation: int) -> dict[str, torch.Tensor]:
+        mask = torch.full((1, 1, H, W), -5.0)
+        mask[0, 0][torch.from_numpy(_jitter_disc(segmentation))] = 2.0
+        motion = torch.logit(torch.tensor([[[0.9]]]))
+        return {"mask": mask, "motion_logits": motion, "iou_pred": torch.tensor([[[0.9]]])}
+
+
+def test_calibration_picks_the_tracker_setting_that_keeps_a_noisy_object_in_one_track() -> None:
+    n = 12
+    clip = _clip(n)
+    clip.labels[:] = np.stack([_jitter_disc(t) for t in range(n)]).astype(np.uint16)
+    one = dict(mask_grid=(0.0,), motion_grid=(0.5,), iou_grid=(0.5,))
+    op, rows = calibrate_gmos(
+        JitterProposer(), [clip], fp_budget=10.0, tracker_grid=((0.5, True), (0.1, False)), **one
+    )
+    by = {(r["snap_iou"], r["use_velocity"]): r for r in rows}
+    # At the default the track loses the disc and a second object takes over (J_mov split);
+    # carried in place and snapped at 0.1 one track follows it on every frame.
+    assert by[(0.1, False)]["J_mov"] == pytest.approx(1.0, abs=1e-6)
+    assert by[(0.5, True)]["J_mov"] < 0.9
+    assert (op.snap_iou, op.use_velocity) == (0.1, False)
 
 
 def test_calibration_refuses_the_held_out_seeds(tmp_path, capsys) -> None:

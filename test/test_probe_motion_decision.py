@@ -49,15 +49,15 @@ def test_cli_writes_the_report_and_its_picture(tmp_path):
     assert (tmp_path / "motion_decision.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("cue", ["homography", "motion_head"])
+@pytest.mark.parametrize("cue", ["homography", "motion_head", "oracle"])
 def test_mos_i_of_a_decision_is_chosen_on_calibration_clips_and_checked_elsewhere(cue, tmp_path):
     rep = pmd.mos_i_with_decision(
         GMOS, cue, tmp_path, cal_seqs=1, check_seqs=1, mask_grid=(0.0,),
-        tau_grid=(3.0,) if cue == "homography" else (0.5,), iou_grid=(0.5,),
+        tau_grid=(0.5,) if cue == "motion_head" else (3.0,), iou_grid=(0.5,),
     )  # fmt: skip
     for part in (rep["calibration"]["chosen"], rep["check"]["chosen"]):
         assert 0.0 <= part["mtIoU"] <= 100.0 and 0.0 <= part["J_mov"] <= 100.0
         assert part["FP"] >= 0.0
     assert set(rep["check_baselines"]) == {"frame_diff", "ego_residual"}
     with pytest.raises(ValueError, match="mos-i must be one of"):
-        pmd.mos_i_with_decision(GMOS, "oracle", tmp_path)
+        pmd.mos_i_with_decision(GMOS, "flow", tmp_path)

@@ -75,6 +75,11 @@ DEFAULT_MASK_GRID = (-6.0, -5.0, -4.0, -3.0, -2.5, -2.0, -1.5, -1.0, -0.5, -0.25
 # Up to 0.9: a motion head that fires on static objects keeps FP above the baselines' at 0.7.
 DEFAULT_MOTION_GRID = (0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_IOU_GRID = (-1.0, 0.0, 0.1, 0.3, 0.5, 0.7)
+# Weight-free tracker settings (snap IoU, use_velocity), searched with the thresholds: with the
+# micro proposer's noisy masks, the paper-free default (0.5, velocity) fragments tracks; on the
+# session-10 Gmos with a perfect motion decision (30 check clips) J_mov went 14.9 -> 23.3 with
+# (0.1, in place), frame-level matching 19.4 (docs/training.md, session 12).
+DEFAULT_TRACKER_GRID: tuple[tuple[float, bool], ...] = ((0.5, True), (0.3, False), (0.1, False))
 
 
 class CalibrationError(ValueError):
@@ -183,9 +188,11 @@ def calibrate_gmos(
     mask_grid: Sequence[float] = DEFAULT_MASK_GRID,
     motion_grid: Sequence[float] = DEFAULT_MOTION_GRID,
     iou_grid: Sequence[float] = DEFAULT_IOU_GRID,
+    tracker_grid: Sequence[tuple[float, bool]] = DEFAULT_TRACKER_GRID,
     dedupe: bool = True,
 ) -> tuple[OperatingPoint, list[dict[str, float]]]:
-    """Mask / motion / IoU thresholds maximising mtIoU + J_mov within the FP budget.
+    """Mask / motion / IoU thresholds and the weight-free tracker's (snap IoU, use_velocity)
+    maximising mtIoU + J_mov within the FP budget.
 
     `dedupe`: two candidates with the same mask threshold whose τ_m / τ_u split every
     recorded proposal the same way (same confident set, same moving set, frame by frame) run
@@ -207,12 +214,18 @@ def calibrate_gmos(
         for r in recorders
     ]
     rows = []
-    done: dict[tuple[float, bytes], dict[str, float]] = {}
-    combos = list(itertools.product(mask_grid, motion_grid, iou_grid))
-    for m, v, u in tqdm(combos, desc="gmos (sweep)", unit="point"):
-        key = (float(m), _split_signature(scores_of, v, u))
+    done: dict[tuple[float, float, bool, bytes], dict[str, float]] = {}
+    combos = list(itertools.product(tracker_grid, mask_grid, motion_grid, iou_grid))
+    for (snap, vel), m, v, u in tqdm(combos, desc="gmos (sweep)", unit="point"):
+        key = (float(m), float(snap), bool(vel), _split_signature(scores_of, v, u))
         if not dedupe or key not in done:
-            op = OperatingPoint(mask_logit_threshold=m, motion_threshold=v, iou_threshold=u)
+            op = OperatingPoint(
+                mask_logit_threshold=m,
+                motion_threshold=v,
+                iou_threshold=u,
+                snap_iou=snap,
+                use_velocity=vel,
+            )
             results = []
             for rec, seq in zip(recorders, seqs):
                 rec.replay(op)
@@ -224,6 +237,8 @@ def calibrate_gmos(
                 "mask_logit_threshold": float(m),
                 "motion_threshold": float(v),
                 "iou_threshold": float(u),
+                "snap_iou": float(snap),
+                "use_velocity": bool(vel),
                 **done[key],
             }
         )
@@ -238,6 +253,8 @@ def calibrate_gmos(
         mask_logit_threshold=best["mask_logit_threshold"],
         motion_threshold=best["motion_threshold"],
         iou_threshold=best["iou_threshold"],
+        snap_iou=best["snap_iou"],
+        use_velocity=best["use_velocity"],
         source=f"gmos-calibrate: MOS-I on {len(seqs)} validation clips, {why}",
     )
     return op, rows
@@ -419,6 +436,7 @@ def score_on_check_clips(
             mask_grid=(op.mask_logit_threshold,),
             motion_grid=(op.motion_threshold,),
             iou_grid=(op.iou_threshold,),
+            tracker_grid=((op.snap_iou, op.use_velocity),),
         )
     out: dict[str, Any] = {
         "num_seqs": len(seqs),
@@ -435,11 +453,8 @@ def score_on_check_clips(
 def _matches(kind: str, row: dict[str, float], op: OperatingPoint) -> bool:
     if kind == "gmos_s":
         return row["fg_threshold"] == op.fg_threshold
-    return (row["mask_logit_threshold"], row["motion_threshold"], row["iou_threshold"]) == (
-        op.mask_logit_threshold,
-        op.motion_threshold,
-        op.iou_threshold,
-    )
+    keys = ("mask_logit_threshold", "motion_threshold", "iou_threshold", "snap_iou", "use_velocity")
+    return all(row[k] == getattr(op, k) for k in keys)
 
 
 def _is_paper_point(kind: str, row: dict[str, float]) -> bool:

@@ -22,11 +22,13 @@ decisions with each other, not with the held-out benchmark.
 
 ``--mos-i CUE`` asks the same of the benchmark's own metric: the online propagator runs on the
 recorded head outputs with every query's motion logit replaced by ``4 · (residual − τ)`` of the
-cue (``motion_head`` keeps the head and sweeps τ_m), the thresholds (mask logit, τ, τ_u) are
-chosen on the calibration clips as `gmos-calibrate` does (best mtIoU + J_mov with FP at most
-the baselines' lower FP), and the chosen point is scored on the check clips (seeds 810 000..)
-next to both baselines there. Frames within 2 of a clip's ends use the nearest full window's
-residual.
+cue (``motion_head`` keeps the head and sweeps τ_m; ``oracle`` scores a query 10 × its best IoU
+with an object moving at that frame, so τ = 5 is a perfect decision at IoU 0.5: the ceiling of
+the proposer's masks under the propagator), the thresholds (mask logit, τ, τ_u) and the
+weight-free tracker's (snap IoU, velocity) are chosen on the calibration clips as
+`gmos-calibrate` does (best mtIoU + J_mov with FP at most the baselines' lower FP), and the
+chosen point is scored on the check clips (seeds 810 000..) next to both baselines there.
+Frames within 2 of a clip's ends use the nearest full window's residual.
 
     python -m training.probe_motion_decision --bundle gmos_core/assets/micro_gmos.safetensors \\
         --num-seqs 20 --out out/motion_decision
@@ -78,6 +80,17 @@ def _query_means(residual: np.ndarray, masks: np.ndarray, keep: np.ndarray) -> n
     without evidence is never called moving)."""
     means = mask_means(residual, masks & keep[:, None, None])
     return np.where(np.isnan(means), -np.inf, means)
+
+
+def _oracle_score(s: Any, t: int, masks: np.ndarray) -> np.ndarray:
+    """(Q,) 10 × the best IoU of each (Q, H, W) query mask with an object moving at frame `t`
+    (0 where nothing moves or the mask is empty): the truth as a residual-like score, so that
+    τ = 5 is "matches a moving object at IoU ≥ 0.5"."""
+    moving = [int(o) for o, mv in zip(s.object_ids, s.motion_state[t]) if mv]
+    objects = [s.instance_masks[t] == o for o in moving]
+    return np.array(
+        [10.0 * max((_iou(m, g) for g in objects), default=0.0) if m.any() else 0.0 for m in masks]
+    )
 
 
 def probe_motion_decision(
@@ -165,7 +178,7 @@ def probe_motion_decision(
     }
 
 
-MOS_I_CUES = ("motion_head", "homography", "warp_true", "warp_depth_vo")
+MOS_I_CUES = ("motion_head", "homography", "warp_true", "warp_depth_vo", "oracle")
 
 
 def mos_i_with_decision(
@@ -177,6 +190,7 @@ def mos_i_with_decision(
     mask_grid: Sequence[float] = (-1.0, 0.0, 1.0),
     tau_grid: Sequence[float] | None = None,
     iou_grid: Sequence[float] = (0.0, 0.5),
+    tracker_grid: Sequence[tuple[float, bool]] | None = None,
 ) -> dict[str, object]:
     """MOS-I of the online propagator with `cue` deciding which queries move (docstring).
 
@@ -192,6 +206,7 @@ def mos_i_with_decision(
     from gmos_core.streaming.build import build_segmenter
     from training.calibrate import (
         CHECK_SEED,
+        DEFAULT_TRACKER_GRID,
         RecordingModel,
         clip_settings,
         fp_budget_from_baselines,
@@ -216,8 +231,11 @@ def mos_i_with_decision(
         "warp_true": true_warp_cue,
         "warp_depth_vo": depth_vo_warp_cue,
     }.get(cue)
+    replaces_head = cue != "motion_head"
     taus = tuple(tau_grid) if tau_grid else (
-        (0.3, 0.4, 0.5, 0.6) if residual_of is None else (2.0, 3.0, 4.0, 5.0, 6.0)
+        (0.3, 0.4, 0.5, 0.6) if not replaces_head
+        else (3.0, 5.0) if cue == "oracle"
+        else (2.0, 3.0, 4.0, 5.0, 6.0)
     )  # fmt: skip
 
     def prepare(seed: int, n: int) -> list[tuple[Any, Any, list[np.ndarray]]]:
@@ -229,26 +247,38 @@ def mos_i_with_decision(
             run_clip(build_segmenter(clip_settings("gmos_online", seq, {}), model=rec), seq)
             scores = []
             for i, out in enumerate(rec.outputs):  # one output per frame, in order
-                if residual_of is None:
+                if not replaces_head:
                     break
+                logits = F.interpolate(
+                    torch.as_tensor(out["mask"]).float(), size=s.frames.shape[1:3], mode="bilinear"
+                )
+                masks = (logits[0] > 0).numpy()
+                if cue == "oracle":  # the frame itself: the truth has no window to clamp to
+                    scores.append(_oracle_score(s, i, masks))
+                    continue
                 t = min(max(i, HALF), s.num_frames - 1 - HALF)
                 try:
                     res = residual_of(s, t)
                 except NoEvidence:
                     res = np.full(s.frames.shape[1:3], np.nan, np.float32)
-                logits = F.interpolate(
-                    torch.as_tensor(out["mask"]).float(), size=res.shape, mode="bilinear"
-                )
-                masks = (logits[0] > 0).numpy()
                 scores.append(_query_means(res, masks, masks.reshape(len(masks), -1).any(1)))
             clips.append((rec, seq, scores))
         return clips
 
-    def score(clips: list[tuple[Any, Any, list[np.ndarray]]], m: float, tau: float, u: float):
+    trackers = tuple(tracker_grid) if tracker_grid else DEFAULT_TRACKER_GRID
+
+    def score(
+        clips: list[tuple[Any, Any, list[np.ndarray]]],
+        m: float,
+        tau: float,
+        u: float,
+        tracker: tuple[float, bool],
+    ):
+        snap = {"snap_iou": tracker[0], "use_velocity": tracker[1]}
         results = []
         for rec, seq, scores in clips:
             recorded = rec.outputs
-            if residual_of is not None:
+            if replaces_head:
                 # −inf (no evidence) → a very negative logit: never moving.
                 rec.outputs = [
                     {**o, "motion_logits": torch.from_numpy(
@@ -256,9 +286,13 @@ def mos_i_with_decision(
                     )[None, :, None]}
                     for o, sc in zip(recorded, scores)
                 ]  # fmt: skip
-                op = OperatingPoint(mask_logit_threshold=m, motion_threshold=0.5, iou_threshold=u)
+                op = OperatingPoint(
+                    mask_logit_threshold=m, motion_threshold=0.5, iou_threshold=u, **snap
+                )
             else:
-                op = OperatingPoint(mask_logit_threshold=m, motion_threshold=tau, iou_threshold=u)
+                op = OperatingPoint(
+                    mask_logit_threshold=m, motion_threshold=tau, iou_threshold=u, **snap
+                )
             rec.replay(op)
             results.append(
                 run_clip(build_segmenter(clip_settings("gmos_online", seq, {}), model=rec), seq)
@@ -271,16 +305,31 @@ def mos_i_with_decision(
     baselines = validation_baselines(cal_seqs, VALIDATION_SEED, work_dir / "baselines")
     budget = fp_budget_from_baselines(baselines)
     rows = []
-    for m in mask_grid:
-        for tau in taus:
-            for u in iou_grid:
-                got = score_gmos(score(cal, m, tau, u), cal_list)
-                rows.append({"mask_logit_threshold": m, "tau": tau, "iou_threshold": u, **got})
+    for tracker in trackers:
+        for m in mask_grid:
+            for tau in taus:
+                for u in iou_grid:
+                    got = score_gmos(score(cal, m, tau, u, tracker), cal_list)
+                    rows.append(
+                        {
+                            "mask_logit_threshold": m,
+                            "tau": tau,
+                            "iou_threshold": u,
+                            "tracker": list(tracker),
+                            **got,
+                        }
+                    )
     within = [r for r in rows if r["FP"] <= budget] or rows
     best = max(within, key=lambda r: (r["mtIoU"] + r["J_mov"], -r["FP"]))
     chk = prepare(CHECK_SEED, check_seqs)
     got = score_gmos(
-        score(chk, best["mask_logit_threshold"], best["tau"], best["iou_threshold"]),
+        score(
+            chk,
+            best["mask_logit_threshold"],
+            best["tau"],
+            best["iou_threshold"],
+            tuple(best["tracker"]),
+        ),
         [c[1] for c in chk],
     )
 

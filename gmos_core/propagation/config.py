@@ -60,6 +60,12 @@ class PropagatorConfig:
     # Release a track after this many consecutive frames with an empty mask (None: never, as
     # in the paper and the official code). Useful for endless ROS streams with max_objects.
     release_lost_after: int | None = None
+    # Weight-free tracker (`MaskIoUTracker`, built by the runtime) only; the SAM2 tracker matches
+    # by appearance. A track adopts the proposal overlapping its prediction at IoU >= snap_iou;
+    # use_velocity predicts it by shifting its last mask at its centroid velocity (noisy masks
+    # make noisy velocities: with a micro proposer, carrying in place tracks better).
+    snap_iou: float = 0.5
+    use_velocity: bool = True
     # Reproduce the official code where it differs from the paper (see module docstring).
     official_compat: bool = False
 
@@ -73,6 +79,8 @@ class PropagatorConfig:
             raise ValueError("max_objects must be >= 1")
         if self.min_prompt_frame_distance < 0:
             raise ValueError("min_prompt_frame_distance must be >= 0")
+        if not 0.0 <= self.snap_iou <= 1.0:
+            raise ValueError(f"snap_iou must lie in [0, 1], got {self.snap_iou}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (lists for the weight tuples) suitable for YAML/ROS parameters."""

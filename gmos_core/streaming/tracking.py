@@ -83,7 +83,11 @@ class PropagatorTracking:
             # SAM2's memory modules of the same model whose image features the proposer
             # uses: the tracker consumes the cached `backbone_out`, never re-encodes a frame.
             return Sam2Tracker(self.sam_model, video_size=out_hw)
-        return MaskIoUTracker()
+        return self._mask_iou_tracker()
+
+    def _mask_iou_tracker(self) -> MaskIoUTracker:
+        """The weight-free tracker at this stream's settings (also the offline pass's factory)."""
+        return MaskIoUTracker(snap_iou=self.config.snap_iou, use_velocity=self.config.use_velocity)
 
     def _get(self, out_hw: tuple[int, int]) -> Any:
         """The propagator, built on the first frame (SAM2 needs the video size)."""
@@ -175,7 +179,7 @@ class PropagatorTracking:
         try:
             for f in iter_offline_propagate(
                 self._proposals,
-                MaskIoUTracker,
+                self._mask_iou_tracker,
                 self.config,
                 self._history,
                 map_folder=self._spill.path / "offline_maps",
