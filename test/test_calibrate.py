@@ -352,3 +352,22 @@ def test_the_check_scores_the_chosen_point_on_clips_the_sweep_never_saw(tmp_path
     with pytest.raises(CalibrationError, match="held-out"):
         _check_split(3, 899_990, 30, 800_000)
     assert len(_check_split(2, 810_000, 30, 800_000)) == 2
+
+
+def test_the_chooser_prefers_points_that_beat_both_baselines_on_all_three() -> None:
+    from training.calibrate import choose_point
+
+    base = {
+        "frame_diff": {"mtIoU": 0.29, "J_mov": 5.9, "FP": 2.29},
+        "ego_residual": {"mtIoU": 0.43, "J_mov": 7.05, "FP": 1.84},
+    }
+    high_j = {"mtIoU": 0.0037, "J_mov": 0.123, "FP": 1.82}  # below the ego baseline's mtIoU
+    beats = {"mtIoU": 0.0129, "J_mov": 0.100, "FP": 1.36}
+    loud = {"mtIoU": 0.02, "J_mov": 0.2, "FP": 3.0}  # over the budget
+    rows = [high_j, beats, loud]
+    assert choose_point(rows, 1.83)[0] is high_j  # the sum alone: J_mov dominates
+    best, why = choose_point(rows, 1.83, base)
+    assert best is beats and "beating both baselines" in why
+    # Nothing beats them: the budget rule; nothing within the budget: the lowest FP.
+    assert choose_point([high_j, loud], 1.83, base)[0] is high_j
+    assert choose_point([loud], 1.0, base)[0] is loud

@@ -208,6 +208,7 @@ def mos_i_with_decision(
         CHECK_SEED,
         DEFAULT_TRACKER_GRID,
         RecordingModel,
+        choose_point,
         clip_settings,
         fp_budget_from_baselines,
         validation_baselines,
@@ -319,8 +320,7 @@ def mos_i_with_decision(
                             **got,
                         }
                     )
-    within = [r for r in rows if r["FP"] <= budget] or rows
-    best = max(within, key=lambda r: (r["mtIoU"] + r["J_mov"], -r["FP"]))
+    best, _ = choose_point(rows, budget, baselines)
     chk = prepare(CHECK_SEED, check_seqs)
     got = score_gmos(
         score(
