@@ -61,3 +61,16 @@ def test_mos_i_of_a_decision_is_chosen_on_calibration_clips_and_checked_elsewher
     assert set(rep["check_baselines"]) == {"frame_diff", "ego_residual"}
     with pytest.raises(ValueError, match="mos-i must be one of"):
         pmd.mos_i_with_decision(GMOS, "flow", tmp_path)
+
+
+def test_mos_i_cli_writes_the_report_and_the_comparison_plot(tmp_path, capsys):
+    argv = ["--bundle", GMOS, "--mos-i", "oracle", "--cal-seqs", "1", "--check-seqs", "1"]
+    argv += ["--tracker", "0.1:in_place", "--out", str(tmp_path)]
+    assert pmd.main(argv) == 0
+    rep = json.loads((tmp_path / "mos_i_oracle.json").read_text())
+    assert rep["calibration"]["chosen"]["tracker"] == [0.1, False]
+    assert 0.0 <= rep["check"]["chosen"]["J_mov"] <= 100.0
+    assert (tmp_path / "mos_i.png").stat().st_size > 1000
+    with pytest.raises(SystemExit):
+        pmd.main([*argv[:-4], "--tracker", "0.1", "--out", str(tmp_path)])
+    assert "SNAP:velocity or SNAP:in_place" in capsys.readouterr().err

@@ -41,6 +41,7 @@ Writes ``motion_decision.json`` (and prints it) and ``motion_decision.png``, or
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -370,6 +371,41 @@ def plot(report: dict[str, object], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_mos_i(reports: Sequence[dict[str, Any]], path: Path) -> None:
+    """Check-clip J_mov and FP of each `mos_i_with_decision` report, the baselines as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.2))
+    names = [str(r["cue"]) for r in reports]
+    for ax, key, label in zip(axes, ("J_mov", "FP"), ("J_mov (×100) ↑", "FP per frame ↓")):
+        ax.bar(range(len(names)), [r["check"]["chosen"][key] for r in reports], color="tab:blue")
+        ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+        ax.set_ylabel(label)
+        for (base, b), style in zip(reports[0]["check_baselines"].items(), ("--", ":")):
+            ax.axhline(b[key], color="k", ls=style, lw=1, label=base)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"MOS-I on {reports[0]['check']['num_seqs']} check clips", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _tracker_setting(text: str) -> tuple[float, bool]:
+    """``SNAP:velocity`` or ``SNAP:in_place`` → (snap IoU, use_velocity)."""
+    snap, _, how = text.partition(":")
+    if how not in ("velocity", "in_place"):
+        raise argparse.ArgumentTypeError(
+            f"--tracker wants SNAP:velocity or SNAP:in_place, got {text!r}"
+        )
+    value = float(snap)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"--tracker snap IoU must lie in [0, 1], got {value}")
+    return value, how == "velocity"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bundle", required=True, help="a Gmos (proposer) bundle")
@@ -379,6 +415,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mos-i", default=None, choices=MOS_I_CUES, help="MOS-I of one decision")
     ap.add_argument("--cal-seqs", type=int, default=30, help="--mos-i: calibration clips")
     ap.add_argument("--check-seqs", type=int, default=30, help="--mos-i: check clips")
+    ap.add_argument(
+        "--tracker",
+        action="append",
+        type=_tracker_setting,
+        help="--mos-i: a tracker setting to search, SNAP:velocity or SNAP:in_place (repeat; "
+        "default: gmos-calibrate's grid)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True, help="folder for the JSON and the plot")
     args = ap.parse_args(argv)
@@ -389,11 +432,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.mos_i is not None:
         try:
             rep = mos_i_with_decision(
-                args.bundle, args.mos_i, args.out, args.cal_seqs, args.check_seqs
+                args.bundle,
+                args.mos_i,
+                args.out,
+                args.cal_seqs,
+                args.check_seqs,
+                tracker_grid=args.tracker,
             )
         except (ValueError, FileNotFoundError) as exc:
             ap.error(str(exc))
         write_report(rep, args.out / f"mos_i_{args.mos_i}.json")
+        # Every decision measured into this folder so far, in the order of MOS_I_CUES.
+        done = [args.out / f"mos_i_{c}.json" for c in MOS_I_CUES]
+        plot_mos_i([json.loads(f.read_text()) for f in done if f.exists()], args.out / "mos_i.png")
         return 0
     try:
         report = probe_motion_decision(args.bundle, args.num_seqs, args.seed, args.frame_stride)
