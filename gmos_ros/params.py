@@ -223,6 +223,19 @@ PARAMS: tuple[ParamSpec, ...] = (
         range=(0.0, 1.0),
     ),
     ParamSpec(
+        "propagator.snap_iou",
+        0.5,
+        "tracker mask_iou: a track adopts the proposal overlapping its prediction at IoU >= "
+        "this (operating_point: params; set at activation).",
+        range=(0.0, 1.0),
+    ),  # fmt: skip
+    ParamSpec(
+        "propagator.use_velocity",
+        True,
+        "tracker mask_iou: predict a track by its centroid velocity, false: carry it in place "
+        "(operating_point: params; set at activation).",
+    ),  # fmt: skip
+    ParamSpec(
         "propagator.release_lost_after",
         0,
         "Free an object slot after this many frames without pixels (0 = never).",
@@ -585,6 +598,8 @@ def params_from_values(
         del propagator["motion_threshold"], propagator["iou_threshold"]
     elif op_mode == "params":
         fg_threshold = float(get("fg_threshold"))
+        propagator["snap_iou"] = float(get("propagator.snap_iou"))
+        propagator["use_velocity"] = bool(get("propagator.use_velocity"))
         if not 0.0 <= fg_threshold < 1.0:
             raise ValueError(f"parameter fg_threshold={fg_threshold}: must lie in [0, 1)")
     else:

@@ -340,11 +340,22 @@ def test_params_mapping():
     assert single.cameras[0].output("objects") == "~/objects"
     # Default: the bundle's calibrated thresholds, which the threshold parameters do not override.
     assert single.runtime.fg_threshold is None
-    assert not {"motion_threshold", "iou_threshold"} & set(single.runtime.propagator)
+    decision = {"motion_threshold", "iou_threshold", "snap_iou", "use_velocity"}
+    assert not decision & set(single.runtime.propagator)
     own = params_from_values(
-        {"operating_point": "params", "fg_threshold": 0.3, "propagator.iou_threshold": 0.2}
+        {
+            "operating_point": "params",
+            "fg_threshold": 0.3,
+            "propagator.iou_threshold": 0.2,
+            "propagator.snap_iou": 0.1,
+            "propagator.use_velocity": False,
+        }
     )
     assert own.runtime.fg_threshold == 0.3 and own.runtime.propagator["iou_threshold"] == 0.2
+    assert (own.runtime.propagator["snap_iou"], own.runtime.propagator["use_velocity"]) == (
+        0.1,
+        False,
+    )
     assert single.qos_input == QosSpec("sensor_data", 1)
     from rclpy.qos import ReliabilityPolicy
 
