@@ -75,10 +75,11 @@ DEFAULT_MASK_GRID = (-6.0, -5.0, -4.0, -3.0, -2.5, -2.0, -1.5, -1.0, -0.5, -0.25
 # Up to 0.9: a motion head that fires on static objects keeps FP above the baselines' at 0.7.
 DEFAULT_MOTION_GRID = (0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_IOU_GRID = (-1.0, 0.0, 0.1, 0.3, 0.5, 0.7)
-# Weight-free tracker settings (snap IoU, use_velocity), searched with the thresholds: with the
-# micro proposer's noisy masks, the paper-free default (0.5, velocity) fragments tracks; on the
-# session-10 Gmos with a perfect motion decision (30 check clips) J_mov went 14.9 -> 23.3 with
-# (0.1, in place), frame-level matching 19.4 (docs/training.md, session 12).
+# Weight-free tracker settings (snap IoU, use_velocity; not in the paper, whose SAM2 tracker
+# matches by appearance), searched with the thresholds: the micro proposer's masks jitter, so
+# (0.5, velocity), the setting before session 12, breaks its tracks. With a perfect motion
+# decision on the session-10 Gmos (30 check clips) J_mov went 14.9 -> 27.3 with (0.1, in place)
+# (docs/training.md, session 12).
 DEFAULT_TRACKER_GRID: tuple[tuple[float, bool], ...] = ((0.5, True), (0.3, False), (0.1, False))
 
 
