@@ -371,3 +371,19 @@ def test_the_chooser_prefers_points_that_beat_both_baselines_on_all_three() -> N
     # Nothing beats them: the budget rule; nothing within the budget: the lowest FP.
     assert choose_point([high_j, loud], 1.83, base)[0] is high_j
     assert choose_point([loud], 1.0, base)[0] is loud
+
+
+def test_the_tracker_settings_to_search_are_named_on_the_command_line(capsys) -> None:
+    from training.calibrate import build_parser
+
+    base = ["--bundle", "b.st", "--out", "o.st"]
+    args = build_parser().parse_args(
+        [*base, "--tracker", "0.2:in_place", "--tracker", "0.5:velocity"]
+    )
+    assert args.tracker == [(0.2, False), (0.5, True)]
+    assert build_parser().parse_args(base).tracker is None  # the default grid
+    for bad in ("0.2", "1.5:in_place"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*base, "--tracker", bad])
+    err = capsys.readouterr().err
+    assert "SNAP:velocity or SNAP:in_place" in err and "must lie in [0, 1]" in err

@@ -373,8 +373,11 @@ def calibrate_bundle(
     with_baselines: bool = False,
     check_seqs: int = 0,
     check_seed: int = CHECK_SEED,
+    tracker_grid: Sequence[tuple[float, bool]] | None = None,
 ) -> dict[str, Any]:
     """Calibrate `bundle`, write the calibrated copy to `out` and the report to `report_dir`.
+
+    `tracker_grid` (Gmos): the (snap IoU, use_velocity) settings to search; None: the default.
 
     `with_baselines` (Gmos): also score both baselines on the same validation clips and say,
     for the chosen point, on which MOS-I metrics it beats them (reported, not optimised: the
@@ -393,7 +396,13 @@ def calibrate_bundle(
     if model.mode == "gmos_s":
         op, rows = calibrate_gmos_s(model, seqs)
     else:
-        op, rows = calibrate_gmos(model, seqs, fp_budget=fp_budget, baselines=baselines)
+        op, rows = calibrate_gmos(
+            model,
+            seqs,
+            fp_budget=fp_budget,
+            baselines=baselines,
+            tracker_grid=tuple(tracker_grid or DEFAULT_TRACKER_GRID),
+        )
     write_operating_point(bundle, out, op)
     report_dir.mkdir(parents=True, exist_ok=True)
     report = {
@@ -484,6 +493,23 @@ def _is_paper_point(kind: str, row: dict[str, float]) -> bool:
     return _matches(kind, row, OperatingPoint())
 
 
+def _how(use_velocity: bool) -> str:
+    return "velocity" if use_velocity else "in_place"
+
+
+def tracker_setting(text: str) -> tuple[float, bool]:
+    """``SNAP:velocity`` or ``SNAP:in_place`` → (snap IoU, use_velocity)."""
+    snap, _, how = text.partition(":")
+    if how not in ("velocity", "in_place"):
+        raise argparse.ArgumentTypeError(
+            f"--tracker wants SNAP:velocity or SNAP:in_place, got {text!r}"
+        )
+    value = float(snap)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"--tracker snap IoU must lie in [0, 1], got {value}")
+    return value, how == "velocity"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gmos-calibrate", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", required=True, type=Path, help="trained bundle (gmos_core.bundle)")
@@ -505,6 +531,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also score the chosen point on this many clips the sweep never saw (0: off)",
     )
     p.add_argument("--check-seed", type=int, default=CHECK_SEED, help="first check seed")
+    p.add_argument(
+        "--tracker",
+        action="append",
+        type=tracker_setting,
+        help="Gmos: a weight-free tracker setting to search, SNAP:velocity or SNAP:in_place "
+        f"(repeat; default: {', '.join(f'{s}:{_how(v)}' for s, v in DEFAULT_TRACKER_GRID)})",
+    )
     add_threads_argument(p)
     p.add_argument(
         "--baselines",
@@ -532,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             with_baselines=args.baselines,
             check_seqs=args.check_seqs,
             check_seed=args.check_seed,
+            tracker_grid=args.tracker,
         )
     except (CalibrationError, BundleError, FileNotFoundError) as exc:
         print(f"gmos-calibrate: {exc}", file=sys.stderr)

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from training.calibrate import VALIDATION_SEED
+from training.calibrate import VALIDATION_SEED, tracker_setting
 from training.probe_motion_cues import (
     NoEvidence,
     depth_vo_warp_cue,
@@ -393,19 +393,6 @@ def plot_mos_i(reports: Sequence[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def _tracker_setting(text: str) -> tuple[float, bool]:
-    """``SNAP:velocity`` or ``SNAP:in_place`` → (snap IoU, use_velocity)."""
-    snap, _, how = text.partition(":")
-    if how not in ("velocity", "in_place"):
-        raise argparse.ArgumentTypeError(
-            f"--tracker wants SNAP:velocity or SNAP:in_place, got {text!r}"
-        )
-    value = float(snap)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"--tracker snap IoU must lie in [0, 1], got {value}")
-    return value, how == "velocity"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bundle", required=True, help="a Gmos (proposer) bundle")
@@ -418,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--tracker",
         action="append",
-        type=_tracker_setting,
+        type=tracker_setting,
         help="--mos-i: a tracker setting to search, SNAP:velocity or SNAP:in_place (repeat; "
         "default: gmos-calibrate's grid)",
     )
