@@ -130,7 +130,9 @@ def test_a_stage_one_state_with_heads_gives_the_probe_and_the_pi3_warp(tmp_path)
     with_heads = tmp_path / "with_heads.safetensors"
     save_fp16_state(with_heads, {"pi3": fm.pi3, "probe": MotionProbe(fm.pi3.embed_dim, 2)}, 1)
     cues = pmc.pi3_state_cues(with_heads)
-    assert set(cues) == {"pi3_probe", "warp_pi3"}
+    assert set(cues) == {
+        "pi3_probe", "warp_pi3", "warp_pi3_k", "warp_pi3_depth", "warp_pi3_pose",
+    }  # fmt: skip
     s = generate_scene(
         SceneConfig(seed=5, scene_kind="dynamic", num_frames=6, height=128, width=128)
     )
@@ -140,11 +142,31 @@ def test_a_stage_one_state_with_heads_gives_the_probe_and_the_pi3_warp(tmp_path)
         assert cues["warp_pi3"](s, 2).shape == (126, 126)
     except pmc.NoEvidence as exc:
         assert "fit_pinhole" in str(exc)
+    # With the camera's intrinsics given, every frame has evidence whatever the heads predict.
+    for name in ("warp_pi3_k", "warp_pi3_depth", "warp_pi3_pose"):
+        assert cues[name](s, 2).shape == (126, 126) and np.isfinite(cues[name](s, 2)).any()
     with pytest.raises(ValueError, match="already has π³ heads"):
         pmc.probe_motion_cues(1, pi3_state=with_heads, bundle=with_heads)
     save_fp16_state(tmp_path / "no_probe.safetensors", {"pi3": fm.pi3}, 1)
     with pytest.raises(ValueError, match="not a stage-1 state"):
         pmc.pi3_state_cues(tmp_path / "no_probe.safetensors")
+
+
+def test_the_given_intrinsics_warp_with_exact_geometry_explains_a_static_scene():
+    """The π³-size warp with the renderer's depth and poses (neither taken from π³) leaves a
+    static scene's pixels where they are; shuffling the poses does not."""
+    from gmos_core.models.build import build_frame_model
+    from gmos_core.models.pi3_heads import Pi3HeadSizes
+
+    fm = build_frame_model("micro", "gmos", pi3_heads=Pi3HeadSizes(64, 1, 4, 64))
+    window = pmc._Pi3Window(fm.pi3.eval(), fm.config.pi3.pixel_limit)
+    s = generate_scene(
+        SceneConfig(seed=3, scene_kind="static", num_frames=6, height=128, width=128)
+    )
+    exact = pmc._pi3_warp_given_k(window, s, 2, pi3_depth=False, pi3_pose=False)
+    moved = dataclasses.replace(s, cam_to_world=s.cam_to_world[::-1].copy())
+    wrong = pmc._pi3_warp_given_k(window, moved, 2, pi3_depth=False, pi3_pose=False)
+    assert np.nanmedian(exact) < 0.5 * np.nanmedian(wrong)
 
 
 def test_probe_motion_cues_cli_validates_its_inputs(tmp_path, capsys):

@@ -25,7 +25,12 @@ neighbours of the per-pixel residual):
   the trained model ends up telling apart (its masks aside);
 * ``warp_pi3``: the same warp with π³'s own point maps and camera poses (the π³ heads of
   ``--bundle``, or of ``--pi3-state`` when that state has them; intrinsics fitted to its point
-  map), at π³'s input size: what the model's geometry gives.
+  map), at π³'s input size: what the model's geometry gives;
+* ``warp_pi3_k``: the same with the camera's intrinsics given (as a ROS ``CameraInfo`` gives
+  them) and π³'s depth (the z of its point map) instead of its fitted camera, so every frame
+  has evidence; ``warp_pi3_depth`` / ``warp_pi3_pose`` use π³'s depth with the renderer's
+  poses, or the renderer's depth with π³'s poses (each brought to the other's scale by the
+  median depth ratio): which of π³'s outputs limits its warp.
 
     python -m training.probe_motion_cues --num-seqs 12 --out out/motion_cues \\
         [--pi3-state training/checkpoints/micro/pi3_stage1.safetensors] \\
@@ -219,8 +224,56 @@ def _pi3_warp(window: _Pi3Window, s: SceneSample, t: int) -> np.ndarray:
     return _mean_of(maps)
 
 
-def pi3_warp_cue(bundle: str | Path) -> CueFn:
-    """The warp cue from the π³ heads of a bundle (torch imported here)."""
+def _pi3_warp_given_k(
+    window: _Pi3Window, s: SceneSample, t: int, pi3_depth: bool, pi3_pose: bool
+) -> np.ndarray:
+    """The warp at π³'s input size with the renderer's intrinsics, and depth / poses from π³
+    or from the renderer (exact). π³ is scale-free: exact depth is brought to π³'s scale when
+    the poses are π³'s, π³'s depth to metres when the poses are exact (median depth ratio)."""
+    half = WINDOW // 2
+    _, geo, (hh, ww) = window(s, t)
+    h, w = s.frames.shape[1:3]
+    k = PinholeIntrinsics.from_matrix(s.intrinsics, w, h).resized(ww, hh)
+    z_pi3 = geo.local_points[0, half, ..., 2].double().numpy()
+    z_pi3 = np.where(z_pi3 > 1e-6, z_pi3, np.nan)
+    z_true = cv2.resize(s.depth[t].astype(np.float32), (ww, hh), interpolation=cv2.INTER_NEAREST)
+    z_true = np.where(z_true > 0, z_true, np.nan).astype(np.float64)
+    if pi3_depth and pi3_pose:
+        z = z_pi3
+    elif pi3_depth:
+        z = z_pi3 * np.nanmedian(z_true / z_pi3)
+    elif pi3_pose:
+        z = z_true * np.nanmedian(z_pi3 / z_true)
+    else:
+        z = z_true
+    if not np.isfinite(z).any():
+        raise NoEvidence("no positive depth in the window's middle frame")
+    pts = backproject_depth(z, k)
+    poses = geo.camera_poses[0].double().numpy()  # (N, 4, 4)
+    g = _grey(s.frames[t], (ww, hh))
+    maps = []
+    for j in _neighbours(t):
+        rel = (
+            relative_pose(poses[half], poses[j - t + half])
+            if pi3_pose
+            else relative_pose(s.cam_to_world[t], s.cam_to_world[j])
+        )
+        maps.append(warp_residual(pts, g, _grey(s.frames[j], (ww, hh)), rel, k))
+    return _mean_of(maps)
+
+
+def _pi3_geometry_cues(window: _Pi3Window) -> dict[str, CueFn]:
+    """The four warp cues of a π³ with heads (module docstring)."""
+    return {
+        "warp_pi3": lambda s, t: _pi3_warp(window, s, t),
+        "warp_pi3_k": lambda s, t: _pi3_warp_given_k(window, s, t, True, True),
+        "warp_pi3_depth": lambda s, t: _pi3_warp_given_k(window, s, t, True, False),
+        "warp_pi3_pose": lambda s, t: _pi3_warp_given_k(window, s, t, False, True),
+    }
+
+
+def pi3_warp_cues(bundle: str | Path) -> dict[str, CueFn]:
+    """The warp cues from the π³ heads of a bundle (torch imported here)."""
     from gmos_core.models.build import build_frame_model_from_bundle
 
     fm = build_frame_model_from_bundle(bundle)
@@ -229,8 +282,7 @@ def pi3_warp_cue(bundle: str | Path) -> CueFn:
         raise ValueError(
             f"{bundle}: its π³ has no heads (add them with `python -m training.add_pi3_heads`)"
         )
-    window = _Pi3Window(pi3, fm.config.pi3.pixel_limit)
-    return lambda s, t: _pi3_warp(window, s, t)
+    return _pi3_geometry_cues(_Pi3Window(pi3, fm.config.pi3.pixel_limit))
 
 
 def pi3_state_cues(state: str | Path, model: str = "micro") -> dict[str, CueFn]:
@@ -271,7 +323,7 @@ def pi3_state_cues(state: str | Path, model: str = "micro") -> dict[str, CueFn]:
 
     cues: dict[str, CueFn] = {"pi3_probe": probe_cue}
     if has_heads:
-        cues["warp_pi3"] = lambda s, t: _pi3_warp(window, s, t)
+        cues.update(_pi3_geometry_cues(window))
     return cues
 
 
@@ -363,7 +415,7 @@ def probe_motion_cues(
     if bundle is not None:
         if "warp_pi3" in cues:
             raise ValueError("--pi3-state already has π³ heads; give --bundle or that state")
-        cues["warp_pi3"] = pi3_warp_cue(bundle)
+        cues.update(pi3_warp_cues(bundle))
     scenes, _ = held_out_scenes(SplitSpec(num_seqs=num_seqs, seed=seed))
     res = CueScores(scores={name: [] for name in cues})
     half = WINDOW // 2
