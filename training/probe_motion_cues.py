@@ -127,6 +127,23 @@ def _mean_of(maps: list[np.ndarray]) -> np.ndarray:
     return np.where(counts > 0, total / np.maximum(counts, 1), np.nan).astype(np.float32)
 
 
+def _window_warp(
+    points: np.ndarray,
+    s: SceneSample,
+    t: int,
+    k: PinholeIntrinsics,
+    pose_to: Callable[[int], np.ndarray],
+) -> np.ndarray:
+    """Mean warp residual of frame t against its window neighbours j, at the size of `k`:
+    (H', W', 3) camera-frame `points` of frame t, `pose_to(j)` the (4, 4) transform from frame
+    t's camera to frame j's."""
+    size = (k.width, k.height)
+    g = _grey(s.frames[t], size)
+    return _mean_of(
+        [warp_residual(points, g, _grey(s.frames[j], size), pose_to(j), k) for j in _neighbours(t)]
+    )
+
+
 def homography_cue(s: SceneSample, t: int) -> np.ndarray:
     """The ego-motion baseline's residual of frame t (one homography per neighbour)."""
     half = WINDOW // 2
@@ -137,15 +154,12 @@ def true_warp_cue(s: SceneSample, t: int) -> np.ndarray:
     """The warp residual of frame t with the renderer's exact depth, intrinsics and poses."""
     h, w = s.depth.shape[1:]
     k = PinholeIntrinsics.from_matrix(s.intrinsics, w, h)
-    pts = backproject_depth(s.depth[t], k)
-    g = _grey(s.frames[t])
-    return _mean_of(
-        [
-            warp_residual(
-                pts, g, _grey(s.frames[j]), relative_pose(s.cam_to_world[t], s.cam_to_world[j]), k
-            )
-            for j in _neighbours(t)
-        ]
+    return _window_warp(
+        backproject_depth(s.depth[t], k),
+        s,
+        t,
+        k,
+        lambda j: relative_pose(s.cam_to_world[t], s.cam_to_world[j]),
     )
 
 
@@ -164,14 +178,13 @@ def depth_vo_warp_cue(s: SceneSample, t: int) -> np.ndarray:
         if ego is None:
             raise NoEvidence("the depth odometry found no motion estimate")
         from_first.append(ego.curr_from_prev @ from_first[-1])
-    pts = backproject_depth(s.depth[t], k)
-    g = _grey(s.frames[t])
     frame_to_first = invert_transform(from_first[half])
-    return _mean_of(
-        [
-            warp_residual(pts, g, _grey(s.frames[j]), from_first[j - t + half] @ frame_to_first, k)
-            for j in _neighbours(t)
-        ]
+    return _window_warp(
+        backproject_depth(s.depth[t], k),
+        s,
+        t,
+        k,
+        lambda j: from_first[j - t + half] @ frame_to_first,
     )
 
 
@@ -216,12 +229,9 @@ def _pi3_warp(window: _Pi3Window, s: SceneSample, t: int) -> np.ndarray:
         k = fit_pinhole(pts[half])
     except ValueError as exc:  # a weak π³'s point map need not look like a camera's
         raise NoEvidence(str(exc)) from exc
-    g = _grey(s.frames[t], (ww, hh))
-    maps = []
-    for j in _neighbours(t):
-        rel = relative_pose(poses[half], poses[j - t + half])
-        maps.append(warp_residual(pts[half], g, _grey(s.frames[j], (ww, hh)), rel, k))
-    return _mean_of(maps)
+    return _window_warp(
+        pts[half], s, t, k, lambda j: relative_pose(poses[half], poses[j - t + half])
+    )
 
 
 def _pi3_warp_given_k(
@@ -248,18 +258,14 @@ def _pi3_warp_given_k(
         z = z_true
     if not np.isfinite(z).any():
         raise NoEvidence("no positive depth in the window's middle frame")
-    pts = backproject_depth(z, k)
     poses = geo.camera_poses[0].double().numpy()  # (N, 4, 4)
-    g = _grey(s.frames[t], (ww, hh))
-    maps = []
-    for j in _neighbours(t):
-        rel = (
-            relative_pose(poses[half], poses[j - t + half])
-            if pi3_pose
-            else relative_pose(s.cam_to_world[t], s.cam_to_world[j])
-        )
-        maps.append(warp_residual(pts, g, _grey(s.frames[j], (ww, hh)), rel, k))
-    return _mean_of(maps)
+
+    def pose_to(j: int) -> np.ndarray:
+        if pi3_pose:
+            return relative_pose(poses[half], poses[j - t + half])
+        return relative_pose(s.cam_to_world[t], s.cam_to_world[j])
+
+    return _window_warp(backproject_depth(z, k), s, t, k, pose_to)
 
 
 def _pi3_geometry_cues(window: _Pi3Window) -> dict[str, CueFn]:
