@@ -83,15 +83,20 @@ def _query_means(residual: np.ndarray, masks: np.ndarray, keep: np.ndarray) -> n
     return np.where(np.isnan(means), -np.inf, means)
 
 
-def _oracle_score(s: Any, t: int, masks: np.ndarray) -> np.ndarray:
-    """(Q,) 10 × the best IoU of each (Q, H, W) query mask with an object moving at frame `t`
-    (0 where nothing moves or the mask is empty): the truth as a residual-like score, so that
-    τ = 5 is "matches a moving object at IoU ≥ 0.5"."""
+def _best_moving_iou(s: Any, t: int, masks: np.ndarray) -> np.ndarray:
+    """(Q,) best IoU of each (Q, H, W) query mask with an object moving at frame `t` (0 where
+    nothing moves or the mask is empty)."""
     moving = [int(o) for o, mv in zip(s.object_ids, s.motion_state[t]) if mv]
     objects = [s.instance_masks[t] == o for o in moving]
     return np.array(
-        [10.0 * max((_iou(m, g) for g in objects), default=0.0) if m.any() else 0.0 for m in masks]
+        [max((_iou(m, g) for g in objects), default=0.0) if m.any() else 0.0 for m in masks]
     )
+
+
+def _oracle_score(s: Any, t: int, masks: np.ndarray) -> np.ndarray:
+    """(Q,) 10 × `_best_moving_iou`: the truth as a residual-like score, so that τ = 5 is
+    "matches a moving object at IoU ≥ 0.5"."""
+    return 10.0 * _best_moving_iou(s, t, masks)
 
 
 def probe_motion_decision(
@@ -147,10 +152,7 @@ def probe_motion_decision(
             masks = (logits > 0).numpy()  # (Q, H, W)
             keep = masks.reshape(len(masks), -1).sum(1) >= min_pixels
             motion = out["motion_logits"][0, :, 0].sigmoid().numpy()
-            objects = [s.instance_masks[t] == o for o in moving_ids]
-            matches = np.array(
-                [bool(k) and max(_iou(m, g) for g in objects) >= 0.5 for m, k in zip(masks, keep)]
-            )
+            matches = keep & (_best_moving_iou(s, t, masks) >= 0.5)
 
             for th in motion_thresholds:
                 scores[f"motion_head@{th:g}"].append(_j(masks, keep & (motion > th), gt))
@@ -276,7 +278,6 @@ def mos_i_with_decision(
         u: float,
         tracker: tuple[float, bool],
     ):
-        snap = {"snap_iou": tracker[0], "use_velocity": tracker[1]}
         results = []
         for rec, seq, scores in clips:
             recorded = rec.outputs
@@ -288,14 +289,16 @@ def mos_i_with_decision(
                     )[None, :, None]}
                     for o, sc in zip(recorded, scores)
                 ]  # fmt: skip
-                op = OperatingPoint(
-                    mask_logit_threshold=m, motion_threshold=0.5, iou_threshold=u, **snap
+            # A replaced logit is moving above 0 (probability 0.5); the head's sweeps τ_m.
+            rec.replay(
+                OperatingPoint(
+                    mask_logit_threshold=m,
+                    motion_threshold=0.5 if replaces_head else tau,
+                    iou_threshold=u,
+                    snap_iou=tracker[0],
+                    use_velocity=tracker[1],
                 )
-            else:
-                op = OperatingPoint(
-                    mask_logit_threshold=m, motion_threshold=tau, iou_threshold=u, **snap
-                )
-            rec.replay(op)
+            )
             results.append(
                 run_clip(build_segmenter(clip_settings("gmos_online", seq, {}), model=rec), seq)
             )
