@@ -11,7 +11,9 @@ train ourselves (the micro configuration trains its encoders too) is one safeten
 
 with metadata `{"format": "gmos-bundle-v1", "config": <name>, "variant": "gmos_s"|"gmos",
 "config_yaml": <the model YAML>}` and optionally `"operating_point": <JSON>` (the decision
-thresholds picked on a validation split, `gmos_core.operating_point`), and `"pi3_heads": <JSON>` when
+thresholds picked on a validation split, `gmos_core.operating_point`), `"operating_point.<decision>":
+<JSON>` (the thresholds with another motion decision than the head, e.g. ``depth_warp``,
+`gmos_core.geometry.warp_decision`), and `"pi3_heads": <JSON>` when
 the π³ part has its geometry heads (their sizes, `Pi3HeadSizes`). Tensors may be stored as float16 to keep shipped
 checkpoints small; they are cast back to the model's dtype on load. Nothing is unpickled.
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +35,8 @@ from gmos_core.models.pi3_heads import Pi3HeadSizes
 from gmos_core.operating_point import OperatingPoint
 
 FORMAT = "gmos-bundle-v1"
+# Metadata key prefix of the operating points of motion decisions other than the head.
+_DECISION_PREFIX = "operating_point."
 SAM2_FEATURE_PREFIXES = (
     "image_encoder.",
     "sam_mask_decoder.conv_s0.",
@@ -55,6 +59,13 @@ class BundleInfo:
     operating_point: OperatingPoint = OperatingPoint()
     # Sizes of π³'s geometry heads when the bundle holds them (`pi3.point_decoder.*` ...).
     pi3_heads: Pi3HeadSizes | None = None
+    # Calibrated points of the other motion decisions ("depth_warp"), by decision name.
+    decision_points: dict[str, OperatingPoint] = field(default_factory=dict)
+
+    def point_for(self, decision: str) -> OperatingPoint | None:
+        """The operating point of a motion decision: "head" → `operating_point`; another →
+        its calibrated point, None if the bundle was never calibrated with it."""
+        return self.operating_point if decision == "head" else self.decision_points.get(decision)
 
 
 def sam2_feature_state(sam_model: nn.Module) -> dict[str, torch.Tensor]:
@@ -126,6 +137,13 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
         )
     except ValueError as exc:
         raise BundleError(f"{path}: bad operating_point metadata: {exc}") from exc
+    points = {}
+    for key in meta:
+        if key.startswith(_DECISION_PREFIX):
+            try:
+                points[key[len(_DECISION_PREFIX) :]] = OperatingPoint.from_json(meta[key])
+            except ValueError as exc:
+                raise BundleError(f"{path}: bad {key} metadata: {exc}") from exc
     try:
         heads = Pi3HeadSizes.from_json(meta["pi3_heads"]) if "pi3_heads" in meta else None
     except ValueError as exc:
@@ -137,6 +155,7 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
         extra,
         op if op is not None else OperatingPoint(),
         heads,
+        points,
     )
 
 
@@ -165,8 +184,12 @@ def bundle_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def write_operating_point(src: str | Path, dst: str | Path, op: OperatingPoint) -> Path:
-    """Copy bundle `src` to `dst` (may be the same file) with operating point `op`.
+def write_operating_point(
+    src: str | Path, dst: str | Path, op: OperatingPoint, decision: str = "head"
+) -> Path:
+    """Copy bundle `src` to `dst` (may be the same file) with operating point `op` for the
+    motion decision `decision` ("head": the bundle's `operating_point`; the other decisions'
+    points are kept).
 
     Tensors are copied bit for bit; only the metadata changes.
     """
@@ -174,7 +197,7 @@ def write_operating_point(src: str | Path, dst: str | Path, op: OperatingPoint) 
     with safe_open(str(src), framework="pt") as f:
         meta = dict(f.metadata() or {})
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open API)
-    meta["operating_point"] = op.to_json()
+    meta["operating_point" if decision == "head" else _DECISION_PREFIX + decision] = op.to_json()
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")
@@ -214,6 +237,10 @@ def describe(path: str | Path) -> str:
             "variant": info.variant,
             "params": n,
             "operating_point": json.loads(info.operating_point.to_json()),
+            **{
+                _DECISION_PREFIX + d: json.loads(op.to_json())
+                for d, op in sorted(info.decision_points.items())
+            },
             **info.extra,
         }
     )

@@ -63,7 +63,12 @@ from gmos_core.geometry.camera import (
     relative_pose,
 )
 from gmos_core.geometry.visual_odometry import DepthVisualOdometry
-from gmos_core.geometry.warp import fit_pinhole, warp_residual
+from gmos_core.geometry.warp import (
+    fit_pinhole,
+    mask_means,
+    warp_grey,
+    window_warp_residual,
+)
 from training.calibrate import VALIDATION_SEED
 from training.splits import HELD_OUT_SEED, SplitSpec, held_out_scenes
 
@@ -109,22 +114,12 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float | None:
 
 def _grey(frame: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
     """(H, W, 3) uint8 → (H', W') float32 grey, lightly blurred like the baselines' inputs."""
-    if size is not None and frame.shape[1::-1] != size:
-        frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-    g = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-    return cv2.GaussianBlur(g, (5, 5), 0).astype(np.float32)
+    return warp_grey(frame, size)
 
 
 def _neighbours(t: int) -> list[int]:
     half = WINDOW // 2
     return [t + d for d in range(-half, half + 1) if d != 0]
-
-
-def _mean_of(maps: list[np.ndarray]) -> np.ndarray:
-    stack = np.stack(maps)
-    counts = np.isfinite(stack).sum(0)
-    total = np.nansum(stack, axis=0)
-    return np.where(counts > 0, total / np.maximum(counts, 1), np.nan).astype(np.float32)
 
 
 def _window_warp(
@@ -138,9 +133,11 @@ def _window_warp(
     (H', W', 3) camera-frame `points` of frame t, `pose_to(j)` the (4, 4) transform from frame
     t's camera to frame j's."""
     size = (k.width, k.height)
-    g = _grey(s.frames[t], size)
-    return _mean_of(
-        [warp_residual(points, g, _grey(s.frames[j], size), pose_to(j), k) for j in _neighbours(t)]
+    return window_warp_residual(
+        points,
+        _grey(s.frames[t], size),
+        [(_grey(s.frames[j], size), pose_to(j)) for j in _neighbours(t)],
+        k,
     )
 
 
@@ -358,18 +355,6 @@ def gmos_s_cue(bundle: str | Path) -> CueFn:
         return prob[0, 0].numpy().astype(np.float32)
 
     return cue
-
-
-def mask_means(residual: np.ndarray, masks: np.ndarray, min_pixels: int = 1) -> np.ndarray:
-    """(K,) mean finite residual under each of the (K, H, W) boolean masks; NaN where a mask has
-    fewer than `min_pixels` finite pixels."""
-    out = np.full(len(masks), np.nan)
-    finite = np.isfinite(residual)
-    for k, m in enumerate(masks):
-        vals = residual[m & finite]
-        if vals.size >= min_pixels:
-            out[k] = float(vals.mean())
-    return out
 
 
 def _object_scores(

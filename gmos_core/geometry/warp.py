@@ -20,7 +20,7 @@ import numpy as np
 
 from gmos_core.geometry.camera import PinholeIntrinsics
 
-__all__ = ["fit_pinhole", "warp_residual"]
+__all__ = ["fit_pinhole", "mask_means", "warp_grey", "warp_residual", "window_warp_residual"]
 
 
 def fit_pinhole(points: np.ndarray, min_depth: float = 1e-6) -> PinholeIntrinsics:
@@ -127,3 +127,53 @@ def warp_residual(
     out = np.abs(sampled - grey.astype(np.float32))
     out[~inside] = np.nan
     return out.astype(np.float32)
+
+
+def warp_grey(frame_rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB → (H', W') float32 grey 0..255, 5×5 Gaussian blur (the baselines'
+    input smoothing: a one-pixel warp error on a sharp edge would otherwise read as motion).
+
+    `size`: (W', H') to resize to first (area interpolation); None keeps the frame's size.
+    """
+    if size is not None and frame_rgb.shape[1::-1] != tuple(size):
+        frame_rgb = cv2.resize(frame_rgb, size, interpolation=cv2.INTER_AREA)
+    g = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY)
+    return cv2.GaussianBlur(g, (5, 5), 0).astype(np.float32)
+
+
+def window_warp_residual(
+    points: np.ndarray,
+    grey: np.ndarray,
+    neighbours: list[tuple[np.ndarray, np.ndarray]],
+    intrinsics: PinholeIntrinsics,
+) -> np.ndarray:
+    """Mean :func:`warp_residual` of a frame against several neighbours.
+
+    Args:
+        points: (H, W, 3) camera-frame points of the frame; NaN where unknown.
+        grey: (H, W) the frame's grey image (:func:`warp_grey`).
+        neighbours: (neighbour grey (H, W), (4, 4) transform from the frame's camera to the
+            neighbour's) per neighbour; at least one.
+        intrinsics: the camera, for W × H.
+
+    Returns:
+        (H, W) float32 mean over the neighbours that see each pixel; NaN where none does.
+    """
+    if not neighbours:
+        raise ValueError("window_warp_residual: no neighbour frame to compare with")
+    stack = np.stack([warp_residual(points, grey, g, t, intrinsics) for g, t in neighbours])
+    counts = np.isfinite(stack).sum(0)
+    total = np.nansum(stack, axis=0)
+    return np.where(counts > 0, total / np.maximum(counts, 1), np.nan).astype(np.float32)
+
+
+def mask_means(residual: np.ndarray, masks: np.ndarray, min_pixels: int = 1) -> np.ndarray:
+    """(K,) mean finite residual under each of the (K, H, W) boolean masks; NaN where a mask
+    has fewer than `min_pixels` finite pixels."""
+    out = np.full(len(masks), np.nan)
+    finite = np.isfinite(residual)
+    for k, m in enumerate(masks):
+        vals = residual[m & finite]
+        if vals.size >= min_pixels:
+            out[k] = float(vals.mean())
+    return out

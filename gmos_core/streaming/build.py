@@ -8,6 +8,7 @@ its own propagator state.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from typing import Any, Literal
 from gmos_core.baseline_model import BASELINE_VARIANTS, BaselineFrameModel
 from gmos_core.compute import DeviceUnavailableError, check_device
 from gmos_core.errors import ModelSetupError
+from gmos_core.geometry.warp_decision import MOTION_DECISIONS, WarpMotionDecision
 from gmos_core.operating_point import OperatingPoint
 from gmos_core.streaming.segmenter import FrameModel, StreamingSegmenter
 from gmos_core.streaming.tracking import PropagatorTracking
@@ -26,6 +28,8 @@ DEFAULT_BUNDLES = {
 }
 
 Variant = Literal["gmos_s", "gmos_online", "ego_residual", "frame_diff"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,6 +64,10 @@ class RuntimeSettings:
         fg_threshold: Gmos-S foreground probability threshold; None = the model's operating
             point (a calibrated bundle's, else the paper's 0.5).
         allow_random_weights: build without any weights (timing and plumbing only).
+        motion_decision: gmos_online: "head" (the model's motion head decides which objects
+            move, the paper's) or "depth_warp" (the warp residual of an RGB-D camera with
+            odometry decides, `gmos_core.geometry.warp_decision`; every frame then comes with
+            its `SensorFrame`, and the model runs at the bundle's depth_warp operating point).
     """
 
     variant: Variant = "gmos_online"
@@ -80,6 +88,7 @@ class RuntimeSettings:
     onnx_dir: str | None = None
     engine_dir: str | None = None
     provider: str = "cpu"
+    motion_decision: str = "head"
 
 
 def load_frame_model(settings: RuntimeSettings) -> FrameModel:
@@ -103,6 +112,7 @@ def load_frame_model(settings: RuntimeSettings) -> FrameModel:
         check_device(settings.device)
     except DeviceUnavailableError as exc:
         raise ModelSetupError(str(exc)) from None
+    _check_decision(settings)
     if settings.variant in BASELINE_VARIANTS:
         if settings.tracker != "mask_iou":
             raise ModelSetupError(
@@ -135,18 +145,71 @@ def load_frame_model(settings: RuntimeSettings) -> FrameModel:
             import torch
 
             # onnxruntime's CPU threads follow torch's (the node's torch_threads sets both).
-            return load_backend_frame_model(plan, threads=torch.get_num_threads())
+            model = load_backend_frame_model(plan, threads=torch.get_num_threads())
+            return _with_decision_point(model, settings)
     except BackendRefused as exc:
         raise ModelSetupError(str(exc)) from exc
     modules = _load_torch_model(settings)
     try:
-        return modules.frame_model(
+        model = modules.frame_model(
             device=settings.device,
             precision=settings.precision,
             keep_sam2_backbone=settings.tracker == "sam2",
         )
     except ValueError as exc:
         raise ModelSetupError(str(exc)) from exc
+    return _with_decision_point(model, settings)
+
+
+def _check_decision(settings: RuntimeSettings) -> None:
+    if settings.motion_decision not in MOTION_DECISIONS:
+        raise ModelSetupError(
+            f"motion_decision must be one of {MOTION_DECISIONS}, got {settings.motion_decision!r}"
+        )
+    if settings.motion_decision != "head" and settings.variant != "gmos_online":
+        raise ModelSetupError(
+            f"motion_decision {settings.motion_decision!r} decides which proposals move: "
+            f"variant gmos_online only (got {settings.variant})"
+        )
+
+
+def _bundle_path(settings: RuntimeSettings) -> Path | None:
+    """The bundle the settings load (given, or the shipped default when no official
+    checkpoint is named), None for official checkpoints or random weights."""
+    if settings.bundle:
+        return Path(settings.bundle)
+    official = (settings.pi3_checkpoint, settings.sam2_checkpoint, settings.head_checkpoint)
+    default = DEFAULT_BUNDLES.get(settings.variant)
+    return default if not any(official) and default is not None and default.is_file() else None
+
+
+def _with_decision_point(model: FrameModel, settings: RuntimeSettings) -> FrameModel:
+    """`model` at the operating point of the settings' motion decision (the head's: as loaded).
+
+    A bundle never calibrated with the decision keeps its head's mask and IoU thresholds with
+    the decision's neutral motion threshold (0.5, `RESIDUAL_AT_HALF` grey levels), logged."""
+    if settings.motion_decision == "head":
+        return model
+    from gmos_core.bundle import read_bundle_info  # loads torch, as the model did
+
+    path = _bundle_path(settings)
+    point = read_bundle_info(path).point_for(settings.motion_decision) if path else None
+    if point is None:
+        head = getattr(model, "operating_point", None) or OperatingPoint()
+        point = dataclasses.replace(
+            head,
+            motion_threshold=0.5,
+            source=f"{head.source}; motion_threshold 0.5 ({settings.motion_decision} not calibrated)",
+        )
+        log.warning(
+            "%s has no calibrated %s operating point (gmos-calibrate --decision %s): the "
+            "head's thresholds with motion_threshold 0.5",
+            path or "the model",
+            settings.motion_decision,
+            settings.motion_decision,
+        )
+    model.operating_point = point  # type: ignore[attr-defined]
+    return model
 
 
 def _load_torch_model(settings: RuntimeSettings) -> Any:
@@ -199,6 +262,7 @@ def build_segmenter(
     (`segmenter.tracking.iter_offline_results()`); never for live streams.
     `second_pass=False` runs the same online pass as `offline=True` but keeps nothing.
     """
+    _check_decision(settings)
     model = model if model is not None else load_frame_model(settings)
     # The model's operating point (calibrated on a validation split and stored in its bundle,
     # else the paper's thresholds); explicit settings win.
@@ -228,4 +292,5 @@ def build_segmenter(
         ),
         span_s=settings.span_s,
         proposer_stride=settings.proposer_stride,
+        motion_decision=WarpMotionDecision() if settings.motion_decision == "depth_warp" else None,
     )

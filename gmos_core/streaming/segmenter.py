@@ -32,6 +32,7 @@ from gmos_core.models.prediction import (
 from gmos_core.streaming.types import FrameResult, objects_from_ids
 
 if TYPE_CHECKING:
+    from gmos_core.geometry.warp_decision import SensorFrame, WarpMotionDecision
     from gmos_core.propagation.types import PropagationFrame
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,9 @@ class OnlineTracking(Protocol):
 class StreamError(GmosError, ValueError):
     """A frame the stream cannot take; the stream state is unchanged.
 
-    `kind`: "duplicate_stamp" (a stamp already in the buffer) or "bad_frame" (not an
-    (H, W, 3) uint8 array); callers count by kind, not by the message.
+    `kind`: "duplicate_stamp" (a stamp already in the buffer), "bad_frame" (not an
+    (H, W, 3) uint8 array) or "bad_sensor" (a `SensorFrame` of another size than its frame);
+    callers count by kind, not by the message.
     """
 
     default_kind = "bad_frame"
@@ -98,6 +100,7 @@ class _Entry:
     frame: np.ndarray
     geometry: Any = None
     segmentation: Any = None
+    sensor: SensorFrame | None = None
 
 
 @dataclass
@@ -111,6 +114,9 @@ class StreamStats:
     geometry_encodes: int = 0
     segmentation_encodes: int = 0
     proposer_runs: int = 0
+    # Frames where the motion decision had no sensor data (centre or every neighbour without
+    # a `SensorFrame`): the tracker alone carried the objects, as on a proposer-stride frame.
+    decisions_without_sensor: int = 0
 
 
 class StreamingSegmenter:
@@ -129,6 +135,9 @@ class StreamingSegmenter:
         fg_threshold: Gmos-S foreground probability threshold (official 0.5).
         max_buffer: hard cap on buffered frames (guards absurd frame rates); beyond it the
             oldest pending frame is processed early with the frames at hand.
+        motion_decision: mode "gmos": None (the motion head decides which proposals move) or
+            a `WarpMotionDecision` (the warp residual of the window's `SensorFrame`s, given
+            with each frame to `step`, decides; the head's masks are kept).
     """
 
     def __init__(
@@ -141,9 +150,12 @@ class StreamingSegmenter:
         proposer_stride: int = 1,
         fg_threshold: float = 0.5,
         max_buffer: int = 256,
+        motion_decision: WarpMotionDecision | None = None,
     ) -> None:
         if mode not in ("gmos_s", "gmos"):
             raise ValueError(f"mode must be 'gmos_s' or 'gmos', got {mode!r}")
+        if motion_decision is not None and mode != "gmos":
+            raise ValueError("a motion decision replaces proposals' motion: mode 'gmos' only")
         if mode == "gmos" and tracking is None:
             raise ValueError("mode 'gmos' needs an online propagator (tracking=...)")
         if num_frames < 1 or num_frames % 2 == 0:
@@ -160,6 +172,7 @@ class StreamingSegmenter:
         self.proposer_stride = proposer_stride
         self.fg_threshold = fg_threshold
         self.max_buffer = max_buffer
+        self.motion_decision = motion_decision
         self.stats = StreamStats()
         self._window_geometry = bool(getattr(model, "window_geometry", False))
         self._buf: deque[_Entry] = deque()
@@ -193,18 +206,29 @@ class StreamingSegmenter:
         """Frames currently held (bounded: about span x fps + 1)."""
         return len(self._buf)
 
-    def step(self, frame_rgb: np.ndarray, stamp_ns: int) -> list[FrameResult]:
+    def step(
+        self, frame_rgb: np.ndarray, stamp_ns: int, sensor: SensorFrame | None = None
+    ) -> list[FrameResult]:
         """Add one frame; return the results that became ready, in stamp order.
 
         Args:
             frame_rgb: (H, W, 3) uint8 RGB frame.
             stamp_ns: its capture stamp in nanoseconds.
+            sensor: the frame's depth and camera pose (`SensorFrame`, same size as the frame)
+                for a `motion_decision`; ignored without one.
 
         A stamp that goes backwards (bag loop, clock reset) or a change of resolution first
         finishes the frames already received (each result keeps its own stamp), then
         restarts the stream state. A repeated stamp is rejected (`StreamError`).
         """
         frame = self._check_frame(frame_rgb)
+        if sensor is not None and sensor.size != frame.shape[:2]:
+            self.stats.rejected += 1
+            raise StreamError(
+                f"sensor data is {sensor.size[1]}x{sensor.size[0]}, the frame "
+                f"{frame.shape[1]}x{frame.shape[0]}: frame ignored (align the depth first)",
+                kind="bad_sensor",
+            )
         stamp_ns = int(stamp_ns)
         out: list[FrameResult] = []
         if self._last_stamp is not None:
@@ -221,7 +245,7 @@ class StreamingSegmenter:
                 self.stats.resets += 1
         self._shape = frame.shape[:2]
         self._last_stamp = stamp_ns
-        entry = _Entry(stamp_ns=stamp_ns, index=self._next_index, frame=frame)
+        entry = _Entry(stamp_ns=stamp_ns, index=self._next_index, frame=frame, sensor=sensor)
         self._next_index += 1
         self._buf.append(entry)
         self._pending.append(entry)
@@ -329,13 +353,18 @@ class StreamingSegmenter:
         else:
             assert self.tracking is not None
             seg = self._segmentation(center)
-            if run_head:
+            residual = self._decision_residual(center) if run_head else None
+            if run_head and (self.motion_decision is None or residual is not None):
                 pred, geom = self._predict(center, seg, hw)
                 if not isinstance(pred, ProposalPrediction):
                     raise TypeError("mode 'gmos' needs a model that returns proposals")
                 self.stats.proposer_runs += 1
+                if self.motion_decision is not None and residual is not None:
+                    pred = self.motion_decision.decide(pred, residual)
             else:
                 pred = None  # the tracker alone carries the objects this frame
+                if run_head:
+                    self.stats.decisions_without_sensor += 1
             frame = self.tracking.step(center.index, pred, seg, hw)
             result = FrameResult(
                 center.stamp_ns,
@@ -347,6 +376,15 @@ class StreamingSegmenter:
             )
         self.stats.results_out += 1
         return result
+
+    def _decision_residual(self, center: _Entry) -> np.ndarray | None:
+        """The motion decision's residual map for `center` (None: no decision, or no data)."""
+        if self.motion_decision is None:
+            return None
+        window = self._window(center)
+        return self.motion_decision.residual(
+            [e.frame for e in window], [e.sensor for e in window], len(window) // 2
+        )
 
     def _evict(self) -> None:
         """Drop frames no pending window can select any more."""
