@@ -303,6 +303,9 @@ def test_fp_budget_tied_to_the_better_baseline(tmp_path) -> None:
 
     base = {"frame_diff": {"FP": 2.29}, "ego_residual": {"FP": 1.83}}
     assert fp_budget_from_baselines(base) == pytest.approx(0.999 * 1.83)
+    assert fp_budget_from_baselines(base, 0.15) == pytest.approx(0.999 * 0.85 * 1.83)
+    with pytest.raises(CalibrationError, match="--fp-margin must lie in"):
+        fp_budget_from_baselines(base, 1.0)
     with pytest.raises(CalibrationError, match="baseline"):
         fp_budget_from_baselines({})
     with pytest.raises(CalibrationError, match="--baselines"):

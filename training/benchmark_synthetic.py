@@ -16,7 +16,10 @@
    * ``gmos_s``: `gmos-infer --model gmos-s` -> ``frame/``; its connected components linked the
      same way give a MOS-I row too;
    * ``gmos``: `gmos-infer --model gmos` -> ``mos-i_frame/`` (online) and ``mos_frame/``
-     (offline second pass).
+     (offline second pass);
+   * ``gmos_depth_warp`` (``--depth-warp``): the same Gmos with the "depth_warp" motion
+     decision, the renderer's depth and camera poses standing for an RGB-D camera with
+     odometry (`gmos_core.geometry.warp_decision`; not a monocular method, unlike the others).
 3. Scores with `gmos-eval`: MOS-I (``--dataset synthetic``, mtIoU / J_mov / FP), the binary
    MOS protocol (foreground J / F; ground truth = every object that moves at some point, at every
    frame it is visible, i.e. ``Annotations_unsupervised``) and DAVIS-2017 unsupervised.
@@ -51,7 +54,7 @@ from gmos_core.models.preprocess import stride_from_fps
 from gmos_core.streaming.build import RuntimeSettings, load_frame_model
 from training.evaluate import evaluate_protocol, write_outputs
 from training.infer import infer_videos
-from training.splits import HELD_OUT_SEED, SplitSpec, write_split
+from training.splits import HELD_OUT_SEED, SplitSpec, sensor_frames, write_split
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -90,15 +93,33 @@ def run_baselines(names: list[str], scenes: list[SceneSample], res: Path) -> lis
     return list(methods)
 
 
-def run_learned(kind: str, bundle: Path, data: Path, names: list[str], out: Path) -> None:
-    """`gmos-infer` (its library form) over the held-out sequences."""
+def run_learned(
+    kind: str,
+    bundle: Path,
+    data: Path,
+    names: list[str],
+    out: Path,
+    scenes: list[SceneSample] | None = None,
+) -> None:
+    """`gmos-infer` (its library form) over the held-out sequences; kind "gmos_depth_warp"
+    also hands it each frame's exact depth and pose from `scenes`."""
     inputs = [data / "JPEGImages" / "480p" / n for n in names]
+    warp = kind == "gmos_depth_warp"
     settings = RuntimeSettings(
-        variant="gmos_s" if kind == "gmos_s" else "gmos_online", bundle=str(bundle)
+        variant="gmos_s" if kind == "gmos_s" else "gmos_online",
+        bundle=str(bundle),
+        motion_decision="depth_warp" if warp else "head",
     )
+    sensors = None
+    if warp:
+        if scenes is None:
+            raise ValueError("gmos_depth_warp needs the rendered scenes (their depth and poses)")
+        sensors = {n: sensor_frames(s) for n, s in zip(names, scenes)}
     apply_threads(default_threads())  # what gmos-infer runs with by default
     model = load_frame_model(settings)
-    infer_videos(settings, model, inputs, out, settings.variant, fps=10.0, save_mp4=False)
+    infer_videos(
+        settings, model, inputs, out, settings.variant, fps=10.0, save_mp4=False, sensors=sensors
+    )
     if kind == "gmos_s":
         # Gmos-S has no instances: its foreground's connected components, linked, for MOS-I.
         for seq in names:
@@ -153,6 +174,7 @@ LABELS = {
     "ego_residual": "Ego-motion residual (homography)",
     "gmos_s": "micro Gmos-S",
     "gmos": "micro Gmos (online MOS-I / offline MOS)",
+    "gmos_depth_warp": "micro Gmos, depth-warp decision (RGB-D + odometry)",
 }
 
 
@@ -204,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gmos-s-bundle", type=Path, default=None)
     ap.add_argument("--gmos-bundle", type=Path, default=None)
     ap.add_argument("--skip-baselines", action="store_true")
+    ap.add_argument(
+        "--depth-warp",
+        action="store_true",
+        help="also run --gmos-bundle with the depth_warp motion decision (exact depth + poses)",
+    )
     args = ap.parse_args(argv)
     # Training draws seeds below 700000 (training/configs/*_micro.yaml: heads 0..99999, π³
     # pretraining 500000.., its curriculum 600000..); π³ validation uses 800000...
@@ -221,9 +248,15 @@ def main(argv: list[str] | None = None) -> int:
         methods += run_baselines(names, scenes, res)
     else:  # score earlier baseline outputs of the same split if they are there
         methods += [m for m in ("frame_diff", "ego_residual") if (res / m / "frame").is_dir()]
-    for kind, bundle in (("gmos_s", args.gmos_s_bundle), ("gmos", args.gmos_bundle)):
+    if args.depth_warp and args.gmos_bundle is None:
+        print("benchmark: --depth-warp needs --gmos-bundle", file=sys.stderr)
+        return 2
+    learned = [("gmos_s", args.gmos_s_bundle), ("gmos", args.gmos_bundle)]
+    if args.depth_warp:
+        learned.append(("gmos_depth_warp", args.gmos_bundle))
+    for kind, bundle in learned:
         if bundle is not None:
-            run_learned(kind, bundle, data, names, res / kind)
+            run_learned(kind, bundle, data, names, res / kind, scenes)
             methods.append(kind)
     scores = {m: evaluate(res / m, data, ev / m) for m in methods}
     rows = {m: summarise(s) for m, s in scores.items()}

@@ -28,7 +28,7 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +46,7 @@ from gmos_core.data.palette import write_indexed_png
 from gmos_core.data.video import DataFormatError, read_frames, video_fps, write_mp4
 from gmos_core.deploy import add_backend_arguments
 from gmos_core.errors import ModelSetupError
+from gmos_core.geometry.warp_decision import SensorFrame
 from gmos_core.models.preprocess import stride_from_fps
 from gmos_core.streaming import FrameResult
 from gmos_core.streaming.build import RuntimeSettings, build_segmenter, load_frame_model
@@ -118,8 +119,12 @@ def run_sequence(
     stride: int | None,
     save_mp4: bool = True,
     online_only: bool = False,
+    sensors: Sequence[SensorFrame] | None = None,
 ) -> SequenceOutput:
     """Run one video / folder through a fresh segmenter and write its outputs.
+
+    `sensors`: frame i's depth and camera pose (`SensorFrame`) for the "depth_warp" motion
+    decision, one per frame in order (the library form only: the CLI reads no depth).
 
     Memory does not grow with the video: each result is written as soon as the segmenter
     emits it (frames wait only for the window's lag), the overlay video is encoded frame by
@@ -149,7 +154,10 @@ def run_sequence(
                 shape = frame.shape
                 pending.append(frame)
                 counts["frames"] += 1
-                for r in segmenter.step(frame, int(round(i * 1e9 / rate))):
+                if sensors is not None and i >= len(sensors):
+                    raise InferInputError(f"{seq}: frame {i} has no sensor data")
+                sensor = sensors[i] if sensors is not None else None
+                for r in segmenter.step(frame, int(round(i * 1e9 / rate)), sensor):
                     yield counts["results"], pending.popleft(), r
                     counts["results"] += 1
             for r in segmenter.flush():
@@ -220,10 +228,12 @@ def infer_videos(
     save_mp4: bool = True,
     online_only: bool = False,
     spill_dir: str | None = None,
+    sensors: dict[str, Sequence[SensorFrame]] | None = None,
 ) -> list[SequenceOutput]:
     """`gmos-infer`'s library form: each video / image folder through a fresh segmenter
     (`run_sequence`), outputs under `out`. `variant` is "gmos_online" or "gmos_s"; `model` is the
-    loaded frame model (`load_frame_model(settings)`); the keywords are the CLI flags."""
+    loaded frame model (`load_frame_model(settings)`); the keywords are the CLI flags, and
+    `sensors` the per-frame sensor data of each input by sequence name (`run_sequence`)."""
 
     def factory(span_s: float) -> object:
         settings.span_s = span_s
@@ -236,7 +246,17 @@ def infer_videos(
         )
 
     return [
-        run_sequence(factory, p, out, variant, fps, stride, save_mp4, online_only=online_only)
+        run_sequence(
+            factory,
+            p,
+            out,
+            variant,
+            fps,
+            stride,
+            save_mp4,
+            online_only=online_only,
+            sensors=None if sensors is None else sensors[_sequence_name(p)],
+        )
         for p in inputs
     ]
 

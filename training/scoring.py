@@ -18,7 +18,7 @@ from training.splits import ValidationSequence
 
 def run_clip(segmenter: Any, clip: ValidationSequence) -> list[Any]:
     """The one loop that runs a streaming segmenter over a clip: every frame stamped at the
-    clip's rate (t = i / fps), then `flush()`.
+    clip's rate (t = i / fps), with its `SensorFrame` when the clip has them, then `flush()`.
 
     Returns:
         One `FrameResult` per frame, in order.
@@ -27,8 +27,9 @@ def run_clip(segmenter: Any, clip: ValidationSequence) -> list[Any]:
         RuntimeError: the segmenter returned a different number of results than frames.
     """
     results = []
-    for i, frame in enumerate(clip.frames):
-        results.extend(segmenter.step(frame, int(round(i * 1e9 / clip.fps))))
+    sensors = clip.sensors or [None] * len(clip.frames)
+    for i, (frame, sensor) in enumerate(zip(clip.frames, sensors)):
+        results.extend(segmenter.step(frame, int(round(i * 1e9 / clip.fps)), sensor))
     results.extend(segmenter.flush())
     if len(results) != len(clip.frames):
         raise RuntimeError(f"{clip.name}: {len(results)} results for {len(clip.frames)} frames")

@@ -18,6 +18,8 @@ import numpy as np
 
 from gmos_core.data.synthetic import SceneConfig, SceneSample, generate_scene
 from gmos_core.data.synthetic_writers import write_davis_style
+from gmos_core.geometry.camera import PinholeIntrinsics
+from gmos_core.geometry.warp_decision import SensorFrame
 
 HELD_OUT_SEED = 900_000
 KINDS = ("dynamic", "hard_parallax", "dynamic")
@@ -109,6 +111,9 @@ class ValidationSequence:
     fps: float
     labels: np.ndarray  # (T, H, W) dynamic objects re-indexed 1..M at every frame
     intervals: dict[int, list[tuple[int, int]]]
+    # The renderer's depth and camera poses per frame: what an RGB-D camera with odometry
+    # gives (the "depth_warp" motion decision); None for clips without them.
+    sensors: list[SensorFrame] | None = None
 
 
 def jpeg_round_trip(frame: np.ndarray) -> np.ndarray:
@@ -122,4 +127,14 @@ def as_sequence(name: str, s: SceneSample) -> ValidationSequence:
     """A rendered clip as the benchmark stores it (JPEG q95 frames) with its MOS-I labels."""
     mos = s.mos_i_labels()
     frames = np.stack([jpeg_round_trip(f) for f in s.frames])
-    return ValidationSequence(name, frames, float(s.config.fps), mos.labels, mos.intervals)
+    return ValidationSequence(
+        name, frames, float(s.config.fps), mos.labels, mos.intervals, sensor_frames(s)
+    )
+
+
+def sensor_frames(s: SceneSample) -> list[SensorFrame]:
+    """A rendered clip's exact depth and camera poses as an RGB-D camera with odometry
+    would give them, one `SensorFrame` per frame."""
+    h, w = s.depth.shape[1:]
+    k = PinholeIntrinsics.from_matrix(s.intrinsics, w, h)
+    return [SensorFrame(d, p, k) for d, p in zip(s.depth, s.cam_to_world)]
