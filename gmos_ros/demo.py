@@ -262,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", default="gmos_online", choices=["gmos_online", "gmos_s"])
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--seed", type=int, default=900_001, help="scene seed (held out)")
+    ap.add_argument(
+        "--motion-decision",
+        default="head",
+        choices=["head", "depth_warp"],
+        help="gmos_online: which proposals move: the motion head, or the warp residual of the "
+        "bag's depth with the depth odometry's camera motion (node parameter motion_decision)",
+    )
     args = ap.parse_args(argv)
     loopback_env()  # before any rclpy.init: ROS and Fast DDS read these there, not at import
     t0 = time.perf_counter()
@@ -270,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     params, untrained = model_params(args.variant)
+    params.append(f"motion_decision:={args.motion_decision}")
     if untrained:
         banner(
             f"NO TRAINED {args.variant} BUNDLE in gmos_core/assets/: running an UNTRAINED "

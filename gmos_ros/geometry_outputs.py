@@ -47,6 +47,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 from builtin_interfaces.msg import Duration
 from gmos_msgs.msg import EgoMotion as EgoMotionMsg
@@ -66,6 +67,7 @@ from gmos_core.geometry import (
     encode_instance_mask,
 )
 from gmos_core.geometry.depth_states import DepthObjectStates, DepthStatesUpdate
+from gmos_core.geometry.warp_decision import DepthOdometryPoses, SensorFrame
 from gmos_ros.messages import ResultMasks, copy_header, make_image, stamp_to_ns
 from gmos_ros.params import GeometrySettings
 
@@ -118,6 +120,8 @@ class CameraGeometry:
     pub_markers: Any = None
     sub_depth: Any = None
     last_stamp_ns: int | None = None
+    # Camera poses of the input frames for the depth_warp motion decision (depth odometry).
+    poses: DepthOdometryPoses = field(default_factory=DepthOdometryPoses)
 
     def depth_for(self, stamp_ns: int, tolerance_ns: int) -> Any | None:
         """The buffered depth message closest to ``stamp_ns`` within the tolerance, or None."""
@@ -183,6 +187,7 @@ class GeometryOutputs:
             if g is None:
                 continue
             g.depth_states.reset()
+            g.poses.reset()
             g.pi3 = None
             g.last_stamp_ns = None
             seg = cam.stream.segmenter if cam.stream is not None else None
@@ -306,6 +311,40 @@ class GeometryOutputs:
             extra.append((pm, markers_msg(objs)))
         return extra
 
+    def sensor_frame(
+        self, cam: Any, frame: np.ndarray, in_hw: tuple[int, int], stamp_ns: int
+    ) -> SensorFrame | None:
+        """The depth and camera pose of an input frame for the depth_warp motion decision.
+
+        Args:
+            cam: the node's camera.
+            frame: (h, w, 3) the frame as the segmenter sees it (maybe downscaled).
+            in_hw: the input frame's (H, W): the depth image must have it.
+            stamp_ns: the frame's stamp.
+
+        Returns:
+            None (counted: ``warp_depth_missing``, ``camera_info_missing``, ``depth_invalid``)
+            when the depth of that stamp has not arrived or cannot be used: the segmenter then
+            carries the objects on that frame.
+        """
+        g = self.cams.get(id(cam))
+        if g is None or not g.depth_topic:
+            return None
+        msg = g.depth_for(stamp_ns, self.settings.depth_stamp_tolerance_ns)
+        if msg is None:
+            cam.counters.error("warp_depth_missing")
+            return None
+        info = self.node._matching_info(cam, stamp_ns)
+        if info is None:
+            cam.counters.error("camera_info_missing")
+            return None
+        try:
+            return sensor_frame_from_messages(g.poses, frame, in_hw, stamp_ns, msg, info)
+        except (DepthError, ValueError) as err:
+            cam.counters.error("depth_invalid")
+            self.node._errlog(f"{g.depth_topic}:depth", f"{g.depth_topic}: {err}")
+            return None
+
     def _process_depth(
         self, cam: Any, g: CameraGeometry, item: Any, masks: ResultMasks, objs: MovingObjectArray
     ) -> list[tuple[Any, Any]]:
@@ -360,6 +399,32 @@ def depth_states_from_messages(
     depth = decode_depth(raw, enc, expected_hw=masks.ids.shape)
     intr = _intrinsics(info, masks.ids.shape)
     return states.update(stamp_ns, depth, intr, masks.ids, object_ids, masks.dynamic > 0, frame_rgb)
+
+
+def sensor_frame_from_messages(
+    poses: DepthOdometryPoses,
+    frame: np.ndarray,
+    in_hw: tuple[int, int],
+    stamp_ns: int,
+    depth_msg: Any,
+    info: CameraInfo,
+) -> SensorFrame | None:
+    """The depth_warp decision's `SensorFrame` of one input frame from its depth image and
+    camera_info messages (the node's and ``gmos-bag eval``'s one path): the depth decoded at
+    the input size, brought to the size the segmenter sees (nearest: depths are never mixed
+    across an edge), the pose from the camera's depth odometry chain.
+
+    Raises:
+        DepthError: unknown encoding, malformed data, or a depth image of another size.
+        ValueError: camera_info with no size.
+    """
+    raw, enc = depth_image_to_array(depth_msg)
+    depth = decode_depth(raw, enc, expected_hw=in_hw)
+    h, w = frame.shape[:2]
+    intr = _intrinsics(info, (h, w))
+    if depth.shape != (h, w):
+        depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
+    return poses.step(frame, depth, intr, stamp_ns)
 
 
 def fill_object_states(objs: MovingObjectArray, states: list[ObjectState]) -> None:

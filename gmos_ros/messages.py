@@ -8,6 +8,7 @@ live node and the offline evaluator run exactly the same code from frame to mess
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from gmos_msgs.msg import MovingObject, MovingObjectArray
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from gmos_core.geometry.warp_decision import SensorFrame
 from gmos_core.streaming import FrameResult, StreamingSegmenter
 from gmos_ros.conversions import numpy_to_image_fields
 from gmos_ros.scaling import downscale, model_size, upscale_result
@@ -189,6 +191,8 @@ class HeaderedStream:
         keep_frames: also keep each pending frame (for the overlay), at input resolution.
         max_pending: bound of the header FIFO (well above span x fps).
         max_input_pixels: largest frame the segmenter sees (0 = no limit).
+        sensor_for: for a "depth_warp" motion decision: ``(frame as the segmenter sees it,
+            input (H, W), stamp ns) -> SensorFrame | None`` (None: no depth for this frame).
     """
 
     def __init__(
@@ -197,11 +201,13 @@ class HeaderedStream:
         keep_frames: bool = False,
         max_pending: int = 512,
         max_input_pixels: int = 0,
+        sensor_for: Callable[[np.ndarray, tuple[int, int], int], SensorFrame | None] | None = None,
     ) -> None:
         self.segmenter = segmenter
         self.keep_frames = keep_frames
         self.max_pending = max_pending
         self.max_input_pixels = max_input_pixels
+        self.sensor_for = sensor_for
         # (stamp ns, header, frame for the overlay or None, input (H, W))
         self._pending: deque[tuple[int, Header, np.ndarray | None, tuple[int, int]]] = deque()
         self.unmatched = 0
@@ -224,7 +230,8 @@ class HeaderedStream:
         self._pending.append((stamp, copy_header(header), kept, in_hw))
         small = downscale(frame_rgb, model_size(*in_hw, self.max_input_pixels))
         try:
-            results = self.segmenter.step(small, stamp)
+            sensor = self.sensor_for(small, in_hw, stamp) if self.sensor_for else None
+            results = self.segmenter.step(small, stamp, sensor)
         except Exception:
             self._pending.pop()
             raise

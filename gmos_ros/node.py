@@ -30,6 +30,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -242,6 +243,11 @@ class GmosNode(LifecycleNode):
                     keep_frames=cam.pub_overlay is not None or self.geometry.needs_frames(cam),
                     max_pending=_MAX_PENDING_HEADERS,
                     max_input_pixels=p.max_input_pixels,
+                    sensor_for=(
+                        partial(self.geometry.sensor_frame, cam)
+                        if settings.motion_decision == "depth_warp"
+                        else None
+                    ),
                 )
         except Exception as err:  # missing weights, bad config: say so, stay configurable
             self.get_logger().error(f"activate failed: cannot load the model: {err}")

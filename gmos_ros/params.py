@@ -24,6 +24,7 @@ from rclpy.qos import (
 )
 
 from gmos_core.geometry.slam_masks import INSTANCE_ENCODINGS
+from gmos_core.geometry.warp_decision import MOTION_DECISIONS
 from gmos_core.streaming.build import RuntimeSettings
 from gmos_ros.health import HealthThresholds, Level
 
@@ -179,6 +180,13 @@ PARAMS: tuple[ParamSpec, ...] = (
         "model bundle, else the paper's) or params (fg_threshold and "
         "propagator.motion_threshold / iou_threshold below).",
         live=True,
+    ),  # fmt: skip
+    ParamSpec(
+        "motion_decision",
+        "head",
+        "Which proposals move: head (the model's motion head, the paper's) or depth_warp (the "
+        "warp residual of the aligned depth with the camera motion from depth odometry; needs "
+        "geometry.depth_topics for every camera and the camera_info topics; variant gmos_online).",
     ),  # fmt: skip
     ParamSpec(
         "fg_threshold",
@@ -617,6 +625,24 @@ def params_from_values(
     if precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"parameter precision={precision!r}: must be one of fp32, bf16, fp16")
     geometry = _geometry_settings(get, choice, len(topics))
+    decision = choice("motion_decision", MOTION_DECISIONS)
+    if decision == "depth_warp":
+        if variant != "gmos_online":
+            raise ValueError(
+                f"parameter motion_decision=depth_warp decides which proposals move: variant "
+                f"gmos_online only (got {variant})"
+            )
+        without = [c.image_topic for c, t in zip(cameras, geometry.depth_topics) if not t]
+        if without:
+            raise ValueError(
+                "parameter motion_decision=depth_warp needs an aligned depth topic for every "
+                f"camera (geometry.depth_topics); none for {', '.join(without)}"
+            )
+        if not all(c.camera_info_topic for c in cameras):
+            raise ValueError(
+                "parameter motion_decision=depth_warp needs camera_info for every camera "
+                "(camera_info_topics)"
+            )
     runtime = RuntimeSettings(
         variant=variant,  # type: ignore[arg-type]
         model_config=str(get("model_config")),
@@ -636,6 +662,7 @@ def params_from_values(
         onnx_dir=str(get("onnx_dir")) or None,
         engine_dir=str(get("engine_dir")) or None,
         provider=provider,
+        motion_decision=decision,
     )
     return NodeParams(
         autostart=bool(get("autostart")),

@@ -317,6 +317,17 @@ def test_bad_parameters_fail_configure(ros):
     assert params_from_values({"precision": "bf16"}).runtime.precision == "bf16"
     with pytest.raises(ValueError, match="fg_threshold=1.5"):
         params_from_values({"operating_point": "params", "fg_threshold": 1.5})
+    with pytest.raises(ValueError, match="motion_decision='lidar': must be one of head"):
+        params_from_values({"motion_decision": "lidar"})
+    warp = {"motion_decision": "depth_warp", "camera_info_topics": ["info"]}
+    with pytest.raises(ValueError, match="needs an aligned depth topic for every camera"):
+        params_from_values(warp)
+    with pytest.raises(ValueError, match="variant gmos_online only"):
+        params_from_values({**warp, "variant": "gmos_s", "geometry.depth_topics": ["d"]})
+    with pytest.raises(ValueError, match="needs camera_info for every camera"):
+        params_from_values({"motion_decision": "depth_warp", "geometry.depth_topics": ["d"]})
+    ok = params_from_values({**warp, "geometry.depth_topics": ["d"]})
+    assert ok.runtime.motion_decision == "depth_warp"
 
 
 def test_params_mapping():

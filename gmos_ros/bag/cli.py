@@ -40,7 +40,7 @@ from gmos_core.compute import add_threads_argument
 from gmos_core.deploy import add_backend_arguments, plan_backend
 from gmos_core.errors import ModelSetupError
 from gmos_core.metrics.ranges import MetricRangeError
-from gmos_ros.bag.evaluation import run_eval
+from gmos_ros.bag.evaluation import camera_info_topic, run_eval
 from gmos_ros.bag.params_file import _settings
 from gmos_ros.bag.player import BagPlayer
 from gmos_ros.bag.recorder import Recorder
@@ -81,7 +81,14 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     }
     overrides = [f"{k}:={v}" for k, v in flags.items() if v is not None]
     try:
-        params = _settings(a.params_file, [*threads, *a.param, *overrides])
+        # The bag's depth (and the camera_info it goes with) is this camera's, as the node's
+        # geometry.depth_topics / camera_info_topics would say (motion_decision checks them).
+        depth = (
+            [f"geometry.depth_topics:=[{a.depth_topic}]",
+             f"camera_info_topics:=[{camera_info_topic(a.bag)}]"]
+            if a.depth_topic else []
+        )  # fmt: skip
+        params = _settings(a.params_file, [*threads, *depth, *a.param, *overrides])
         plan_backend(params.runtime)  # refused before the bag is read
     except (ValueError, ModelSetupError) as exc:
         print(f"gmos-bag eval: error: {exc}", file=sys.stderr)

@@ -23,6 +23,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from gmos_core.geometry import DepthError
 from gmos_core.geometry.depth_states import DepthObjectStates
+from gmos_core.geometry.warp_decision import DepthOdometryPoses
 from gmos_core.metrics.object_states import (
     FrameEstimate,
     ObjectStatesScore,
@@ -35,7 +36,12 @@ from gmos_ros.bag.scoring import frame_estimate, score_mos_i
 from gmos_ros.bag.signals import _ClosingSignals
 from gmos_ros.bag.storage import _open_writer, iter_messages, make_typestore
 from gmos_ros.conversions import ConversionError, compressed_to_rgb, image_to_rgb
-from gmos_ros.geometry_outputs import depth_states_from_messages, ego_motion_msg, fill_object_states
+from gmos_ros.geometry_outputs import (
+    depth_states_from_messages,
+    ego_motion_msg,
+    fill_object_states,
+    sensor_frame_from_messages,
+)
 from gmos_ros.messages import HeaderedStream, result_masks, result_messages, stamp_to_ns
 from gmos_ros.params import GeometrySettings, NodeParams, apply_threads
 
@@ -52,8 +58,9 @@ class EvalReport:
     model_load_s: float = 0.0
     mos_i: dict[str, Any] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
-    # With a depth topic: depth_unmatched / camera_info_missing / depth_invalid counts (as the
-    # node's diagnostics), and the 3-D states scored against a synthetic bag's scene.
+    # With a depth topic: depth_unmatched / warp_depth_missing / camera_info_missing /
+    # depth_invalid counts (as the node's diagnostics), and the 3-D states scored against a
+    # synthetic bag's scene.
     geometry_errors: dict[str, int] = field(default_factory=dict)
     states_3d: ObjectStatesScore | None = None
     states_3d_samples: StateSamples | None = None
@@ -77,6 +84,21 @@ class EvalReport:
             "geometry_errors": self.geometry_errors,
             "states_3d": self.states_3d.to_json() if self.states_3d is not None else None,
         }
+
+
+def camera_info_topic(bag: str | Path) -> str:
+    """The bag's one camera_info topic (what its depth is used with).
+
+    Raises:
+        ValueError: none, or several.
+    """
+    with Reader(bag) as reader:
+        infos = sorted(
+            {c.topic for c in reader.connections if c.msgtype == "sensor_msgs/msg/CameraInfo"}
+        )
+    if len(infos) != 1:
+        raise ValueError(f"{bag}: 3-D states need one camera_info topic, found {infos}")
+    return infos[0]
 
 
 def run_eval(
@@ -122,21 +144,19 @@ def run_eval(
     msgtype = next((c.msgtype for c in candidates if c.topic == image_topic), None)
     if msgtype is None:
         raise ValueError(f"{bag}: no image topic {image_topic!r}")
-    info_topic = None
-    if depth_topic:
-        with Reader(bag) as reader:
-            infos = sorted(
-                {c.topic for c in reader.connections if c.msgtype == "sensor_msgs/msg/CameraInfo"}
-            )
-        if len(infos) != 1:
-            raise ValueError(f"{bag}: 3-D states need one camera_info topic, found {infos}")
-        info_topic = infos[0]
+    info_topic = camera_info_topic(bag) if depth_topic else None
     cls = CompressedImage if msgtype.endswith("CompressedImage") else Image
     report = EvalReport(settings={"variant": params.runtime.variant, "image_topic": image_topic})
     apply_threads(params)
     t0 = time.perf_counter()
     model = model if model is not None else load_frame_model(params.runtime)
     report.model_load_s = time.perf_counter() - t0
+    warp = params.runtime.motion_decision == "depth_warp"
+    if warp and not depth_topic:
+        raise ValueError(
+            "motion_decision depth_warp needs the bag's aligned depth topic (--depth-topic)"
+        )
+    poses = DepthOdometryPoses()
     # The depth odometry needs the RGB frames (the node keeps them for a camera with depth).
     stream = HeaderedStream(
         build_segmenter(params.runtime, model=model),
@@ -165,36 +185,53 @@ def run_eval(
         for leaf, typ in outputs:
             conns[leaf] = writer.add_connection(f"{ns}/{leaf}", typ, typestore=store)
 
-    def states_3d(item: Any, masks: Any, objs: Any, stamp: int) -> Any:
-        """The node's metric 3-D path (`GeometryOutputs._process_depth`) on bag messages;
-        returns the ego-motion message or None."""
-        assert states is not None
+    def count(kind: str) -> None:
+        report.geometry_errors[kind] = report.geometry_errors.get(kind, 0) + 1
+
+    def depth_and_info(stamp: int, missing: str) -> tuple[Any, Any] | None:
+        """The depth image of `stamp` and its camera_info (else the latest), or None counted."""
         depth = next((m for s, m in reversed(depths) if s == stamp), None)
         if depth is None:
-            report.geometry_errors["depth_unmatched"] = (
-                report.geometry_errors.get("depth_unmatched", 0) + 1
-            )
+            count(missing)
             return None
         info = next((i for i in reversed(cam_infos) if stamp_to_ns(i.header) == stamp), None)
         info = info or (cam_infos[-1] if cam_infos else None)
         if info is None:
-            report.geometry_errors["camera_info_missing"] = (
-                report.geometry_errors.get("camera_info_missing", 0) + 1
-            )
+            count("camera_info_missing")
+            return None
+        return depth, info
+
+    def states_3d(item: Any, masks: Any, objs: Any, stamp: int) -> Any:
+        """The node's metric 3-D path (`GeometryOutputs._process_depth`) on bag messages;
+        returns the ego-motion message or None."""
+        assert states is not None
+        found = depth_and_info(stamp, "depth_unmatched")
+        if found is None:
             return None
         ids = [o.id for o in objs.objects]
         try:
-            up = depth_states_from_messages(states, stamp, depth, info, masks, ids, item.frame)
+            up = depth_states_from_messages(states, stamp, *found, masks, ids, item.frame)
         except (DepthError, ValueError):
-            report.geometry_errors["depth_invalid"] = (
-                report.geometry_errors.get("depth_invalid", 0) + 1
-            )
+            count("depth_invalid")
             return None
         prev, last_stamp[0] = last_stamp[0], stamp
         fill_object_states(objs, up.states)
         if up.ego is None or prev is None:
             return None
         return ego_motion_msg(up.ego, item.header, prev)
+
+    def sensor_for(frame: np.ndarray, in_hw: tuple[int, int], stamp: int) -> Any:
+        """The depth_warp decision's input (`GeometryOutputs.sensor_frame` on bag messages)."""
+        found = depth_and_info(stamp, "warp_depth_missing")
+        if found is None:
+            return None
+        try:
+            return sensor_frame_from_messages(poses, frame, in_hw, stamp, *found)
+        except (DepthError, ValueError):
+            count("depth_invalid")
+            return None
+
+    stream.sensor_for = sensor_for if warp else None
 
     def emit(items: list) -> None:
         for item in items:
