@@ -182,3 +182,24 @@ def test_probe_motion_cues_cli_validates_its_inputs(tmp_path, capsys):
     assert pmc.main(["--num-seqs", "1", "--frame-stride", "10", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "motion_cues.json").read_text())
     assert report["frames"] == 2 and (tmp_path / "motion_cues.png").is_file()
+
+
+def test_a_point_hidden_in_the_neighbour_gives_no_evidence():
+    """With the neighbour's depth, a surface that something nearer covers there is not
+    compared (its grey value there is the occluder's, not its own)."""
+    k = PinholeIntrinsics(40.0, 40.0, 15.5, 11.5, 32, 24)
+    depth = np.full((24, 32), 10.0, np.float32)
+    pts = backproject_depth(depth, k)
+    rng = np.random.default_rng(0)
+    grey = rng.uniform(0, 255, (24, 32)).astype(np.float32)
+    near = depth.copy()
+    near[5:10, 8:20] = 2.0  # an object in front, in the neighbour only
+    seen = near.copy()
+    seen[5:10, 8:20] = 9.8  # within the 5 % tolerance: the same surface, still compared
+    plain = warp_residual(pts, grey, grey, np.eye(4), k)
+    hidden = warp_residual(pts, grey, grey, np.eye(4), k, neighbour_depth=near)
+    same = warp_residual(pts, grey, grey, np.eye(4), k, neighbour_depth=seen)
+    assert np.isfinite(plain).all() and np.isfinite(same).all()
+    assert np.isnan(hidden[5:10, 8:20]).all() and np.isfinite(hidden).sum() == 24 * 32 - 60
+    with pytest.raises(ValueError, match="neighbour depth"):
+        warp_residual(pts, grey, grey, np.eye(4), k, neighbour_depth=near[:10])

@@ -136,7 +136,7 @@ def _window_warp(
     return window_warp_residual(
         points,
         _grey(s.frames[t], size),
-        [(_grey(s.frames[j], size), pose_to(j)) for j in _neighbours(t)],
+        [(_grey(s.frames[j], size), pose_to(j), None) for j in _neighbours(t)],
         k,
     )
 

@@ -72,6 +72,8 @@ def warp_residual(
     neighbour_from_frame: np.ndarray,
     intrinsics: PinholeIntrinsics,
     min_depth: float = 1e-6,
+    neighbour_depth: np.ndarray | None = None,
+    occlusion_tolerance: float = 0.05,
 ) -> np.ndarray:
     """Per-pixel grey difference between a frame and its neighbour warped by depth and pose.
 
@@ -84,10 +86,17 @@ def warp_residual(
             (:func:`~gmos_core.geometry.camera.relative_pose`), in the points' unit.
         intrinsics: the camera, for W × H.
         min_depth: points that land at or behind this depth in the neighbour are not compared.
+        neighbour_depth: (H, W) the neighbour's own depth (same unit), NaN where unknown, or
+            None. Given, a point that the neighbour sees something nearer in front of (its
+            depth there below ``(1 − occlusion_tolerance)`` × the warped point's) is hidden in
+            the neighbour and not compared: a static surface occluded there would otherwise
+            read as moving (the near object's grey value is sampled instead of its own).
+        occlusion_tolerance: relative depth margin of that test.
 
     Returns:
         (H, W) float32 ``|neighbour(warp(p)) − frame(p)|``; NaN where the point is unknown,
-        behind the neighbour camera or outside its image (no evidence either way).
+        behind the neighbour camera, outside its image or hidden there (no evidence either
+        way).
 
     Raises:
         ValueError: shapes disagree with each other or with the intrinsics.
@@ -105,6 +114,10 @@ def warp_residual(
             f"warp_residual: intrinsics are for {intrinsics.width}x{intrinsics.height}, "
             f"the image is {w}x{h}"
         )
+    if neighbour_depth is not None and neighbour_depth.shape != grey.shape:
+        raise ValueError(
+            f"warp_residual: neighbour depth {neighbour_depth.shape} is not {grey.shape}"
+        )
     t = np.asarray(neighbour_from_frame, dtype=np.float64)
     if t.shape != (4, 4):
         raise ValueError(f"warp_residual: neighbour_from_frame must be (4, 4), got {t.shape}")
@@ -114,18 +127,22 @@ def warp_residual(
     zs = np.where(front, z, 1.0)
     u = np.where(front, intrinsics.fx * q[..., 0] / zs + intrinsics.cx, -1e6)
     v = np.where(front, intrinsics.fy * q[..., 1] / zs + intrinsics.cy, -1e6)
-    sampled = cv2.remap(
-        neighbour_grey.astype(np.float32),
-        u.astype(np.float32),
-        v.astype(np.float32),
-        cv2.INTER_LINEAR,
+    mu, mv = u.astype(np.float32), v.astype(np.float32)
+
+    def sample(image: np.ndarray, interpolation: int) -> np.ndarray:
         # Replicate, not NaN: a sample exactly on the last row / column would read a NaN
-        # neighbour at weight 0 (NaN · 0 = NaN); what is outside is masked just below.
-        borderMode=cv2.BORDER_REPLICATE,
-    )
+        # neighbour at weight 0 (NaN · 0 = NaN); what is outside is masked below.
+        return cv2.remap(
+            image.astype(np.float32), mu, mv, interpolation, borderMode=cv2.BORDER_REPLICATE
+        )
+
     inside = front & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
-    out = np.abs(sampled - grey.astype(np.float32))
+    out = np.abs(sample(neighbour_grey, cv2.INTER_LINEAR) - grey.astype(np.float32))
     out[~inside] = np.nan
+    if neighbour_depth is not None:
+        seen = sample(neighbour_depth, cv2.INTER_NEAREST)  # nearest: depths never mixed
+        hidden = np.isfinite(seen) & (seen < (1.0 - occlusion_tolerance) * zs)
+        out[hidden] = np.nan
     return out.astype(np.float32)
 
 
@@ -144,7 +161,7 @@ def warp_grey(frame_rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.
 def window_warp_residual(
     points: np.ndarray,
     grey: np.ndarray,
-    neighbours: list[tuple[np.ndarray, np.ndarray]],
+    neighbours: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
     intrinsics: PinholeIntrinsics,
 ) -> np.ndarray:
     """Mean :func:`warp_residual` of a frame against several neighbours.
@@ -153,7 +170,8 @@ def window_warp_residual(
         points: (H, W, 3) camera-frame points of the frame; NaN where unknown.
         grey: (H, W) the frame's grey image (:func:`warp_grey`).
         neighbours: (neighbour grey (H, W), (4, 4) transform from the frame's camera to the
-            neighbour's) per neighbour; at least one.
+            neighbour's, the neighbour's depth (H, W) for the occlusion test or None) per
+            neighbour; at least one.
         intrinsics: the camera, for W × H.
 
     Returns:
@@ -161,7 +179,9 @@ def window_warp_residual(
     """
     if not neighbours:
         raise ValueError("window_warp_residual: no neighbour frame to compare with")
-    stack = np.stack([warp_residual(points, grey, g, t, intrinsics) for g, t in neighbours])
+    stack = np.stack(
+        [warp_residual(points, grey, g, t, intrinsics, neighbour_depth=d) for g, t, d in neighbours]
+    )
     counts = np.isfinite(stack).sum(0)
     total = np.nansum(stack, axis=0)
     return np.where(counts > 0, total / np.maximum(counts, 1), np.nan).astype(np.float32)

@@ -92,6 +92,12 @@ class SensorFrame:
         return self.depth_m.shape[0], self.depth_m.shape[1]
 
 
+def _valid_depth(depth_m: np.ndarray) -> np.ndarray:
+    """float32 depth with NaN where it is not positive (invalid)."""
+    d = np.asarray(depth_m, dtype=np.float32)
+    return np.where(d > 0, d, np.nan).astype(np.float32)
+
+
 def residual_to_motion_prob(mean_residual: np.ndarray) -> np.ndarray:
     """(K,) mean warp residuals (grey levels, NaN: no evidence) → (K,) float32 motion
     probabilities; a proposal without evidence gets 0 (never called moving)."""
@@ -151,11 +157,10 @@ class WarpMotionDecision:
             seen.add(id(f))
             # Points of the centre's camera into the neighbour's: world → neighbour ∘ centre → world.
             neighbour_from_frame = invert_transform(np.asarray(s.cam_to_world)) @ frame_to_world
-            neighbours.append((warp_grey(f), neighbour_from_frame))
+            neighbours.append((warp_grey(f), neighbour_from_frame, _valid_depth(s.depth_m)))
         if not neighbours:
             return None
-        depth = np.where(np.asarray(sc.depth_m) > 0, sc.depth_m, np.nan).astype(np.float32)
-        points = backproject_depth(depth, sc.intrinsics)
+        points = backproject_depth(_valid_depth(sc.depth_m), sc.intrinsics)
         return window_warp_residual(points, warp_grey(frames[center]), neighbours, sc.intrinsics)
 
     def decide(self, pred: ProposalPrediction, residual: np.ndarray) -> ProposalPrediction:
