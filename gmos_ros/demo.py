@@ -69,6 +69,8 @@ REPO = Path(__file__).resolve().parents[1]
 IMAGE = "/camera/image_raw"
 INFO = "/camera/camera_info"
 DEPTH = "/camera/depth"
+# The camera's exact pose (PoseStamped), standing for a robot's odometry (depth_warp only).
+POSE = "/camera/pose"
 NS = "/gmos"
 OUTPUTS = {
     f"{NS}/instance_mask": "sensor_msgs/msg/Image",
@@ -153,12 +155,14 @@ def run_node_over_dds(
     rec = None
     out: dict = {}
     try:
-        player = BagPlayer(node, bag, topics=[IMAGE, INFO, DEPTH])
+        # The pose topic is in the bag only for the depth_warp decision.
+        player = BagPlayer(node, bag, topics=[IMAGE, INFO, DEPTH, POSE])
         monitor = OutputMonitor(node, NS)
         rec = Recorder(node, recorded, OUTPUTS, storage="mcap")
         spinner.start()
         t0 = time.perf_counter()
-        if not player.wait_for_subscribers([IMAGE], timeout_s=180.0):
+        wait = [IMAGE] + [POSE] * (POSE in player.publishers)
+        if not player.wait_for_subscribers(wait, timeout_s=180.0):
             raise RuntimeError(f"gmos_node never subscribed; see {log_path}")
         # Outputs are volatile: play only once every output is matched by our readers.
         deadline = time.monotonic() + 30.0
@@ -267,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         default="head",
         choices=["head", "depth_warp"],
         help="gmos_online: which proposals move: the motion head, or the warp residual of the "
-        "bag's depth with the depth odometry's camera motion (node parameter motion_decision)",
+        "bag's depth with the camera's poses (written to the bag on /camera/pose as a robot's "
+        "odometry would give them; node parameters motion_decision, geometry.pose_topics)",
     )
     args = ap.parse_args(argv)
     loopback_env()  # before any rclpy.init: ROS and Fast DDS read these there, not at import
@@ -277,7 +282,15 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     params, untrained = model_params(args.variant)
-    params.append(f"motion_decision:={args.motion_decision}")
+    # The camera's topics as the node gets them (its command line names them too), so that the
+    # settings checked here and given to `gmos-bag eval` are the node's.
+    warp = args.motion_decision == "depth_warp"
+    params += [
+        f"motion_decision:={args.motion_decision}",
+        f"camera_info_topics:=[{INFO}]",
+        f"geometry.depth_topics:=[{DEPTH}]",
+        *([f"geometry.pose_topics:=[{POSE}]"] if warp else []),
+    ]
     if untrained:
         banner(
             f"NO TRAINED {args.variant} BUNDLE in gmos_core/assets/: running an UNTRAINED "
@@ -291,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         num_frames=args.frames,
         depth_topic=DEPTH,
         depth_encoding="16UC1",
+        pose_topic=POSE if warp else None,
     )
     print(f"[1/4] synthetic bag: {out / 'scene'} ({info['frames']} frames, intervals "
           f"{info['intervals']})", flush=True)  # fmt: skip
@@ -322,7 +336,12 @@ def main(argv: list[str] | None = None) -> int:
     live_3d, _ = score_object_states(scene_truth, estimates)
     print("[3/4] gmos-bag eval on the same bag (offline)...", flush=True)
     rep = run_eval(
-        out / "scene", out / "eval", settings, metrics_path=out / "eval.json", depth_topic=DEPTH
+        out / "scene",
+        out / "eval",
+        settings,
+        metrics_path=out / "eval.json",
+        depth_topic=DEPTH,
+        pose_topic=POSE if warp else None,
     )
     print("[4/4] video and contact sheet", flush=True)
     stamps = gt.stamps_ns

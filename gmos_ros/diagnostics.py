@@ -40,7 +40,8 @@ class CameraCounters:
         frames_dropped: frames replaced in the depth-1 slot before inference took them.
         stream_resets: stamp went backwards or resolution changed (segmenter reset).
         errors: count per error kind (conversion kinds, "decode_warning", "duplicate_stamp",
-            "publish", "inference", "unmatched_header").
+            "bad_sensor", "publish", "inference", "unmatched_header"; with a depth topic
+            "depth_unmatched", "warp_depth_missing", "camera_info_missing", "depth_invalid").
         window: the same events over the last `window.window_s` seconds.
     """
 

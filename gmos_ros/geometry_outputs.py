@@ -50,6 +50,7 @@ from typing import Any
 import cv2
 import numpy as np
 from builtin_interfaces.msg import Duration
+from geometry_msgs.msg import PoseStamped
 from gmos_msgs.msg import EgoMotion as EgoMotionMsg
 from gmos_msgs.msg import MovingObjectArray
 from scipy.spatial.transform import Rotation
@@ -113,6 +114,10 @@ class CameraGeometry:
 
     depth_topic: str
     depths: deque[tuple[int, Any]] = field(default_factory=lambda: deque(maxlen=_DEPTH_KEEP))
+    # The camera's pose topic (geometry_msgs/PoseStamped, "" = none) and its recent messages.
+    pose_topic: str = ""
+    pose_msgs: deque[tuple[int, Any]] = field(default_factory=lambda: deque(maxlen=_DEPTH_KEEP))
+    sub_pose: Any = None
     depth_states: DepthObjectStates = field(default_factory=DepthObjectStates)
     # Up-to-scale states from the π³ heads (no depth topic, a model with loaded heads).
     pi3: Pi3ObjectStates | None = None
@@ -125,12 +130,21 @@ class CameraGeometry:
 
     def depth_for(self, stamp_ns: int, tolerance_ns: int) -> Any | None:
         """The buffered depth message closest to ``stamp_ns`` within the tolerance, or None."""
-        best, best_d = None, tolerance_ns + 1
-        for s, msg in list(self.depths):
-            d = abs(s - stamp_ns)
-            if d < best_d:
-                best, best_d = msg, d
-        return best
+        return _closest(self.depths, stamp_ns, tolerance_ns)
+
+    def pose_for(self, stamp_ns: int, tolerance_ns: int) -> Any | None:
+        """The buffered pose message closest to ``stamp_ns`` within the tolerance, or None."""
+        return _closest(self.pose_msgs, stamp_ns, tolerance_ns)
+
+
+def _closest(buffer: deque[tuple[int, Any]], stamp_ns: int, tolerance_ns: int) -> Any | None:
+    """The message of (stamp, message) `buffer` closest to `stamp_ns` within the tolerance."""
+    best, best_d = None, tolerance_ns + 1
+    for s, msg in list(buffer):  # a copy: the subscription callback appends concurrently
+        d = abs(s - stamp_ns)
+        if d < best_d:
+            best, best_d = msg, d
+    return best
 
 
 class GeometryOutputs:
@@ -152,7 +166,9 @@ class GeometryOutputs:
         for i, cam in enumerate(cameras):
             topic = s.depth_topics[i] if i < len(s.depth_topics) else ""
             g = CameraGeometry(
-                topic, depth_states=DepthObjectStates(s.min_points, s.velocity_window_s)
+                topic,
+                depth_states=DepthObjectStates(s.min_points, s.velocity_window_s),
+                pose_topic=s.pose_topics[i] if i < len(s.pose_topics) else "",
             )
             if topic:
                 g.pub_ego = self.node.create_publisher(
@@ -201,6 +217,15 @@ class GeometryOutputs:
                     g.depths.append((stamp_to_ns(msg.header), msg))
 
                 g.sub_depth = self.node.create_subscription(Image, g.depth_topic, callback, in_qos)
+                if g.pose_topic:  # the depth_warp decision's camera poses
+                    g.pose_msgs.clear()
+
+                    def on_pose(msg: PoseStamped, g: CameraGeometry = g) -> None:
+                        g.pose_msgs.append((stamp_to_ns(msg.header), msg))
+
+                    g.sub_pose = self.node.create_subscription(
+                        PoseStamped, g.pose_topic, on_pose, in_qos
+                    )
             elif heads_here:
                 g.pi3 = Pi3ObjectStates(
                     min_points=s.min_points, velocity_window_s=s.velocity_window_s
@@ -229,9 +254,10 @@ class GeometryOutputs:
 
     def deactivate(self) -> None:
         for g in self.cams.values():
-            if g.sub_depth is not None:
-                self.node.destroy_subscription(g.sub_depth)
-                g.sub_depth = None
+            for sub in (g.sub_depth, g.sub_pose):
+                if sub is not None:
+                    self.node.destroy_subscription(sub)
+            g.sub_depth = g.sub_pose = None
 
     def cleanup(self) -> None:
         self.deactivate()
@@ -323,9 +349,10 @@ class GeometryOutputs:
             stamp_ns: the frame's stamp.
 
         Returns:
-            None (counted: ``warp_depth_missing``, ``camera_info_missing``, ``depth_invalid``)
-            when the depth of that stamp has not arrived or cannot be used: the segmenter then
-            carries the objects on that frame.
+            None (counted: ``warp_depth_missing``, ``warp_pose_missing``,
+            ``camera_info_missing``, ``depth_invalid``) when the depth (or, with a pose topic,
+            the camera pose) of that stamp has not arrived or cannot be used: the segmenter
+            then carries the objects on that frame.
         """
         g = self.cams.get(id(cam))
         if g is None or not g.depth_topic:
@@ -338,8 +365,14 @@ class GeometryOutputs:
         if info is None:
             cam.counters.error("camera_info_missing")
             return None
+        pose = None
+        if g.pose_topic:
+            pose = g.pose_for(stamp_ns, self.settings.depth_stamp_tolerance_ns)
+            if pose is None:
+                cam.counters.error("warp_pose_missing")
+                return None
         try:
-            return sensor_frame_from_messages(g.poses, frame, in_hw, stamp_ns, msg, info)
+            return sensor_frame_from_messages(g.poses, frame, in_hw, stamp_ns, msg, info, pose)
         except (DepthError, ValueError) as err:
             cam.counters.error("depth_invalid")
             self.node._errlog(f"{g.depth_topic}:depth", f"{g.depth_topic}: {err}")
@@ -401,6 +434,36 @@ def depth_states_from_messages(
     return states.update(stamp_ns, depth, intr, masks.ids, object_ids, masks.dynamic > 0, frame_rgb)
 
 
+def pose_to_matrix(msg: Any) -> np.ndarray:
+    """geometry_msgs/Pose (or PoseStamped) → (4, 4) float64 transform (frame → parent).
+
+    Raises:
+        ValueError: a quaternion of zero or non-finite length.
+    """
+    pose = getattr(msg, "pose", msg)
+    q = np.array([pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w])
+    n = float(np.linalg.norm(q))
+    if not np.isfinite(n) or n < 1e-9:
+        raise ValueError(f"pose orientation {q.tolist()} is not a rotation quaternion")
+    t = np.eye(4)
+    t[:3, :3] = Rotation.from_quat(q / n).as_matrix()
+    t[:3, 3] = (pose.position.x, pose.position.y, pose.position.z)
+    if not np.isfinite(t).all():
+        raise ValueError("pose position is not finite")
+    return t
+
+
+def matrix_to_pose(t: np.ndarray, header: Any) -> PoseStamped:
+    """(4, 4) transform → geometry_msgs/PoseStamped with `header` (copied)."""
+    msg = PoseStamped()
+    msg.header = copy_header(header)
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in t[:3, 3])
+    x, y, z, w = Rotation.from_matrix(np.asarray(t)[:3, :3]).as_quat()
+    msg.pose.orientation.x, msg.pose.orientation.y = float(x), float(y)
+    msg.pose.orientation.z, msg.pose.orientation.w = float(z), float(w)
+    return msg
+
+
 def sensor_frame_from_messages(
     poses: DepthOdometryPoses,
     frame: np.ndarray,
@@ -408,11 +471,14 @@ def sensor_frame_from_messages(
     stamp_ns: int,
     depth_msg: Any,
     info: CameraInfo,
+    pose_msg: Any = None,
 ) -> SensorFrame | None:
-    """The depth_warp decision's `SensorFrame` of one input frame from its depth image and
-    camera_info messages (the node's and ``gmos-bag eval``'s one path): the depth decoded at
-    the input size, brought to the size the segmenter sees (nearest: depths are never mixed
-    across an edge), the pose from the camera's depth odometry chain.
+    """The depth_warp decision's `SensorFrame` of one input frame from its depth image,
+    camera_info and (optionally) camera pose messages (the node's and ``gmos-bag eval``'s one
+    path): the depth decoded at the input size, brought to the size the segmenter sees
+    (nearest: depths are never mixed across an edge); the camera pose from `pose_msg` (a
+    geometry_msgs/PoseStamped of the camera's optical frame in a fixed frame: odometry), else
+    from the camera's depth odometry chain `poses`.
 
     Raises:
         DepthError: unknown encoding, malformed data, or a depth image of another size.
@@ -424,6 +490,8 @@ def sensor_frame_from_messages(
     intr = _intrinsics(info, (h, w))
     if depth.shape != (h, w):
         depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
+    if pose_msg is not None:
+        return SensorFrame(depth, pose_to_matrix(pose_msg), intr)
     return poses.step(frame, depth, intr, stamp_ns)
 
 

@@ -185,8 +185,9 @@ PARAMS: tuple[ParamSpec, ...] = (
         "motion_decision",
         "head",
         "Which proposals move: head (the model's motion head, the paper's) or depth_warp (the "
-        "warp residual of the aligned depth with the camera motion from depth odometry; needs "
-        "geometry.depth_topics for every camera and the camera_info topics; variant gmos_online).",
+        "warp residual of the aligned depth with the camera poses of geometry.pose_topics, else "
+        "of the depth odometry; needs geometry.depth_topics for every camera and the "
+        "camera_info topics; variant gmos_online).",
     ),  # fmt: skip
     ParamSpec(
         "fg_threshold",
@@ -370,6 +371,13 @@ PARAMS: tuple[ParamSpec, ...] = (
         "paired with the image by equal stamp; gives metric 3-D object states and ego-motion.",
     ),  # fmt: skip
     ParamSpec(
+        "geometry.pose_topics",
+        [""],
+        "motion_decision depth_warp: camera pose topic per camera, in camera order ('' = none: "
+        "the depth odometry's): geometry_msgs/PoseStamped of the camera's optical frame in a "
+        "fixed frame (odometry), paired with the image by stamp like the depth.",
+    ),  # fmt: skip
+    ParamSpec(
         "geometry.depth_stamp_tolerance_s",
         0.0,
         "Largest |image stamp - depth stamp| still paired, s (0 = equal stamps only).",
@@ -448,6 +456,7 @@ class GeometrySettings:
 
     Attributes:
         depth_topics: aligned depth topic per camera ("" = none).
+        pose_topics: camera pose topic per camera for the depth_warp decision ("" = none).
         depth_stamp_tolerance_ns: largest image/depth stamp difference still paired, ns.
         min_points: fewest valid 3-D points for a position.
         velocity_window_s: span of the velocity fit, s.
@@ -457,6 +466,7 @@ class GeometrySettings:
     """
 
     depth_topics: tuple[str, ...] = ("",)
+    pose_topics: tuple[str, ...] = ("",)
     depth_stamp_tolerance_ns: int = 0
     min_points: int = 20
     velocity_window_s: float = 0.5
@@ -626,6 +636,11 @@ def params_from_values(
         raise ValueError(f"parameter precision={precision!r}: must be one of fp32, bf16, fp16")
     geometry = _geometry_settings(get, choice, len(topics))
     decision = choice("motion_decision", MOTION_DECISIONS)
+    if any(geometry.pose_topics) and decision != "depth_warp":
+        raise ValueError(
+            "parameter geometry.pose_topics: camera poses are used by motion_decision depth_warp "
+            f"only (motion_decision is {decision})"
+        )
     if decision == "depth_warp":
         if variant != "gmos_online":
             raise ValueError(
@@ -698,12 +713,16 @@ def _geometry_settings(
     get: Callable[[str], Any], choice: Callable[[str, tuple[str, ...]], str], cameras: int
 ) -> GeometrySettings:
     """The `geometry.*` / `slam.*` part of `params_from_values` (same getters, same errors)."""
-    topics = tuple(str(t) for t in (get("geometry.depth_topics") or [""]))
-    if len(topics) not in (1, cameras) and any(topics):
-        raise ValueError(
-            f"parameter geometry.depth_topics has {len(topics)} entries for {cameras} cameras "
-            "(give one per camera, '' for none)"
-        )
+
+    def per_camera(name: str) -> tuple[str, ...]:
+        topics = tuple(str(t) for t in (get(name) or [""]))
+        if len(topics) not in (1, cameras) and any(topics):
+            raise ValueError(
+                f"parameter {name} has {len(topics)} entries for {cameras} cameras "
+                "(give one per camera, '' for none)"
+            )
+        return topics
+
     tol = float(get("geometry.depth_stamp_tolerance_s"))
     if tol < 0:
         raise ValueError(f"parameter geometry.depth_stamp_tolerance_s={tol}: must be >= 0")
@@ -717,7 +736,8 @@ def _geometry_settings(
     if dilation < 0:
         raise ValueError(f"parameter slam.dynamic_mask_dilation_px={dilation}: must be >= 0")
     return GeometrySettings(
-        depth_topics=topics,
+        depth_topics=per_camera("geometry.depth_topics"),
+        pose_topics=per_camera("geometry.pose_topics"),
         depth_stamp_tolerance_ns=int(round(tol * 1e9)),
         min_points=min_points,
         velocity_window_s=window,

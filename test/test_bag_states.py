@@ -9,6 +9,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("gmos_msgs.msg")
 
+from geometry_msgs.msg import PoseStamped  # noqa: E402
 from gmos_msgs.msg import EgoMotion, MovingObjectArray  # noqa: E402
 from rclpy.serialization import deserialize_message  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
@@ -165,3 +166,42 @@ def test_eval_with_the_depth_warp_decision_drops_the_static_objects(tmp_path):
     assert jm >= 0.8 * head.mos_i["J_mov"]
     with pytest.raises(ValueError, match="needs the bag's aligned depth topic"):
         run_eval(tmp_path / "b", None, params, "/camera/image_raw", model=model)
+
+
+def test_eval_with_camera_poses_uses_them_and_the_pose_round_trips(tmp_path):
+    """A bag with the camera's poses (as odometry gives them): the depth_warp decision takes
+    them instead of the depth odometry's, for every frame."""
+    from gmos_ros.geometry_outputs import matrix_to_pose, pose_to_matrix
+
+    write_synthetic_bag(
+        tmp_path / "b", seed=6, num_frames=12, depth_topic=DEPTH, pose_topic="/camera/pose"
+    )
+    scene = read_scene_truth(tmp_path / "b")
+    poses = [
+        deserialize_message(r, PoseStamped)
+        for _, _, _, r in iter_messages(tmp_path / "b", ["/camera/pose"])
+    ]
+    assert len(poses) == 12
+    for t, msg in enumerate(poses):
+        assert stamp_to_ns(msg.header) == int(scene.stamps_ns[t])
+        np.testing.assert_allclose(pose_to_matrix(msg), scene.cam_to_world[t], atol=1e-6)
+    np.testing.assert_allclose(pose_to_matrix(matrix_to_pose(np.eye(4), msg.header)), np.eye(4))
+    bad = PoseStamped()
+    bad.pose.orientation.w = 0.0  # an all-zero quaternion
+    with pytest.raises(ValueError, match="not a rotation quaternion"):
+        pose_to_matrix(bad)
+    values = load_params_file(default_params_file())
+    values.update({"variant": "gmos_online", "operating_point": "params"})
+    values.update({"propagator.motion_threshold": 0.5, "propagator.iou_threshold": 0.0})
+    values.update({"motion_decision": "depth_warp", "geometry.depth_topics": [DEPTH]})
+    values.update({"camera_info_topics": ["/camera/camera_info"]})
+    values["geometry.pose_topics"] = ["/camera/pose"]
+    params = params_from_values(values)
+    model = AllMovingProposer(scene)
+    rep = run_eval(
+        tmp_path / "b", None, params, model=model, depth_topic=DEPTH, pose_topic="/camera/pose"
+    )
+    assert rep.geometry_errors == {} and rep.mos_i["J_mov"] > 0.5
+    values.update({"motion_decision": "head", "geometry.pose_topics": ["/camera/pose"]})
+    with pytest.raises(ValueError, match="pose_topics: camera poses are used by"):
+        params_from_values(values)

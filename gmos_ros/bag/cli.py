@@ -7,13 +7,15 @@ Subcommands:
           re-indexed 1..M, visible or not moving), /gt/intervals std_msgs/String (JSON
           {"1": [[start, end], ...]}: inclusive frame indices, in image order, in which each
           object moves; also stored in the bag metadata custom_data "gmos.intervals"), and
-          with --depth-topic the renderer's exact depth, aligned (32FC1 m or 16UC1 mm).
+          with --depth-topic the renderer's exact depth, aligned (32FC1 m or 16UC1 mm), with
+          --pose-topic the camera's exact pose (geometry_msgs/PoseStamped, as odometry).
   eval    offline and deterministic: run the node's own code (conversion, the same
           StreamingSegmenter, header bookkeeping, message builders) on every frame of a bag,
           write an mcap bag with <ns>/instance_mask, <ns>/dynamic_mask, <ns>/objects and a
           metrics JSON (MOS-I when /gt/labels and intervals are present). With --depth-topic
           also the node's metric 3-D states and <ns>/ego_motion, scored against the scene
-          truth of a synthetic bag.
+          truth of a synthetic bag; with -p motion_decision:=depth_warp the depth (and with
+          --pose-topic the camera poses) decide which objects move, as in the node.
   play    publish a bag's stored CDR bytes with rclpy (rate, loop, start offset, /clock).
   record  subscribe raw to topics and write them to a bag (sqlite3 or mcap).
 
@@ -62,6 +64,7 @@ def _cmd_synth(a: argparse.Namespace) -> int:
         a.image_topic,
         depth_topic=a.depth_topic,
         depth_encoding=a.depth_encoding,
+        pose_topic=a.pose_topic,
     )
     print(json.dumps({k: v for k, v in info.items() if k != "stamps_ns"}))
     return 0
@@ -88,6 +91,8 @@ def _cmd_eval(a: argparse.Namespace) -> int:
              f"camera_info_topics:=[{camera_info_topic(a.bag)}]"]
             if a.depth_topic else []
         )  # fmt: skip
+        if a.pose_topic:
+            depth.append(f"geometry.pose_topics:=[{a.pose_topic}]")
         params = _settings(a.params_file, [*threads, *depth, *a.param, *overrides])
         plan_backend(params.runtime)  # refused before the bag is read
     except (ValueError, ModelSetupError) as exc:
@@ -104,6 +109,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
             a.storage,
             metrics,
             depth_topic=a.depth_topic,
+            pose_topic=a.pose_topic,
         )
     except (MetricRangeError, ModelSetupError) as err:  # e.g. device:=cuda without CUDA
         print(f"gmos-bag eval: error: {err}", file=sys.stderr)
@@ -210,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the exact depth, aligned (e.g. /camera/depth)",
     )
     s.add_argument("--depth-encoding", choices=["32FC1", "16UC1"], default="32FC1")
+    s.add_argument(
+        "--pose-topic",
+        default=None,
+        help="also write the camera's exact pose, as odometry would (e.g. /camera/pose)",
+    )
     s.set_defaults(func=_cmd_synth)
     e = sub.add_parser("eval", help="run the node's code on a bag offline, score it")
     e.add_argument("bag")
@@ -220,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--depth-topic",
         default=None,
         help="aligned depth topic: metric 3-D object states (scored on a synthetic bag)",
+    )
+    e.add_argument(
+        "--pose-topic",
+        default=None,
+        help="camera pose topic (PoseStamped) for motion_decision depth_warp (needs --depth-topic)",
     )
     e.add_argument("--ns", default="/gmos", help="output namespace (the node's name)")
     e.add_argument("--storage", choices=sorted(STORAGES), default="mcap")

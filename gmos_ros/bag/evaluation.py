@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from geometry_msgs.msg import PoseStamped
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -111,6 +112,7 @@ def run_eval(
     metrics_path: str | Path | None = None,
     model: Any = None,
     depth_topic: str | None = None,
+    pose_topic: str | None = None,
 ) -> EvalReport:
     """Run the node's processing on every image of `bag` (see the module docstring).
 
@@ -128,6 +130,9 @@ def run_eval(
             with the node's code and defaults (`GeometrySettings`), using the bag's only
             camera_info topic; None = no 3-D states (as a node without
             ``geometry.depth_topics``).
+        pose_topic: the bag's camera pose topic (geometry_msgs/PoseStamped) for
+            ``motion_decision: depth_warp`` (as ``geometry.pose_topics``); None: the poses
+            of the depth odometry.
     """
     with Reader(bag) as reader:
         image_types = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -147,15 +152,17 @@ def run_eval(
     info_topic = camera_info_topic(bag) if depth_topic else None
     cls = CompressedImage if msgtype.endswith("CompressedImage") else Image
     report = EvalReport(settings={"variant": params.runtime.variant, "image_topic": image_topic})
-    apply_threads(params)
-    t0 = time.perf_counter()
-    model = model if model is not None else load_frame_model(params.runtime)
-    report.model_load_s = time.perf_counter() - t0
     warp = params.runtime.motion_decision == "depth_warp"
     if warp and not depth_topic:
         raise ValueError(
             "motion_decision depth_warp needs the bag's aligned depth topic (--depth-topic)"
         )
+    if pose_topic and not warp:
+        raise ValueError("a pose topic is used by motion_decision depth_warp only")
+    apply_threads(params)
+    t0 = time.perf_counter()
+    model = model if model is not None else load_frame_model(params.runtime)
+    report.model_load_s = time.perf_counter() - t0
     poses = DepthOdometryPoses()
     # The depth odometry needs the RGB frames (the node keeps them for a camera with depth).
     stream = HeaderedStream(
@@ -167,6 +174,7 @@ def run_eval(
     states = DepthObjectStates(geo.min_points, geo.velocity_window_s) if depth_topic else None
     depths: deque[tuple[int, Any]] = deque(maxlen=64)  # (stamp, depth Image), newest last
     cam_infos: deque[Any] = deque(maxlen=32)
+    pose_msgs: deque[tuple[int, Any]] = deque(maxlen=64)  # (stamp, PoseStamped), newest last
     estimates: list[FrameEstimate] = []
     last_stamp: list[int | None] = [None]
     preds: dict[int, tuple[np.ndarray, set[int]]] = {}
@@ -225,8 +233,14 @@ def run_eval(
         found = depth_and_info(stamp, "warp_depth_missing")
         if found is None:
             return None
+        pose = None
+        if pose_topic:
+            pose = next((m for s, m in reversed(pose_msgs) if s == stamp), None)
+            if pose is None:
+                count("warp_pose_missing")
+                return None
         try:
-            return sensor_frame_from_messages(poses, frame, in_hw, stamp, *found)
+            return sensor_frame_from_messages(poses, frame, in_hw, stamp, *found, pose)
         except (DepthError, ValueError):
             count("depth_invalid")
             return None
@@ -258,7 +272,12 @@ def run_eval(
     try:
         with _ClosingSignals():
             topics = [image_topic] + ([depth_topic, info_topic] if depth_topic else [])
+            topics += [pose_topic] if pose_topic else []
             for topic, _, _, raw in iter_messages(bag, topics):  # type: ignore[arg-type]
+                if topic == pose_topic:
+                    pm = deserialize_message(raw, PoseStamped)
+                    pose_msgs.append((stamp_to_ns(pm.header), pm))
+                    continue
                 if topic == depth_topic:
                     d = deserialize_message(raw, Image)
                     depths.append((stamp_to_ns(d.header), d))

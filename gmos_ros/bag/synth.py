@@ -26,6 +26,7 @@ from gmos_ros.bag.ground_truth import (
     SCENE_METADATA_KEY,
 )
 from gmos_ros.bag.storage import _open_writer, make_typestore
+from gmos_ros.geometry_outputs import matrix_to_pose
 from gmos_ros.messages import copy_header, make_image
 
 
@@ -44,6 +45,7 @@ def write_synthetic_bag(
     start_time_ns: int = 1_000_000_000,
     depth_topic: str | None = None,
     depth_encoding: str = "32FC1",
+    pose_topic: str | None = None,
 ) -> dict[str, Any]:
     """Render one synthetic scene (gmos_core.data.synthetic) into a bag with ground truth.
 
@@ -52,6 +54,8 @@ def write_synthetic_bag(
             header, written before it), or None for no depth.
         depth_encoding: ``32FC1`` (metres, exact) or ``16UC1`` (millimetres, rounded; depth
             beyond 65.535 m, which the renderer never gives, would be clipped).
+        pose_topic: also write the camera's exact pose there (geometry_msgs/PoseStamped of the
+            optical frame in the scene's world frame: what a robot's odometry gives), or None.
 
     Returns a summary (frames, stamps, intervals, depth topic). Log times equal the header stamps.
     """
@@ -80,9 +84,13 @@ def write_synthetic_bag(
         )
         c_gt = writer.add_connection(GT_LABELS_TOPIC, "sensor_msgs/msg/Image", typestore=store)
         c_iv = writer.add_connection(GT_INTERVALS_TOPIC, "std_msgs/msg/String", typestore=store)
-        c_depth = None
+        c_depth = c_pose = None
         if depth_topic:
             c_depth = writer.add_connection(depth_topic, "sensor_msgs/msg/Image", typestore=store)
+        if pose_topic:
+            c_pose = writer.add_connection(
+                pose_topic, "geometry_msgs/msg/PoseStamped", typestore=store
+            )
         writer.set_custom_data(INTERVALS_METADATA_KEY, json.dumps(intervals))
         writer.set_custom_data(SCENE_METADATA_KEY, json.dumps(scene_metadata(cfg)))
         k = sample.intrinsics
@@ -103,6 +111,9 @@ def write_synthetic_bag(
             if c_depth is not None:
                 depth = depth_image(sample.depth[t], depth_encoding, header)
                 writer.write(c_depth, stamp, serialize_message(depth))
+            if c_pose is not None:
+                pose = matrix_to_pose(sample.cam_to_world[t], header)
+                writer.write(c_pose, stamp, serialize_message(pose))
             writer.write(
                 c_img, stamp, serialize_message(make_image(sample.frames[t], "rgb8", header))
             )
@@ -118,6 +129,7 @@ def write_synthetic_bag(
         "image_topic": image_topic,
         "depth_topic": depth_topic or None,
         "depth_encoding": depth_encoding if depth_topic else None,
+        "pose_topic": pose_topic or None,
     }
 
 
