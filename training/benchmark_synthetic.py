@@ -17,9 +17,11 @@
      same way give a MOS-I row too;
    * ``gmos``: `gmos-infer --model gmos` -> ``mos-i_frame/`` (online) and ``mos_frame/``
      (offline second pass);
-   * ``gmos_depth_warp`` (``--depth-warp``): the same Gmos with the "depth_warp" motion
-     decision, the renderer's depth and camera poses standing for an RGB-D camera with
-     odometry (`gmos_core.geometry.warp_decision`; not a monocular method, unlike the others).
+   * ``gmos_depth_warp`` and ``gmos_depth_vo`` (``--depth-warp``): the same Gmos with the
+     "depth_warp" motion decision (`gmos_core.geometry.warp_decision`), the renderer's depth
+     standing for an RGB-D camera and, for the camera motion, its exact poses (a robot's
+     odometry) or the depth visual odometry on the frames (`DepthOdometryPoses`, the node's
+     way: a camera alone). Not monocular methods, unlike the other rows.
 3. Scores with `gmos-eval`: MOS-I (``--dataset synthetic``, mtIoU / J_mov / FP), the binary
    MOS protocol (foreground J / F; ground truth = every object that moves at some point, at every
    frame it is visible, i.e. ``Annotations_unsupervised``) and DAVIS-2017 unsupervised.
@@ -50,11 +52,18 @@ from gmos_core.baselines_extra import (
 from gmos_core.compute import apply_threads, default_threads
 from gmos_core.data.palette import read_label_png, write_indexed_png
 from gmos_core.data.synthetic import SceneSample
+from gmos_core.geometry.warp_decision import DepthOdometryPoses, SensorFrame
 from gmos_core.models.preprocess import stride_from_fps
 from gmos_core.streaming.build import RuntimeSettings, load_frame_model
 from training.evaluate import evaluate_protocol, write_outputs
 from training.infer import infer_videos
-from training.splits import HELD_OUT_SEED, SplitSpec, sensor_frames, write_split
+from training.splits import (
+    HELD_OUT_SEED,
+    SplitSpec,
+    jpeg_round_trip,
+    sensor_frames,
+    write_split,
+)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -101,10 +110,11 @@ def run_learned(
     out: Path,
     scenes: list[SceneSample] | None = None,
 ) -> None:
-    """`gmos-infer` (its library form) over the held-out sequences; kind "gmos_depth_warp"
-    also hands it each frame's exact depth and pose from `scenes`."""
+    """`gmos-infer` (its library form) over the held-out sequences; kinds "gmos_depth_warp" /
+    "gmos_depth_vo" also hand it each frame's exact depth from `scenes` with their exact poses
+    / the depth odometry's."""
     inputs = [data / "JPEGImages" / "480p" / n for n in names]
-    warp = kind == "gmos_depth_warp"
+    warp = kind in ("gmos_depth_warp", "gmos_depth_vo")
     settings = RuntimeSettings(
         variant="gmos_s" if kind == "gmos_s" else "gmos_online",
         bundle=str(bundle),
@@ -114,7 +124,10 @@ def run_learned(
     if warp:
         if scenes is None:
             raise ValueError("gmos_depth_warp needs the rendered scenes (their depth and poses)")
-        sensors = {n: sensor_frames(s) for n, s in zip(names, scenes)}
+        sensors = {
+            n: sensor_frames(s) if kind == "gmos_depth_warp" else depth_odometry_frames(s)
+            for n, s in zip(names, scenes)
+        }
     apply_threads(default_threads())  # what gmos-infer runs with by default
     model = load_frame_model(settings)
     infer_videos(
@@ -129,6 +142,17 @@ def run_learned(
             for t, f in enumerate(frames):
                 write_indexed_png(out / "mos-i_frame" / seq / f.name, tracks[t])
             np.save(out / "mos-i_frame" / f"{seq}___motion.npy", motion[:, :, None])
+
+
+def depth_odometry_frames(s: SceneSample) -> list[SensorFrame | None]:
+    """A clip's `SensorFrame`s as the node builds them for a camera without odometry: the exact
+    depth, the camera motion from the depth odometry on the frames as stored (JPEG)."""
+    exact = sensor_frames(s)
+    poses = DepthOdometryPoses()
+    return [
+        poses.step(jpeg_round_trip(f), e.depth_m, e.intrinsics, int(t))
+        for f, e, t in zip(s.frames, exact, s.stamps_ns)
+    ]
 
 
 def evaluate(method_dir: Path, data: Path, eval_dir: Path) -> dict[str, Any]:
@@ -175,6 +199,7 @@ LABELS = {
     "gmos_s": "micro Gmos-S",
     "gmos": "micro Gmos (online MOS-I / offline MOS)",
     "gmos_depth_warp": "micro Gmos, depth-warp decision (RGB-D + odometry)",
+    "gmos_depth_vo": "micro Gmos, depth-warp decision (RGB-D, depth odometry)",
 }
 
 
@@ -229,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--depth-warp",
         action="store_true",
-        help="also run --gmos-bundle with the depth_warp motion decision (exact depth + poses)",
+        help="also run --gmos-bundle with the depth_warp motion decision: exact depth with exact "
+        "poses, and with the depth odometry's",
     )
     args = ap.parse_args(argv)
     # Training draws seeds below 700000 (training/configs/*_micro.yaml: heads 0..99999, π³
@@ -253,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     learned = [("gmos_s", args.gmos_s_bundle), ("gmos", args.gmos_bundle)]
     if args.depth_warp:
-        learned.append(("gmos_depth_warp", args.gmos_bundle))
+        learned += [("gmos_depth_warp", args.gmos_bundle), ("gmos_depth_vo", args.gmos_bundle)]
     for kind, bundle in learned:
         if bundle is not None:
             run_learned(kind, bundle, data, names, res / kind, scenes)

@@ -406,9 +406,7 @@ def _plot(
     plt.close(fig)
 
 
-def fp_budget_from_baselines(
-    baselines: dict[str, dict[str, float]], margin: float = 0.0
-) -> float:
+def fp_budget_from_baselines(baselines: dict[str, dict[str, float]], margin: float = 0.0) -> float:
     """FP budget tied to the baselines: just below the better (lower) baseline FP on the same
     validation clips, so that the chosen point beats both on FP (the held-out target), and
     `margin` (a fraction) below that again.

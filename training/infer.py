@@ -119,7 +119,7 @@ def run_sequence(
     stride: int | None,
     save_mp4: bool = True,
     online_only: bool = False,
-    sensors: Sequence[SensorFrame] | None = None,
+    sensors: Sequence[SensorFrame | None] | None = None,
 ) -> SequenceOutput:
     """Run one video / folder through a fresh segmenter and write its outputs.
 
@@ -228,7 +228,7 @@ def infer_videos(
     save_mp4: bool = True,
     online_only: bool = False,
     spill_dir: str | None = None,
-    sensors: dict[str, Sequence[SensorFrame]] | None = None,
+    sensors: dict[str, Sequence[SensorFrame | None]] | None = None,
 ) -> list[SequenceOutput]:
     """`gmos-infer`'s library form: each video / image folder through a fresh segmenter
     (`run_sequence`), outputs under `out`. `variant` is "gmos_online" or "gmos_s"; `model` is the
