@@ -184,6 +184,9 @@ def test_only_the_proposer_variant_takes_a_motion_decision() -> None:
 
 
 def test_a_bundle_keeps_one_operating_point_per_decision(tmp_path, caplog) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
     from gmos_core.bundle import read_bundle_info, write_operating_point
     from gmos_core.operating_point import OperatingPoint
     from gmos_core.streaming.build import RuntimeSettings, load_frame_model
@@ -191,7 +194,10 @@ def test_a_bundle_keeps_one_operating_point_per_decision(tmp_path, caplog) -> No
     src = "gmos_core/assets/micro_gmos.safetensors"
     head = read_bundle_info(src).operating_point
     plain = tmp_path / "plain.safetensors"
-    write_operating_point(src, plain, head)
+    with safe_open(src, framework="pt") as f:  # the shipped bundle without its depth_warp point
+        meta = {k: v for k, v in (f.metadata() or {}).items() if k != "operating_point.depth_warp"}
+        save_file({k: f.get_tensor(k) for k in f.keys()}, str(plain), metadata=meta)  # noqa: SIM118
+    assert read_bundle_info(plain).point_for("depth_warp") is None
     with caplog.at_level(logging.WARNING):
         m = load_frame_model(RuntimeSettings(bundle=str(plain), motion_decision="depth_warp"))
     assert "no calibrated depth_warp operating point" in caplog.text
