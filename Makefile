@@ -130,11 +130,12 @@ train-gmos: train-pi3
 	  --out out/train/gmos_micro/calibrated/micro_gmos.safetensors --baselines --fp-budget 0 \
 	  --check-seqs 60
 
-# The held-out synthetic benchmark of the shipped bundles against the baselines (~3 min).
+# The held-out synthetic benchmark of the shipped bundles against the baselines, with the
+# Gmos rows of the depth_warp decision too (~5 min).
 benchmark: setup
 	$(PY) -m training.benchmark_synthetic --out out/benchmark \
 	  --gmos-s-bundle gmos_core/assets/micro_gmos_s.safetensors \
-	  --gmos-bundle gmos_core/assets/micro_gmos.safetensors
+	  --gmos-bundle gmos_core/assets/micro_gmos.safetensors --depth-warp
 
 clean:
 	rm -rf build out .pytest_cache .ruff_cache
