@@ -63,6 +63,18 @@ MODEL_PARAMS = [
 ]
 # The weight-free CPU mode: same topics, diagnostics and offline/live equality.
 BASELINE_PARAMS = ["variant:=ego_residual", "torch_threads:=1"]
+DEPTH = "/camera/depth"
+POSE = "/camera/pose"
+# The shipped Gmos with the depth_warp decision: the bag's depth and camera poses reach the
+# decision live (subscriptions, pairing by stamp) exactly as they do offline.
+WARP_PARAMS = [
+    "variant:=gmos_online",
+    "proposer_stride:=2",
+    "torch_threads:=1",
+    "motion_decision:=depth_warp",
+    f"geometry.depth_topics:=[{DEPTH}]",
+    f"geometry.pose_topics:=[{POSE}]",
+]
 OUTPUTS = {
     "/gmos/instance_mask": "sensor_msgs/msg/Image",
     "/gmos/dynamic_mask": "sensor_msgs/msg/Image",
@@ -100,10 +112,23 @@ def _change_state(node, transition: int, timeout_s: float = 120.0) -> bool:
     return bool(fut.result().success)
 
 
-@pytest.mark.parametrize("model_params", [MODEL_PARAMS, BASELINE_PARAMS], ids=["gmos_s", "ego"])
+@pytest.mark.parametrize(
+    "model_params",
+    [MODEL_PARAMS, BASELINE_PARAMS, WARP_PARAMS],
+    ids=["gmos_s", "ego", "depth_warp"],
+)
 def test_node_over_dds_matches_offline_eval(tmp_path: Path, model_params: list[str]) -> None:
     bag = tmp_path / "synth"
-    info = write_synthetic_bag(bag, storage="mcap", seed=7, num_frames=8, scene_kind="dynamic")
+    warp = "motion_decision:=depth_warp" in model_params
+    info = write_synthetic_bag(
+        bag,
+        storage="mcap",
+        seed=7,
+        num_frames=8,
+        scene_kind="dynamic",
+        depth_topic=DEPTH if warp else None,
+        pose_topic=POSE if warp else None,
+    )
     input_stamps = info["stamps_ns"]
     env = dict(os.environ, ROS_DOMAIN_ID=_domain(), PYTHONUNBUFFERED="1")
     log = open(tmp_path / "node.log", "w")  # noqa: SIM115 - closed in finally
@@ -130,7 +155,8 @@ def test_node_over_dds_matches_offline_eval(tmp_path: Path, model_params: list[s
     diags: list[DiagnosticArray] = []
     rec = None
     try:
-        player = BagPlayer(node, bag, topics=[IMAGE, INFO])
+        sensors = [DEPTH, POSE] if warp else []
+        player = BagPlayer(node, bag, topics=[IMAGE, INFO, *sensors])
         monitor = OutputMonitor(node, "/gmos")
         rec = Recorder(
             node,
@@ -142,7 +168,7 @@ def test_node_over_dds_matches_offline_eval(tmp_path: Path, model_params: list[s
         node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
         spinner.start()
         # The node subscribes only once its model is loaded (activate): bounded wait.
-        assert player.wait_for_subscribers([IMAGE], timeout_s=120.0), (
+        assert player.wait_for_subscribers([IMAGE, *sensors], timeout_s=120.0), (
             "node never subscribed:\n" + (tmp_path / "node.log").read_text()
         )
         deadline = time.monotonic() + 30.0
@@ -178,6 +204,10 @@ def test_node_over_dds_matches_offline_eval(tmp_path: Path, model_params: list[s
         node.destroy_node()
         rclpy.shutdown(context=ctx)
     assert dropped == 0
+    if warp:  # and live: no frame went without its depth or pose
+        keys = {kv.key for d in diags for st in d.status for kv in st.values}
+        assert any(k.startswith("frames") for k in keys), keys  # diagnostics did arrive
+        assert not [k for k in keys if "warp_" in k], keys
 
     # Everything the recorder wrote is in the bag it closed (read back, by field).
     from_bag: dict[str, list] = {t: [] for t in OUTPUTS}
@@ -232,10 +262,15 @@ def test_node_over_dds_matches_offline_eval(tmp_path: Path, model_params: list[s
     out = tmp_path / "eval"
     cmd = [sys.executable, "-m", "gmos_ros.bag", "eval", str(bag), "--out", str(out),
            "--metrics", str(tmp_path / "eval.json")]  # fmt: skip
+    if warp:
+        cmd += ["--depth-topic", DEPTH, "--pose-topic", POSE]
     for p in model_params:
         cmd += ["-p", p]
     subprocess.run(cmd, env=env, cwd=REPO, check=True, capture_output=True, timeout=300)
-    offline = json.loads((tmp_path / "eval.json").read_text())["mos_i"]
+    report = json.loads((tmp_path / "eval.json").read_text())
+    offline = report["mos_i"]
+    if warp:  # every frame's depth and pose reached the decision offline
+        assert report["geometry_errors"] == {}
     assert offline["missing_predictions"] == live["missing_predictions"] == 0
     for key in ("mtIoU", "J_mov", "FP"):
         assert live[key] == pytest.approx(offline[key], abs=1e-6), key
