@@ -41,7 +41,8 @@ class CameraCounters:
         stream_resets: stamp went backwards or resolution changed (segmenter reset).
         errors: count per error kind (conversion kinds, "decode_warning", "duplicate_stamp",
             "bad_sensor", "publish", "inference", "unmatched_header"; with a depth topic
-            "depth_unmatched", "warp_depth_missing", "camera_info_missing", "depth_invalid").
+            "depth_unmatched", "warp_depth_missing", "warp_pose_missing", "camera_info_missing",
+            "depth_invalid").
         window: the same events over the last `window.window_s` seconds.
     """
 

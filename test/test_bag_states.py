@@ -205,3 +205,69 @@ def test_eval_with_camera_poses_uses_them_and_the_pose_round_trips(tmp_path):
     values.update({"motion_decision": "head", "geometry.pose_topics": ["/camera/pose"]})
     with pytest.raises(ValueError, match="pose_topics: camera poses are used by"):
         params_from_values(values)
+
+
+def test_the_node_builds_the_decisions_sensor_frame_or_counts_why_not():
+    """`GeometryOutputs.sensor_frame` (the node's side of motion_decision depth_warp): depth and
+    pose paired by stamp; a missing or bad one is counted, logged and gives no frame."""
+    from sensor_msgs.msg import CameraInfo
+    from std_msgs.msg import Header
+
+    from gmos_ros.bag.synth import depth_image
+    from gmos_ros.diagnostics import CameraCounters
+    from gmos_ros.geometry_outputs import CameraGeometry, GeometryOutputs, matrix_to_pose
+    from gmos_ros.messages import copy_header
+    from gmos_ros.params import GeometrySettings
+
+    k = [50.0, 0.0, 15.5, 0.0, 50.0, 11.5, 0.0, 0.0, 1.0]
+    info = CameraInfo(height=24, width=32, k=k)
+    logged = []
+
+    class FakeNode:
+        @staticmethod
+        def _matching_info(cam, stamp_ns):
+            return info
+
+        @staticmethod
+        def _errlog(key, msg):
+            logged.append(msg)
+
+    class Cam:
+        counters = CameraCounters()
+
+    cam = Cam()
+    geo = GeometryOutputs(FakeNode())
+    geo.settings = GeometrySettings(depth_topics=("/d",), pose_topics=("/p",))
+    g = CameraGeometry("/d", pose_topic="/p")
+    geo.cams[id(cam)] = g
+    frame = np.random.default_rng(0).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+
+    def header(stamp):
+        h = Header(frame_id="cam")
+        h.stamp.sec, h.stamp.nanosec = divmod(stamp, 10**9)
+        return h
+
+    assert geo.sensor_frame(cam, frame, (24, 32), 100) is None
+    g.depths.append((100, depth_image(np.full((24, 32), 3.0), "32FC1", header(100))))
+    assert geo.sensor_frame(cam, frame, (24, 32), 100) is None  # no pose for that stamp
+    pose = np.eye(4)
+    pose[:3, 3] = (1.0, 2.0, 3.0)
+    g.pose_msgs.append((100, matrix_to_pose(pose, header(100))))
+    got = geo.sensor_frame(cam, frame, (24, 32), 100)
+    assert got is not None and got.size == (24, 32)
+    np.testing.assert_allclose(got.cam_to_world, pose, atol=1e-9)
+    np.testing.assert_allclose(got.depth_m, 3.0)
+    # A depth image of another size than the frame: counted and logged, no frame.
+    g.depths.append((200, depth_image(np.full((12, 16), 3.0), "32FC1", header(200))))
+    g.pose_msgs.append((200, matrix_to_pose(pose, copy_header(header(200)))))
+    assert geo.sensor_frame(cam, frame, (24, 32), 200) is None
+    assert dict(cam.counters.errors) == {
+        "warp_depth_missing": 1,
+        "warp_pose_missing": 1,
+        "depth_invalid": 1,
+    }
+    assert len(logged) == 1 and "12" in logged[0]
+    # Downscaled frames (max_input_pixels) get the depth and intrinsics at their size.
+    small = frame[::2, ::2].copy()
+    got = geo.sensor_frame(cam, small, (24, 32), 100)
+    assert got is not None and got.size == (12, 16) and got.intrinsics.width == 16
