@@ -83,8 +83,12 @@ DEFAULT_IOU_GRID = (-1.0, 0.0, 0.1, 0.3, 0.5, 0.7)
 # (docs/training.md, session 12).
 DEFAULT_TRACKER_GRID: tuple[tuple[float, bool], ...] = ((0.5, True), (0.3, False), (0.1, False))
 # The "depth_warp" decision's motion probability is sigmoid(residual − 4 grey levels): these are
-# residual thresholds of 2 … 6 grey levels (session 12 chose 4 with the renderer's geometry).
-DEPTH_WARP_MOTION_GRID = tuple(round(float(1 / (1 + np.exp(-(r - 4.0)))), 4) for r in range(2, 7))
+# residual thresholds of 1 … 6 grey levels (session 12's probe chose 4 with the renderer's
+# geometry; session 13's first calibration chose 2, the edge of a 2 … 6 grid).
+DEPTH_WARP_RESIDUALS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0)
+DEPTH_WARP_MOTION_GRID = tuple(
+    round(float(1 / (1 + np.exp(-(r - 4.0)))), 4) for r in DEPTH_WARP_RESIDUALS
+)
 MOTION_GRIDS = {"head": DEFAULT_MOTION_GRID, "depth_warp": DEPTH_WARP_MOTION_GRID}
 # With a geometric decision the mask and IoU thresholds only pick which masks are proposed:
 # a coarser grid (every point replays the propagator: no dedupe for it).
