@@ -161,7 +161,8 @@ def run_node_over_dds(
         rec = Recorder(node, recorded, OUTPUTS, storage="mcap")
         spinner.start()
         t0 = time.perf_counter()
-        wait = [IMAGE] + [POSE] * (POSE in player.publishers)
+        # Every input a frame is processed with, subscribed before the first image goes out.
+        wait = [IMAGE, INFO, DEPTH] + [POSE] * (POSE in player.publishers)
         if not player.wait_for_subscribers(wait, timeout_s=180.0):
             raise RuntimeError(f"gmos_node never subscribed; see {log_path}")
         # Outputs are volatile: play only once every output is matched by our readers.
