@@ -59,9 +59,9 @@ class EvalReport:
     model_load_s: float = 0.0
     mos_i: dict[str, Any] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
-    # With a depth topic: depth_unmatched / warp_depth_missing / camera_info_missing /
-    # depth_invalid counts (as the node's diagnostics), and the 3-D states scored against a
-    # synthetic bag's scene.
+    # With a depth topic: depth_unmatched / warp_depth_missing / warp_pose_missing /
+    # camera_info_missing / depth_invalid counts (as the node's diagnostics), and the 3-D
+    # states scored against a synthetic bag's scene.
     geometry_errors: dict[str, int] = field(default_factory=dict)
     states_3d: ObjectStatesScore | None = None
     states_3d_samples: StateSamples | None = None
