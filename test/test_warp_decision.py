@@ -68,7 +68,8 @@ def test_the_warp_calls_the_moving_objects_moving_in_a_hard_parallax_scene(scene
     s, t = scene, 2  # (at frame 4 a static object beside the moving one reads 0.97)
     sensors = sensor_frames(s)
     window = list(range(t - 2, t + 3))
-    res = WarpMotionDecision().residual([s.frames[i] for i in window], sensors[t - 2 : t + 3], 2)
+    greys = [WarpMotionDecision.grey(s.frames[i]) for i in window]
+    res = WarpMotionDecision().residual(greys, sensors[t - 2 : t + 3], 2)
     assert res is not None and res.shape == (96, 128)
     masks, moving = _objects(s, t)
     assert moving.any() and (~moving).any()
@@ -85,7 +86,7 @@ def test_no_sensor_data_means_no_decision_and_repeats_are_not_neighbours(scene) 
     s = scene
     sensors = sensor_frames(s)
     dec = WarpMotionDecision()
-    frames = [s.frames[i] for i in range(5)]
+    frames = [dec.grey(s.frames[i]) for i in range(5)]
     assert dec.residual(frames, [None, *sensors[1:5]], 0) is None  # the centre has none
     assert dec.residual(frames, [sensors[0], None, None, None, None], 0) is None
     # A window clamped at a stream end repeats the centre: the repeat is not compared.
@@ -237,5 +238,5 @@ def test_depth_odometry_poses_follow_the_camera_and_restart_when_lost(scene) -> 
     assert blank is not None and blank.world == got[0].world + 1
     np.testing.assert_array_equal(blank.cam_to_world, np.eye(4))
     # The decision never compares frames of different worlds.
-    frames = [s.frames[3], s.frames[4], s.frames[5]]
+    frames = [WarpMotionDecision.grey(s.frames[i]) for i in (3, 4, 5)]
     assert WarpMotionDecision().residual(frames, [got[3], got[4], blank], 2) is None

@@ -106,11 +106,11 @@ class _MemoWarpDecision(WarpMotionDecision):
         self._memo: dict[tuple[int, ...], np.ndarray | None] = {}
 
     def residual(
-        self, frames: Sequence[np.ndarray], sensors: Sequence[Any], center: int
+        self, greys: Sequence[np.ndarray], sensors: Sequence[Any], center: int
     ) -> np.ndarray | None:
         key = (center, *(id(s) for s in sensors))
         if key not in self._memo:
-            self._memo[key] = super().residual(frames, sensors, center)
+            self._memo[key] = super().residual(greys, sensors, center)
         return self._memo[key]
 
 

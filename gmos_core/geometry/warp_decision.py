@@ -56,8 +56,8 @@ class SensorFrame:
     """What an RGB-D camera and the robot's odometry add to one RGB frame.
 
     Attributes:
-        depth_m: (H, W) float32 z-depth in metres, aligned to the RGB frame (same size); NaN or
-            ≤ 0 where invalid.
+        depth_m: (H, W) z-depth in metres, aligned to the RGB frame (same size); NaN or ≤ 0
+            where invalid (stored as float32 with NaN there, once, for every window it is in).
         cam_to_world: (4, 4) pose of the camera (OpenCV axes: x right, y down, z forward) in a
             fixed frame (odometry), metres.
         intrinsics: the RGB camera, for W × H.
@@ -85,17 +85,13 @@ class SensorFrame:
         r = t[:3, :3]
         if not np.allclose(r @ r.T, np.eye(3), atol=1e-3) or np.linalg.det(r) <= 0:
             raise ValueError("SensorFrame: cam_to_world's rotation is not a rotation")
+        depth = np.asarray(d, dtype=np.float32)
+        object.__setattr__(self, "depth_m", np.where(depth > 0, depth, np.nan).astype(np.float32))
 
     @property
     def size(self) -> tuple[int, int]:
         """(H, W) of the depth (= of the RGB frame it belongs to)."""
         return self.depth_m.shape[0], self.depth_m.shape[1]
-
-
-def _valid_depth(depth_m: np.ndarray) -> np.ndarray:
-    """float32 depth with NaN where it is not positive (invalid)."""
-    d = np.asarray(depth_m, dtype=np.float32)
-    return np.where(d > 0, d, np.nan).astype(np.float32)
 
 
 def residual_to_motion_prob(mean_residual: np.ndarray) -> np.ndarray:
@@ -110,7 +106,8 @@ def residual_to_motion_prob(mean_residual: np.ndarray) -> np.ndarray:
 class WarpMotionDecision:
     """Motion probabilities of a frame's proposals from the warp residual of its window.
 
-    Stateless: the streaming runtime hands it the window's frames and sensor data.
+    Stateless: the streaming runtime hands it the window's grey images (:meth:`grey`, computed
+    once per frame and kept with it) and sensor data.
 
     Args:
         min_pixels: a proposal needs this many pixels with a residual under its mask (fewer:
@@ -122,17 +119,23 @@ class WarpMotionDecision:
             raise ValueError(f"min_pixels must be >= 1, got {min_pixels}")
         self.min_pixels = min_pixels
 
+    @staticmethod
+    def grey(frame_rgb: np.ndarray) -> np.ndarray:
+        """(H, W) float32 grey image of an (H, W, 3) uint8 RGB frame, as :meth:`residual`
+        compares them (`warp_grey`)."""
+        return warp_grey(frame_rgb)
+
     def residual(
         self,
-        frames: Sequence[np.ndarray],
+        greys: Sequence[np.ndarray],
         sensors: Sequence[SensorFrame | None],
         center: int,
     ) -> np.ndarray | None:
         """(H, W) float32 mean warp residual of frame `center` against the other frames.
 
         Args:
-            frames: the window's (H, W, 3) uint8 RGB frames (a frame may repeat at a stream
-                end: repeats of the centre are skipped).
+            greys: the window's frames as :meth:`grey` gives them (a frame may repeat at a
+                stream end, as the same array: repeats of the centre are skipped).
             sensors: each frame's `SensorFrame`, or None where none arrived.
             center: index of the frame the result describes.
 
@@ -141,27 +144,27 @@ class WarpMotionDecision:
             has no sensor data or no other frame has in the centre's world (nothing to decide
             from).
         """
-        if len(frames) != len(sensors) or not 0 <= center < len(frames):
+        if len(greys) != len(sensors) or not 0 <= center < len(greys):
             raise ValueError(
-                f"residual: {len(frames)} frames, {len(sensors)} sensor entries, centre {center}"
+                f"residual: {len(greys)} frames, {len(sensors)} sensor entries, centre {center}"
             )
         sc = sensors[center]
         if sc is None:
             return None
         frame_to_world = np.asarray(sc.cam_to_world, dtype=np.float64)
-        seen: set[int] = {id(frames[center])}
+        seen: set[int] = {id(greys[center])}
         neighbours = []
-        for f, s in zip(frames, sensors):
-            if s is None or id(f) in seen or s.world != sc.world:
+        for g, s in zip(greys, sensors):
+            if s is None or id(g) in seen or s.world != sc.world:
                 continue
-            seen.add(id(f))
+            seen.add(id(g))
             # Points of the centre's camera into the neighbour's: world → neighbour ∘ centre → world.
             neighbour_from_frame = invert_transform(np.asarray(s.cam_to_world)) @ frame_to_world
-            neighbours.append((warp_grey(f), neighbour_from_frame, _valid_depth(s.depth_m)))
+            neighbours.append((g, neighbour_from_frame, s.depth_m))
         if not neighbours:
             return None
-        points = backproject_depth(_valid_depth(sc.depth_m), sc.intrinsics)
-        return window_warp_residual(points, warp_grey(frames[center]), neighbours, sc.intrinsics)
+        points = backproject_depth(sc.depth_m, sc.intrinsics)
+        return window_warp_residual(points, greys[center], neighbours, sc.intrinsics)
 
     def decide(self, pred: ProposalPrediction, residual: np.ndarray) -> ProposalPrediction:
         """`pred` with its motion probabilities replaced by the residual's (masks, IoU kept).

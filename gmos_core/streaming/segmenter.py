@@ -101,6 +101,7 @@ class _Entry:
     geometry: Any = None
     segmentation: Any = None
     sensor: SensorFrame | None = None
+    warp_grey: np.ndarray | None = None  # the motion decision's grey image, once per frame
 
 
 @dataclass
@@ -382,8 +383,11 @@ class StreamingSegmenter:
         if self.motion_decision is None:
             return None
         window = self._window(center)
+        for e in window:
+            if e.warp_grey is None:
+                e.warp_grey = self.motion_decision.grey(e.frame)
         return self.motion_decision.residual(
-            [e.frame for e in window], [e.sensor for e in window], len(window) // 2
+            [e.warp_grey for e in window], [e.sensor for e in window], len(window) // 2
         )
 
     def _evict(self) -> None:
