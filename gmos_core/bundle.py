@@ -59,7 +59,7 @@ class BundleInfo:
     operating_point: OperatingPoint = OperatingPoint()
     # Sizes of π³'s geometry heads when the bundle holds them (`pi3.point_decoder.*` ...).
     pi3_heads: Pi3HeadSizes | None = None
-    # Calibrated points of the other motion decisions ("depth_warp"), by decision name.
+    # Calibrated points of the other motion decisions ("depth_warp", "flow_motion"), by name.
     decision_points: dict[str, OperatingPoint] = field(default_factory=dict)
 
     def point_for(self, decision: str) -> OperatingPoint | None:

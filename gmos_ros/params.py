@@ -24,7 +24,7 @@ from rclpy.qos import (
 )
 
 from gmos_core.geometry.slam_masks import INSTANCE_ENCODINGS
-from gmos_core.geometry.warp_decision import MOTION_DECISIONS
+from gmos_core.motion_decision import MOTION_DECISIONS
 from gmos_core.streaming.build import RuntimeSettings
 from gmos_ros.health import HealthThresholds, Level
 
@@ -184,10 +184,17 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "motion_decision",
         "head",
-        "Which proposals move: head (the model's motion head, the paper's) or depth_warp (the "
+        "Which proposals move: head (the model's motion head, the paper's), depth_warp (the "
         "warp residual of the aligned depth with the camera poses of geometry.pose_topics, else "
         "of the depth odometry; needs geometry.depth_topics for every camera and the "
-        "camera_info topics; variant gmos_online).",
+        "camera_info topics) or flow_motion (the flow motion net on the images' optical flow, "
+        "RGB only); variant gmos_online.",
+    ),  # fmt: skip
+    ParamSpec(
+        "flow_motion_weights",
+        "",
+        "motion_decision flow_motion: the flow motion net's weights ('' = the shipped "
+        "gmos_core/assets/flow_motion.safetensors).",
     ),  # fmt: skip
     ParamSpec(
         "fg_threshold",
@@ -641,12 +648,12 @@ def params_from_values(
             "parameter geometry.pose_topics: camera poses are used by motion_decision depth_warp "
             f"only (motion_decision is {decision})"
         )
+    if decision != "head" and variant != "gmos_online":
+        raise ValueError(
+            f"parameter motion_decision={decision} decides which proposals move: variant "
+            f"gmos_online only (got {variant})"
+        )
     if decision == "depth_warp":
-        if variant != "gmos_online":
-            raise ValueError(
-                f"parameter motion_decision=depth_warp decides which proposals move: variant "
-                f"gmos_online only (got {variant})"
-            )
         without = [c.image_topic for c, t in zip(cameras, geometry.depth_topics) if not t]
         if without:
             raise ValueError(
@@ -678,6 +685,7 @@ def params_from_values(
         engine_dir=str(get("engine_dir")) or None,
         provider=provider,
         motion_decision=decision,
+        flow_motion_weights=str(get("flow_motion_weights")),
     )
     return NodeParams(
         autostart=bool(get("autostart")),

@@ -328,6 +328,12 @@ def test_bad_parameters_fail_configure(ros):
         params_from_values({"motion_decision": "depth_warp", "geometry.depth_topics": ["d"]})
     ok = params_from_values({**warp, "geometry.depth_topics": ["d"]})
     assert ok.runtime.motion_decision == "depth_warp"
+    # The flow motion net needs nothing but the images; Gmos-S has no proposals to decide.
+    flow = params_from_values({"motion_decision": "flow_motion", "flow_motion_weights": "w.st"})
+    assert flow.runtime.motion_decision == "flow_motion"
+    assert flow.runtime.flow_motion_weights == "w.st"
+    with pytest.raises(ValueError, match="variant gmos_online only"):
+        params_from_values({"motion_decision": "flow_motion", "variant": "gmos_s"})
 
 
 def test_params_mapping():

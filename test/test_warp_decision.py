@@ -69,7 +69,7 @@ def test_the_warp_calls_the_moving_objects_moving_in_a_hard_parallax_scene(scene
     sensors = sensor_frames(s)
     window = list(range(t - 2, t + 3))
     greys = [WarpMotionDecision.grey(s.frames[i]) for i in window]
-    res = WarpMotionDecision().residual(greys, sensors[t - 2 : t + 3], 2)
+    res = WarpMotionDecision().evidence(greys, sensors[t - 2 : t + 3], 2)
     assert res is not None and res.shape == (96, 128)
     masks, moving = _objects(s, t)
     assert moving.any() and (~moving).any()
@@ -87,13 +87,13 @@ def test_no_sensor_data_means_no_decision_and_repeats_are_not_neighbours(scene) 
     sensors = sensor_frames(s)
     dec = WarpMotionDecision()
     frames = [dec.grey(s.frames[i]) for i in range(5)]
-    assert dec.residual(frames, [None, *sensors[1:5]], 0) is None  # the centre has none
-    assert dec.residual(frames, [sensors[0], None, None, None, None], 0) is None
+    assert dec.evidence(frames, [None, *sensors[1:5]], 0) is None  # the centre has none
+    assert dec.evidence(frames, [sensors[0], None, None, None, None], 0) is None
     # A window clamped at a stream end repeats the centre: the repeat is not compared.
     same = [frames[0], frames[0], frames[0]]
-    assert dec.residual(same, [sensors[0]] * 3, 1) is None
+    assert dec.evidence(same, [sensors[0]] * 3, 1) is None
     with pytest.raises(ValueError, match="2 frames, 3 sensor entries"):
-        dec.residual(frames[:2], sensors[:3], 0)
+        dec.evidence(frames[:2], sensors[:3], 0)
     pred = ProposalPrediction(np.zeros((1, 4, 4), bool), np.zeros(1, np.float32), np.zeros(1))
     with pytest.raises(ValueError, match="masks are"):
         dec.decide(pred, np.zeros((96, 128), np.float32))
@@ -239,4 +239,4 @@ def test_depth_odometry_poses_follow_the_camera_and_restart_when_lost(scene) -> 
     np.testing.assert_array_equal(blank.cam_to_world, np.eye(4))
     # The decision never compares frames of different worlds.
     frames = [WarpMotionDecision.grey(s.frames[i]) for i in (3, 4, 5)]
-    assert WarpMotionDecision().residual(frames, [got[3], got[4], blank], 2) is None
+    assert WarpMotionDecision().evidence(frames, [got[3], got[4], blank], 2) is None

@@ -21,7 +21,10 @@
      "depth_warp" motion decision (`gmos_core.geometry.warp_decision`), the renderer's depth
      standing for an RGB-D camera and, for the camera motion, its exact poses (a robot's
      odometry) or the depth visual odometry on the frames (`DepthOdometryPoses`, the node's
-     way: a camera alone). Not monocular methods, unlike the other rows.
+     way: a camera alone). Not monocular methods, unlike the other rows;
+   * ``gmos_flow_motion`` (``--flow-motion``): the same Gmos with the "flow_motion" decision
+     (the flow motion net on the frames' optical flow, `gmos_core.models.flow_decision`):
+     monocular, RGB only.
 3. Scores with `gmos-eval`: MOS-I (``--dataset synthetic``, mtIoU / J_mov / FP), the binary
    MOS protocol (foreground J / F; ground truth = every object that moves at some point, at every
    frame it is visible, i.e. ``Annotations_unsupervised``) and DAVIS-2017 unsupervised.
@@ -118,7 +121,7 @@ def run_learned(
     settings = RuntimeSettings(
         variant="gmos_s" if kind == "gmos_s" else "gmos_online",
         bundle=str(bundle),
-        motion_decision="depth_warp" if warp else "head",
+        motion_decision="depth_warp" if warp else DECISION_OF.get(kind, "head"),
     )
     sensors = None
     if warp:
@@ -200,7 +203,10 @@ LABELS = {
     "gmos": "micro Gmos (online MOS-I / offline MOS)",
     "gmos_depth_warp": "micro Gmos, depth-warp decision (RGB-D + odometry)",
     "gmos_depth_vo": "micro Gmos, depth-warp decision (RGB-D, depth odometry)",
+    "gmos_flow_motion": "micro Gmos, flow-motion decision (RGB only)",
 }
+# Rows of a Gmos bundle run with another motion decision than its head (besides depth_warp's).
+DECISION_OF = {"gmos_flow_motion": "flow_motion"}
 
 
 def markdown_table(rows: dict[str, dict[str, float]], spec: SplitSpec) -> str:
@@ -257,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also run --gmos-bundle with the depth_warp motion decision: exact depth with exact "
         "poses, and with the depth odometry's",
     )
+    ap.add_argument(
+        "--flow-motion",
+        action="store_true",
+        help="also run --gmos-bundle with the flow_motion motion decision (RGB only)",
+    )
     args = ap.parse_args(argv)
     # Training draws seeds below 700000 (training/configs/*_micro.yaml: heads 0..99999, π³
     # pretraining 500000.., its curriculum 600000..); π³ validation uses 800000...
@@ -274,12 +285,14 @@ def main(argv: list[str] | None = None) -> int:
         methods += run_baselines(names, scenes, res)
     else:  # score earlier baseline outputs of the same split if they are there
         methods += [m for m in ("frame_diff", "ego_residual") if (res / m / "frame").is_dir()]
-    if args.depth_warp and args.gmos_bundle is None:
-        print("benchmark: --depth-warp needs --gmos-bundle", file=sys.stderr)
+    if (args.depth_warp or args.flow_motion) and args.gmos_bundle is None:
+        print("benchmark: --depth-warp and --flow-motion need --gmos-bundle", file=sys.stderr)
         return 2
     learned = [("gmos_s", args.gmos_s_bundle), ("gmos", args.gmos_bundle)]
     if args.depth_warp:
         learned += [("gmos_depth_warp", args.gmos_bundle), ("gmos_depth_vo", args.gmos_bundle)]
+    if args.flow_motion:
+        learned.append(("gmos_flow_motion", args.gmos_bundle))
     for kind, bundle in learned:
         if bundle is not None:
             run_learned(kind, bundle, data, names, res / kind, scenes)

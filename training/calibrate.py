@@ -44,12 +44,12 @@ from tqdm import tqdm
 
 from gmos_core.bundle import BundleError, write_operating_point
 from gmos_core.compute import add_threads_argument, apply_threads
-from gmos_core.geometry.warp_decision import WarpMotionDecision
 from gmos_core.models.build import build_frame_model_from_bundle
 from gmos_core.models.prediction import head_outputs_to_prediction
 from gmos_core.models.preprocess import stride_from_fps
+from gmos_core.motion_decision import MotionDecision
 from gmos_core.operating_point import OperatingPoint
-from gmos_core.streaming.build import RuntimeSettings, build_segmenter
+from gmos_core.streaming.build import RuntimeSettings, build_motion_decision, build_segmenter
 from training.benchmark_synthetic import evaluate, run_baselines, summarise
 from training.scoring import run_clip, score_gmos, score_gmos_s
 from training.splits import (
@@ -89,29 +89,43 @@ DEPTH_WARP_RESIDUALS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0)
 DEPTH_WARP_MOTION_GRID = tuple(
     round(float(1 / (1 + np.exp(-(r - 4.0)))), 4) for r in DEPTH_WARP_RESIDUALS
 )
-MOTION_GRIDS = {"head": DEFAULT_MOTION_GRID, "depth_warp": DEPTH_WARP_MOTION_GRID}
-# With a geometric decision the mask and IoU thresholds only pick which masks are proposed:
-# a coarser grid (every point replays the propagator: no dedupe for it).
-DEPTH_WARP_MASK_GRID = (-2.0, -1.0, -0.5, 0.0, 0.5)
-DEPTH_WARP_IOU_GRID = (-1.0, 0.0, 0.3, 0.5)
+# The "flow_motion" decision's motion probability is the net's mean probability under the
+# mask (~4 % of pixels move: calibrated probabilities sit low).
+FLOW_MOTION_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6)
+MOTION_GRIDS = {
+    "head": DEFAULT_MOTION_GRID,
+    "depth_warp": DEPTH_WARP_MOTION_GRID,
+    "flow_motion": FLOW_MOTION_GRID,
+}
+# With a decision other than the head the mask and IoU thresholds only pick which masks are
+# proposed: a coarser grid (every point replays the propagator: no dedupe for it).
+DECISION_MASK_GRID = (-2.0, -1.0, -0.5, 0.0, 0.5)
+DECISION_IOU_GRID = (-1.0, 0.0, 0.3, 0.5)
 
 
-class _MemoWarpDecision(WarpMotionDecision):
-    """`WarpMotionDecision` whose residual maps are computed once per frame of a sweep: they
+class _MemoDecision:
+    """A motion decision whose evidence maps are computed once per frame of a sweep: they
     depend on the frames and sensor data only, not on the operating point. Keyed by the
-    identity of the window's `SensorFrame`s (a clip keeps its list for the whole sweep)."""
+    window's images (their bytes: each run of a clip makes them anew) and the identity of its
+    sensor data (a clip keeps its list for the whole sweep)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, decision: MotionDecision) -> None:
+        self.decision = decision
         self._memo: dict[tuple[int, ...], np.ndarray | None] = {}
 
-    def residual(
+    def grey(self, frame_rgb: np.ndarray) -> np.ndarray:
+        return self.decision.grey(frame_rgb)
+
+    def evidence(
         self, greys: Sequence[np.ndarray], sensors: Sequence[Any], center: int
     ) -> np.ndarray | None:
-        key = (center, *(id(s) for s in sensors))
+        key = (center, *(hash(g.tobytes()) for g in greys), *(id(s) for s in sensors))
         if key not in self._memo:
-            self._memo[key] = super().residual(greys, sensors, center)
+            self._memo[key] = self.decision.evidence(greys, sensors, center)
         return self._memo[key]
+
+    def decide(self, pred: Any, evidence: np.ndarray) -> Any:
+        return self.decision.decide(pred, evidence)
 
 
 class CalibrationError(ValueError):
@@ -238,7 +252,8 @@ def calibrate_gmos(
 
     `decision`: the motion decision the point is for ("head"; "depth_warp": the clips'
     `SensorFrame`s decide which proposals move, and `motion_grid` holds thresholds of its
-    probability, `DEPTH_WARP_MOTION_GRID`).
+    probability, `DEPTH_WARP_MOTION_GRID`; "flow_motion": the flow motion net decides,
+    `FLOW_MOTION_GRID`).
 
     `baselines` (scores of the baselines on the same clips, `validation_baselines`): the
     candidates that beat every baseline on all three metrics come first (the held-out target,
@@ -253,7 +268,11 @@ def calibrate_gmos(
     other decisions' probabilities are not recorded.
     """
     dedupe = dedupe and decision == "head"
-    memo = _MemoWarpDecision() if decision == "depth_warp" else None
+    memo = (
+        _MemoDecision(build_motion_decision(RuntimeSettings(motion_decision=decision)))
+        if decision != "head"
+        else None
+    )
 
     def segmenter(seq: ValidationSequence, rec: RecordingModel) -> Any:
         seg = build_segmenter(clip_settings("gmos_online", seq, {}, decision), model=rec)
@@ -443,8 +462,8 @@ def calibrate_bundle(
     """Calibrate `bundle`, write the calibrated copy to `out` and the report to `report_dir`.
 
     `tracker_grid` (Gmos): the (snap IoU, use_velocity) settings to search; None: the default.
-    `decision` (Gmos): the motion decision to calibrate ("head"; "depth_warp": written as the
-    bundle's depth_warp point, its head point kept). `fp_margin`: with `fp_budget` 0, how far
+    `decision` (Gmos): the motion decision to calibrate ("head"; "depth_warp" or
+    "flow_motion": written as the bundle's point of that decision, its head point kept). `fp_margin`: with `fp_budget` 0, how far
     (a fraction) below the better baseline's FP the budget lies (`fp_budget_from_baselines`).
 
     `with_baselines` (Gmos): also score both baselines on the same validation clips and say,
@@ -477,8 +496,8 @@ def calibrate_bundle(
             baselines=baselines,
             motion_grid=MOTION_GRIDS[decision],
             **(
-                {"mask_grid": DEPTH_WARP_MASK_GRID, "iou_grid": DEPTH_WARP_IOU_GRID}
-                if decision == "depth_warp"
+                {"mask_grid": DECISION_MASK_GRID, "iou_grid": DECISION_IOU_GRID}
+                if decision != "head"
                 else {}
             ),
             tracker_grid=tuple(tracker_grid or DEFAULT_TRACKER_GRID),
@@ -634,7 +653,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(MOTION_GRIDS),
         default="head",
         help="Gmos: the motion decision to calibrate: head (the model's), depth_warp (an "
-        "RGB-D camera with odometry: the validation clips' exact depth and poses)",
+        "RGB-D camera with odometry: the validation clips' exact depth and poses), flow_motion "
+        "(the shipped flow motion net, RGB only)",
     )
     add_threads_argument(p)
     p.add_argument(

@@ -289,6 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_backend_arguments(p)
     p.add_argument("--proposer-stride", type=int, default=1)
+    p.add_argument(
+        "--motion-decision",
+        default="head",
+        choices=["head", "flow_motion"],
+        help="gmos: which proposals move: head (the model's motion head) or flow_motion (the "
+        "flow motion net on the frames' optical flow, RGB only; the bundle's flow_motion "
+        "operating point). depth_warp needs depth and poses: library form (sensors=) or the node",
+    )
+    p.add_argument(
+        "--flow-motion-weights",
+        default="",
+        help="the flow motion net's weights (default: the shipped gmos_core/assets one)",
+    )
     p.add_argument("--no-mp4", action="store_true", help="skip the overlay videos")
     p.add_argument(
         "--online-only",
@@ -330,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         onnx_dir=args.onnx_dir,
         engine_dir=args.engine_dir,
         provider=args.ort_provider,
+        motion_decision=args.motion_decision,
+        flow_motion_weights=args.flow_motion_weights,
     )
     try:
         for p in args.input:

@@ -33,17 +33,12 @@ from gmos_core.geometry.warp import mask_means, warp_grey, window_warp_residual
 from gmos_core.models.prediction import ProposalPrediction
 
 __all__ = [
-    "MOTION_DECISIONS",
     "DepthOdometryPoses",
     "RESIDUAL_AT_HALF",
     "SensorFrame",
     "WarpMotionDecision",
     "residual_to_motion_prob",
 ]
-
-#: How the propagator learns which proposals move: "head" (the model's motion head, the
-#: paper's) or "depth_warp" (this module; needs a `SensorFrame` with every frame).
-MOTION_DECISIONS = ("head", "depth_warp")
 
 #: Mean warp residual (grey levels, 0..255) at which a proposal's motion probability is 0.5;
 #: one grey level is one logit, so a motion threshold τ_m calls a proposal moving above
@@ -121,11 +116,11 @@ class WarpMotionDecision:
 
     @staticmethod
     def grey(frame_rgb: np.ndarray) -> np.ndarray:
-        """(H, W) float32 grey image of an (H, W, 3) uint8 RGB frame, as :meth:`residual`
+        """(H, W) float32 grey image of an (H, W, 3) uint8 RGB frame, as :meth:`evidence`
         compares them (`warp_grey`)."""
         return warp_grey(frame_rgb)
 
-    def residual(
+    def evidence(
         self,
         greys: Sequence[np.ndarray],
         sensors: Sequence[SensorFrame | None],
@@ -146,7 +141,7 @@ class WarpMotionDecision:
         """
         if len(greys) != len(sensors) or not 0 <= center < len(greys):
             raise ValueError(
-                f"residual: {len(greys)} frames, {len(sensors)} sensor entries, centre {center}"
+                f"evidence: {len(greys)} frames, {len(sensors)} sensor entries, centre {center}"
             )
         sc = sensors[center]
         if sc is None:
@@ -166,18 +161,18 @@ class WarpMotionDecision:
         points = backproject_depth(sc.depth_m, sc.intrinsics)
         return window_warp_residual(points, greys[center], neighbours, sc.intrinsics)
 
-    def decide(self, pred: ProposalPrediction, residual: np.ndarray) -> ProposalPrediction:
+    def decide(self, pred: ProposalPrediction, evidence: np.ndarray) -> ProposalPrediction:
         """`pred` with its motion probabilities replaced by the residual's (masks, IoU kept).
 
         Args:
             pred: the proposer's output for the frame, (K, H, W) masks at frame size.
-            residual: (H, W) map from :meth:`residual`, same size.
+            evidence: (H, W) residual map from :meth:`evidence`, same size.
         """
-        if pred.masks.shape[1:] != residual.shape:
+        if pred.masks.shape[1:] != evidence.shape:
             raise ValueError(
-                f"decide: masks are {pred.masks.shape[1:]}, the residual is {residual.shape}"
+                f"decide: masks are {pred.masks.shape[1:]}, the residual is {evidence.shape}"
             )
-        means = mask_means(residual, pred.masks.astype(bool), self.min_pixels)
+        means = mask_means(evidence, pred.masks.astype(bool), self.min_pixels)
         return replace(pred, motion_prob=residual_to_motion_prob(means))
 
 

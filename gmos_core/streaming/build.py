@@ -16,7 +16,8 @@ from typing import Any, Literal
 from gmos_core.baseline_model import BASELINE_VARIANTS, BaselineFrameModel
 from gmos_core.compute import DeviceUnavailableError, check_device
 from gmos_core.errors import ModelSetupError
-from gmos_core.geometry.warp_decision import MOTION_DECISIONS, WarpMotionDecision
+from gmos_core.geometry.warp_decision import WarpMotionDecision
+from gmos_core.motion_decision import MOTION_DECISIONS, MotionDecision
 from gmos_core.operating_point import OperatingPoint
 from gmos_core.streaming.segmenter import FrameModel, StreamingSegmenter
 from gmos_core.streaming.tracking import PropagatorTracking
@@ -67,7 +68,11 @@ class RuntimeSettings:
         motion_decision: gmos_online: "head" (the model's motion head decides which objects
             move, the paper's) or "depth_warp" (the warp residual of an RGB-D camera with
             odometry decides, `gmos_core.geometry.warp_decision`; every frame then comes with
-            its `SensorFrame`, and the model runs at the bundle's depth_warp operating point).
+            its `SensorFrame`, and the model runs at the bundle's depth_warp operating point)
+            or "flow_motion" (the flow motion net on the window's optical flow, RGB only,
+            `gmos_core.models.flow_decision`; the bundle's flow_motion operating point).
+        flow_motion_weights: the flow motion net's weights ("": the shipped
+            `gmos_core/assets/flow_motion.safetensors`).
     """
 
     variant: Variant = "gmos_online"
@@ -89,6 +94,7 @@ class RuntimeSettings:
     engine_dir: str | None = None
     provider: str = "cpu"
     motion_decision: str = "head"
+    flow_motion_weights: str = ""
 
 
 def load_frame_model(settings: RuntimeSettings) -> FrameModel:
@@ -292,5 +298,28 @@ def build_segmenter(
         ),
         span_s=settings.span_s,
         proposer_stride=settings.proposer_stride,
-        motion_decision=WarpMotionDecision() if settings.motion_decision == "depth_warp" else None,
+        motion_decision=build_motion_decision(settings),
     )
+
+
+def build_motion_decision(settings: RuntimeSettings) -> MotionDecision | None:
+    """The settings' motion decision object (None: the model's head decides).
+
+    Raises:
+        ModelSetupError: the flow motion net's weights are missing or not a flow motion net.
+    """
+    if settings.motion_decision == "depth_warp":
+        return WarpMotionDecision()
+    if settings.motion_decision == "flow_motion":
+        from gmos_core.models.flow_decision import (  # loads torch, as the model did
+            DEFAULT_FLOW_MOTION_WEIGHTS,
+            FlowMotionDecision,
+        )
+
+        try:
+            return FlowMotionDecision(
+                weights=settings.flow_motion_weights or DEFAULT_FLOW_MOTION_WEIGHTS
+            )
+        except (FileNotFoundError, ValueError) as exc:
+            raise ModelSetupError(str(exc)) from exc
+    return None

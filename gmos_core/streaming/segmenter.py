@@ -32,7 +32,8 @@ from gmos_core.models.prediction import (
 from gmos_core.streaming.types import FrameResult, objects_from_ids
 
 if TYPE_CHECKING:
-    from gmos_core.geometry.warp_decision import SensorFrame, WarpMotionDecision
+    from gmos_core.geometry.warp_decision import SensorFrame
+    from gmos_core.motion_decision import MotionDecision
     from gmos_core.propagation.types import PropagationFrame
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class _Entry:
     geometry: Any = None
     segmentation: Any = None
     sensor: SensorFrame | None = None
-    warp_grey: np.ndarray | None = None  # the motion decision's grey image, once per frame
+    decision_grey: np.ndarray | None = None  # the motion decision's image, once per frame
 
 
 @dataclass
@@ -137,8 +138,10 @@ class StreamingSegmenter:
         max_buffer: hard cap on buffered frames (guards absurd frame rates); beyond it the
             oldest pending frame is processed early with the frames at hand.
         motion_decision: mode "gmos": None (the motion head decides which proposals move) or
-            a `WarpMotionDecision` (the warp residual of the window's `SensorFrame`s, given
-            with each frame to `step`, decides; the head's masks are kept).
+            a `MotionDecision` (`gmos_core.motion_decision`: the warp residual of the window's
+            `SensorFrame`s, given with each frame to `step`, or the flow motion net) decides
+            from its evidence map; the head's masks are kept. A frame whose window gives no
+            evidence is carried by the tracker.
     """
 
     def __init__(
@@ -151,7 +154,7 @@ class StreamingSegmenter:
         proposer_stride: int = 1,
         fg_threshold: float = 0.5,
         max_buffer: int = 256,
-        motion_decision: WarpMotionDecision | None = None,
+        motion_decision: MotionDecision | None = None,
     ) -> None:
         if mode not in ("gmos_s", "gmos"):
             raise ValueError(f"mode must be 'gmos_s' or 'gmos', got {mode!r}")
@@ -354,14 +357,14 @@ class StreamingSegmenter:
         else:
             assert self.tracking is not None
             seg = self._segmentation(center)
-            residual = self._decision_residual(center) if run_head else None
-            if run_head and (self.motion_decision is None or residual is not None):
+            evidence = self._decision_evidence(center) if run_head else None
+            if run_head and (self.motion_decision is None or evidence is not None):
                 pred, geom = self._predict(center, seg, hw)
                 if not isinstance(pred, ProposalPrediction):
                     raise TypeError("mode 'gmos' needs a model that returns proposals")
                 self.stats.proposer_runs += 1
-                if self.motion_decision is not None and residual is not None:
-                    pred = self.motion_decision.decide(pred, residual)
+                if self.motion_decision is not None and evidence is not None:
+                    pred = self.motion_decision.decide(pred, evidence)
             else:
                 pred = None  # the tracker alone carries the objects this frame
                 if run_head:
@@ -378,16 +381,16 @@ class StreamingSegmenter:
         self.stats.results_out += 1
         return result
 
-    def _decision_residual(self, center: _Entry) -> np.ndarray | None:
-        """The motion decision's residual map for `center` (None: no decision, or no data)."""
+    def _decision_evidence(self, center: _Entry) -> np.ndarray | None:
+        """The motion decision's evidence map for `center` (None: no decision, or no data)."""
         if self.motion_decision is None:
             return None
         window = self._window(center)
         for e in window:
-            if e.warp_grey is None:
-                e.warp_grey = self.motion_decision.grey(e.frame)
-        return self.motion_decision.residual(
-            [e.warp_grey for e in window], [e.sensor for e in window], len(window) // 2
+            if e.decision_grey is None:
+                e.decision_grey = self.motion_decision.grey(e.frame)
+        return self.motion_decision.evidence(
+            [e.decision_grey for e in window], [e.sensor for e in window], len(window) // 2
         )
 
     def _evict(self) -> None:
