@@ -31,7 +31,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export ROS_DOMAIN_ID ?= 87
 export FASTDDS_DEFAULT_PROFILES_FILE ?= $(abspath config/fastdds_loopback.xml)
 
-.PHONY: setup test lint pytest demo eval-demo clean msgs train-gmos-s train-gmos train-pi3 train-objects benchmark
+.PHONY: setup test lint pytest demo eval-demo clean msgs train-gmos-s train-gmos train-pi3 train-objects train-flow-motion benchmark
 
 setup: $(STAMP)
 
@@ -130,12 +130,20 @@ train-gmos: train-pi3
 	  --out out/train/gmos_micro/calibrated/micro_gmos.safetensors --baselines --fp-budget 0 \
 	  --check-seqs 60
 
+# The flow motion net of the flow_motion decision (RGB only; ~11 min of cached planes, then
+# ~25 min of training on one core), then its operating point on the shipped micro Gmos.
+train-flow-motion: setup
+	$(PY) -m training.train_flow_motion --config-name flow_motion_micro
+	$(PY) -m training.calibrate --bundle gmos_core/assets/micro_gmos.safetensors \
+	  --out out/train/flow_motion_micro/calibrated/micro_gmos.safetensors --decision flow_motion \
+	  --baselines --fp-budget 0 --fp-margin 0.15 --check-seqs 60
+
 # The held-out synthetic benchmark of the shipped bundles against the baselines, with the
-# Gmos rows of the depth_warp decision too (~5 min).
+# Gmos rows of the flow_motion and depth_warp decisions too (~6 min).
 benchmark: setup
 	$(PY) -m training.benchmark_synthetic --out out/benchmark \
 	  --gmos-s-bundle gmos_core/assets/micro_gmos_s.safetensors \
-	  --gmos-bundle gmos_core/assets/micro_gmos.safetensors --depth-warp
+	  --gmos-bundle gmos_core/assets/micro_gmos.safetensors --flow-motion --depth-warp
 
 clean:
 	rm -rf build out .pytest_cache .ruff_cache

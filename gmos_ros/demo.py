@@ -270,10 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--motion-decision",
         default="head",
-        choices=["head", "depth_warp"],
-        help="gmos_online: which proposals move: the motion head, or the warp residual of the "
+        choices=["head", "depth_warp", "flow_motion"],
+        help="gmos_online: which proposals move: the motion head, the warp residual of the "
         "bag's depth with the camera's poses (written to the bag on /camera/pose as a robot's "
-        "odometry would give them; node parameters motion_decision, geometry.pose_topics)",
+        "odometry would give them; node parameters motion_decision, geometry.pose_topics), or "
+        "the flow motion net on the images' optical flow (RGB only)",
     )
     args = ap.parse_args(argv)
     loopback_env()  # before any rclpy.init: ROS and Fast DDS read these there, not at import

@@ -45,7 +45,7 @@ def _texture(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
 
 def _shift(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
     m = np.float32([[1, 0, dx], [0, 1, dy]])
-    return cv2.warpAffine(img, m, img.shape[::-1], borderMode=cv2.BORDER_REFLECT)
+    return cv2.warpAffine(img, m, img.shape[1::-1], borderMode=cv2.BORDER_REFLECT)
 
 
 def test_a_patch_moving_against_the_camera_pan_leaves_homography_and_epipolar_error():
@@ -207,13 +207,26 @@ def test_training_in_two_chunks_equals_one_run_and_the_cache_is_reused(tmp_path)
     assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
     # The exported net is what the decision loads.
     assert load_flow_motion_net(tmp_path / "b" / "flow_motion.safetensors").out.in_channels == 8
+    # A fresh clone with the committed state of a finished run: nothing to train, no planes.
+    done = train_flow_motion(
+        _tiny_cfg(
+            tmp_path,
+            "c",
+            cache_dir=str(tmp_path / "no_cache"),
+            resume_fp16=str(tmp_path / "b" / "state_fp16.safetensors"),
+        )
+    )
+    assert done["step"] == 4 and done["started_from"]["kind"] == "fp16"
+    assert not (tmp_path / "no_cache").exists()
 
 
 def test_mirrored_samples_negate_x_motion_and_the_x_coordinate(tmp_path):
     cfg = _tiny_cfg(tmp_path, "m", train_clips=1)
     ds = FlowPlaneDataset(build_cache(cfg))
     n = len(ds) // 2
-    a, b = ds[3], ds[3 + n]
+    assert sorted(ds.order) == list(range(2 * n)) and list(ds.order[:8]) != list(range(8))
+    where = {int(j): i for i, j in enumerate(ds.order)}  # item of each entry
+    a, b = ds[where[3]], ds[where[3 + n]]
     assert torch.equal(b["target"], a["target"].flip(-1))
     assert torch.allclose(b["planes"][0], -a["planes"][0].flip(-1))  # flow x
     assert torch.allclose(b["planes"][1], a["planes"][1].flip(-1))  # flow y
@@ -226,3 +239,60 @@ def test_training_seeds_may_not_reach_the_validation_clips():
         flow_config_from_dict({"train_seed": 799_000, "train_clips": 240})
     with pytest.raises(ValueError, match="unknown"):
         flow_config_from_dict({"no_such_key": 1})
+
+
+def test_the_calibration_sweep_computes_each_windows_evidence_once():
+    from training.calibrate import _MemoDecision
+
+    class Counting:
+        calls = 0
+
+        def grey(self, frame):
+            return frame[..., 0].copy()
+
+        def evidence(self, greys, sensors, center):
+            Counting.calls += 1
+            return np.full((4, 4), float(greys[center].mean()), np.float32)
+
+        def decide(self, pred, evidence):
+            return pred
+
+    memo = _MemoDecision(Counting())
+    frames = [np.full((8, 8, 3), k, np.uint8) for k in range(5)]
+    for _ in range(3):  # three replays of one clip: new grey arrays, same content
+        greys = [memo.grey(f) for f in frames]
+        assert memo.evidence(greys, [None] * 5, 2)[0, 0] == 2.0
+    other = [memo.grey(f + 1) for f in frames]
+    assert memo.evidence(other, [None] * 5, 2)[0, 0] == 3.0
+    assert Counting.calls == 2
+
+
+def test_a_segmenter_with_the_flow_decision_takes_motion_from_the_net(tmp_path):
+    from gmos_core.errors import ModelSetupError
+    from gmos_core.streaming.build import RuntimeSettings, build_motion_decision, build_segmenter
+
+    weights = export_net(FlowMotionNet(width=8), tmp_path / "net.safetensors", step=0)
+    settings = RuntimeSettings(motion_decision="flow_motion", flow_motion_weights=str(weights))
+    assert isinstance(build_motion_decision(settings), FlowMotionDecision)
+    with pytest.raises(ModelSetupError, match="not found"):
+        build_motion_decision(
+            dataclasses.replace(settings, flow_motion_weights=str(tmp_path / "none"))
+        )
+    seg = build_segmenter(settings)
+    decided = []
+    decide = seg.motion_decision.decide
+
+    def spy(pred, evidence):
+        out = decide(pred, evidence)
+        decided.append(out.motion_prob)
+        return out
+
+    seg.motion_decision.decide = spy
+    frames = [_shift(np.dstack([_texture()] * 3), k, 0) for k in range(8)]
+    results = []
+    for k, f in enumerate(frames):
+        results += seg.step(f, 10**8 * k)
+    results += seg.flush()
+    assert [r.stamp_ns for r in results] == [10**8 * k for k in range(8)]
+    assert len(decided) == 8  # every frame's proposals were decided by the net
+    assert all(np.all((p >= 0) & (p <= 1)) for p in decided)

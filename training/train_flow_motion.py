@@ -102,19 +102,21 @@ class FlowMotionConfig(StageSettings):
         chunk_clips: clips per cache file.
         cache_dir: where the planes are cached (rebuilt only where a chunk is missing).
         val_clips: validation clips for the end-of-run AUROC (seeds from `val_seed`; 0 = none).
+        shuffle: walk the samples in a seeded random order (`FlowPlaneDataset`).
     """
 
-    max_steps: int = 2500
+    max_steps: int = 6000
     batch_size: int = 16
     ckpt_every: int = 100
     out_dir: str = "out/train/flow_motion_micro"
     width: int = 24
     pos_weight: float = 2.0
     train_seed: int = 600_000
-    train_clips: int = 240
+    train_clips: int = 480
     chunk_clips: int = 20
     cache_dir: str = "out/cache/flow_motion"
     val_clips: int = 30
+    shuffle: bool = True
 
 
 def flow_config_from_dict(raw: dict[str, Any]) -> FlowMotionConfig:
@@ -172,23 +174,38 @@ def build_cache(cfg: FlowMotionConfig) -> list[Path]:
 
 
 class FlowPlaneDataset(Dataset):
-    """Cached samples; index ``i + N`` is sample i mirrored left-right."""
+    """Cached samples and their mirrors, in a fixed shuffled order.
 
-    def __init__(self, paths: list[Path]) -> None:
+    Item i is entry ``order[i]`` of the 2N samples, where entry ``j + N`` is sample j mirrored
+    left-right. The stage loop walks items in index order (`ResumableBatchSampler`), and the
+    cache holds each clip's frames one after another: without the shuffle a batch would be 16
+    frames of one clip. The order is a function of `seed` only, so resumption stays exact.
+
+    Args:
+        paths: cache chunks (`build_cache`); none: an empty dataset (a finished run).
+        seed: the shuffle's seed.
+        shuffle: False keeps the cache's order (clip by clip, then every mirror).
+    """
+
+    def __init__(self, paths: list[Path], seed: int = 0, shuffle: bool = True) -> None:
         chunks = [np.load(p) for p in paths]
-        self.planes = np.concatenate([c["planes"] for c in chunks])
-        self.targets = np.concatenate([c["targets"] for c in chunks])
-        if len(self.planes) == 0 or self.planes.shape[1] != NUM_FEATURES:
+        shape = (0, NUM_FEATURES, 8, 8)
+        self.planes = np.concatenate([c["planes"] for c in chunks]) if chunks else np.zeros(shape)
+        self.targets = np.concatenate([c["targets"] for c in chunks]) if chunks else np.zeros(0)
+        if self.planes.shape[1] != NUM_FEATURES or len(self.targets) != len(self.planes):
             raise ValueError(f"flow plane cache: bad shape {self.planes.shape}")
+        n2 = 2 * len(self.planes)
+        self.order = np.random.default_rng(seed).permutation(n2) if shuffle else np.arange(n2)
 
     def __len__(self) -> int:
         return 2 * len(self.planes)
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         n = len(self.planes)
-        x = torch.from_numpy(self.planes[i % n].astype(np.float32))
-        y = torch.from_numpy(self.targets[i % n].astype(np.float32))
-        if i >= n:
+        j = int(self.order[i])
+        x = torch.from_numpy(self.planes[j % n].astype(np.float32))
+        y = torch.from_numpy(self.targets[j % n].astype(np.float32))
+        if j >= n:
             x, y = x.flip(-1), y.flip(-1)
             x[list(_MIRROR_NEGATE)] *= -1
         return {"planes": x, "target": y}
@@ -257,7 +274,9 @@ def train_flow_motion(cfg: FlowMotionConfig) -> dict[str, Any]:
         load_part(net, st16.parts["net"], "net")
 
     start, rewarm_at = resume_stage(cfg, opt, lambda st: net.load_state_dict(st["net"]), load_fp16)
-    ds = FlowPlaneDataset(build_cache(cfg))
+    # A run already at its end (a fresh clone's committed state) needs no planes.
+    paths = build_cache(cfg) if start.step < cfg.max_steps else []
+    ds = FlowPlaneDataset(paths, cfg.seed, cfg.shuffle)
     pos_weight = torch.tensor(cfg.pos_weight)
 
     def save(step: int) -> None:
