@@ -296,3 +296,18 @@ def test_a_segmenter_with_the_flow_decision_takes_motion_from_the_net(tmp_path):
     assert [r.stamp_ns for r in results] == [10**8 * k for k in range(8)]
     assert len(decided) == 8  # every frame's proposals were decided by the net
     assert all(np.all((p >= 0) & (p <= 1)) for p in decided)
+
+
+@pytest.mark.skipif(not DEFAULT_FLOW_MOTION_WEIGHTS.is_file(), reason="no shipped flow motion net")
+def test_the_speed_benchmark_reports_every_part_per_input_size(tmp_path):
+    import json
+
+    from training.bench_flow_motion import main
+
+    assert main(["--frames", "3", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "bench_flow_motion.json").read_text())
+    assert [r["working"] for r in report["rows"]] == ["128x128", "128x96"]
+    for r in report["rows"]:
+        for part in ("grey_ms", "planes_ms", "net_ms", "evidence_ms"):
+            assert 0 < r[part]["p50"] <= r[part]["p95"]
+    assert (tmp_path / "bench_flow_motion.png").stat().st_size > 0

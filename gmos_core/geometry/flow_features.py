@@ -12,8 +12,9 @@ and how an object's flow differs from its surroundings', is what the net learns
 homography transfer error 0.73, the Sampson distance to a fundamental matrix fitted by LMedS
 0.76, the net on these planes 0.79.
 
-Pure numpy/OpenCV (no torch, no ROS). One frame's planes cost 8 DIS flows and 4 robust
-fits at the working size (128 px on the long side: ~0.1 s on one core).
+Pure numpy/OpenCV (no torch, no ROS). One frame's planes cost 8 DIS flows and 8 robust
+fits at the working size (128 px on the long side: ~40-55 ms on one core of the build machine,
+`training.bench_flow_motion`).
 """
 
 from __future__ import annotations
