@@ -26,7 +26,7 @@ visible object's renderer mask, moving now against the rest, on `val_clips` vali
 (the measure of `training.probe_motion_cues`).
 
 Resumable like every stage (`training.stage_loop`): ``last.pt`` and the committable
-``state_fp16.safetensors`` (part ``net``); `max_steps` is the TOTAL schedule. `export`
+``state_fp16.safetensors`` (part ``net``); `max_steps` is the TOTAL schedule. `export_net`
 writes the net as the runtime loads it (`gmos_core/assets/flow_motion.safetensors`).
 """
 
@@ -57,7 +57,7 @@ from gmos_core.geometry.flow_features import (
 )
 from gmos_core.models.flow_decision import FLOW_MOTION_FORMAT, clamped_window
 from gmos_core.models.flow_motion_net import FlowMotionNet
-from training.resume import Fp16State, load_fp16_state, load_part
+from training.resume import Fp16State, load_part
 from training.splits import SplitSpec, held_out_scenes
 from training.stage_loop import (
     StageHooks,
@@ -314,15 +314,6 @@ def train_flow_motion(cfg: FlowMotionConfig) -> dict[str, Any]:
         validate=validate if cfg.val_clips > 0 else None,
     )
     return run_stage(cfg, hooks, ds, _collate, opt, params, start, rewarm_at)
-
-
-def load_state_net(path: str | Path) -> FlowMotionNet:
-    """The net of a committed ``state_fp16.safetensors`` of this stage (float32)."""
-    st16 = load_fp16_state(path)
-    w = st16.parts["net"]["out.weight"].shape[1]
-    net = FlowMotionNet(width=int(w))
-    load_part(net, st16.parts["net"], "net")
-    return net
 
 
 def main(argv: list[str] | None = None) -> int:
