@@ -88,6 +88,24 @@ def test_online_only_same_online_output_no_spill_left(scene_dir, tmp_path) -> No
     assert len(list((outs["online"] / "mos_frame" / "clip").glob("*.png"))) == 8
 
 
+def test_the_flow_motion_decision_from_the_command_line(scene_dir, tmp_path, capsys) -> None:
+    """--motion-decision flow_motion: the shipped micro Gmos at its flow_motion point, the
+    online layout written; Gmos-S has no proposals to decide (exit 2, said)."""
+    out = tmp_path / "out"
+    rc = gmos_infer(
+        ["--model", "gmos", "--input", str(scene_dir / "clip.mp4"), "--out", str(out),
+         "--no-mp4", "--online-only", "--motion-decision", "flow_motion"]
+    )  # fmt: skip
+    assert rc == 0
+    assert len(sorted((out / "mos-i_frame" / "clip").glob("*.png"))) == 8
+    rc = gmos_infer(
+        ["--model", "gmos-s", "--input", str(scene_dir / "clip.mp4"), "--out",
+         str(tmp_path / "s"), "--no-mp4", "--motion-decision", "flow_motion"]
+    )  # fmt: skip
+    assert rc == 2
+    assert "gmos_online only" in capsys.readouterr().err
+
+
 def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys) -> None:
     assert gmos_infer(["--model", "gmos-s", "--input", str(tmp_path / "nope"),
                        "--out", str(tmp_path / "o"), "--allow-random-weights"]) == 2  # fmt: skip
