@@ -75,6 +75,13 @@ WARP_PARAMS = [
     f"geometry.depth_topics:=[{DEPTH}]",
     f"geometry.pose_topics:=[{POSE}]",
 ]
+# The shipped Gmos with the flow_motion decision (RGB only): the net decides live as offline.
+FLOW_PARAMS = [
+    "variant:=gmos_online",
+    "proposer_stride:=2",
+    "torch_threads:=1",
+    "motion_decision:=flow_motion",
+]
 OUTPUTS = {
     "/gmos/instance_mask": "sensor_msgs/msg/Image",
     "/gmos/dynamic_mask": "sensor_msgs/msg/Image",
@@ -114,8 +121,8 @@ def _change_state(node, transition: int, timeout_s: float = 120.0) -> bool:
 
 @pytest.mark.parametrize(
     "model_params",
-    [MODEL_PARAMS, BASELINE_PARAMS, WARP_PARAMS],
-    ids=["gmos_s", "ego", "depth_warp"],
+    [MODEL_PARAMS, BASELINE_PARAMS, WARP_PARAMS, FLOW_PARAMS],
+    ids=["gmos_s", "ego", "depth_warp", "flow_motion"],
 )
 def test_node_over_dds_matches_offline_eval(tmp_path: Path, model_params: list[str]) -> None:
     bag = tmp_path / "synth"
