@@ -105,6 +105,14 @@ def run_baselines(names: list[str], scenes: list[SceneSample], res: Path) -> lis
     return list(methods)
 
 
+# Rows of a Gmos bundle run with another motion decision than its head, and that decision.
+DECISION_OF = {
+    "gmos_depth_warp": "depth_warp",
+    "gmos_depth_vo": "depth_warp",
+    "gmos_flow_motion": "flow_motion",
+}
+
+
 def run_learned(
     kind: str,
     bundle: Path,
@@ -117,11 +125,12 @@ def run_learned(
     "gmos_depth_vo" also hand it each frame's exact depth from `scenes` with their exact poses
     / the depth odometry's."""
     inputs = [data / "JPEGImages" / "480p" / n for n in names]
-    warp = kind in ("gmos_depth_warp", "gmos_depth_vo")
+    decision = DECISION_OF.get(kind, "head")
+    warp = decision == "depth_warp"
     settings = RuntimeSettings(
         variant="gmos_s" if kind == "gmos_s" else "gmos_online",
         bundle=str(bundle),
-        motion_decision="depth_warp" if warp else DECISION_OF.get(kind, "head"),
+        motion_decision=decision,
     )
     sensors = None
     if warp:
@@ -205,8 +214,6 @@ LABELS = {
     "gmos_depth_vo": "micro Gmos, depth-warp decision (RGB-D, depth odometry)",
     "gmos_flow_motion": "micro Gmos, flow-motion decision (RGB only)",
 }
-# Rows of a Gmos bundle run with another motion decision than its head (besides depth_warp's).
-DECISION_OF = {"gmos_flow_motion": "flow_motion"}
 
 
 def markdown_table(rows: dict[str, dict[str, float]], spec: SplitSpec) -> str:

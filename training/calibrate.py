@@ -464,8 +464,9 @@ def calibrate_bundle(
 
     `tracker_grid` (Gmos): the (snap IoU, use_velocity) settings to search; None: the default.
     `decision` (Gmos): the motion decision to calibrate ("head"; "depth_warp" or
-    "flow_motion": written as the bundle's point of that decision, its head point kept). `fp_margin`: with `fp_budget` 0, how far
-    (a fraction) below the better baseline's FP the budget lies (`fp_budget_from_baselines`).
+    "flow_motion": written as the bundle's point of that decision, its head point kept).
+    `fp_margin`: with `fp_budget` 0, how far (a fraction) below the better baseline's FP the
+    budget lies (`fp_budget_from_baselines`).
 
     `with_baselines` (Gmos): also score both baselines on the same validation clips and say,
     for the chosen point, on which MOS-I metrics it beats them (reported, not optimised: the
