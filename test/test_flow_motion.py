@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 
 import cv2
 import numpy as np
@@ -311,3 +312,26 @@ def test_the_speed_benchmark_reports_every_part_per_input_size(tmp_path):
         for part in ("grey_ms", "planes_ms", "net_ms", "evidence_ms"):
             assert 0 < r[part]["p50"] <= r[part]["p95"]
     assert (tmp_path / "bench_flow_motion.png").stat().st_size > 0
+
+
+def test_the_fusion_probe_keeps_a_track_once_it_moved_and_scores_in_range(tmp_path):
+    from training.probe_gmos_s_fusion import gated, main
+
+    # Two objects; the flow net fires on object 1 at frame 0 only, never on object 2.
+    labels = np.zeros((3, 8, 8), np.uint8)
+    labels[:, :4, :4] = 1
+    labels[:, 4:, 4:] = 2
+    flow = np.zeros((3, 8, 8), np.float32)
+    flow[0, :4, :4] = 0.9
+    now = gated(lambda k: labels[k], flow, 0.5, memory=False, link=False)
+    kept = gated(lambda k: labels[k], flow, 0.5, memory=True, link=False)
+    assert now[0].sum() == 16 and not now[1:].any()
+    assert all(kept[k].sum() == 16 and kept[k][:4, :4].all() for k in range(3))
+
+    assert main(["--out", str(tmp_path), "--num-seqs", "1"]) == 0
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert set(report["best_mos_j"]) >= {"gmos_s", "flow>t", "exact_objects_memory"}
+    values = [v for row in report["mos_j_by_threshold"].values() for v in row.values()]
+    assert values and all(0.0 <= v <= 100.0 for v in values)
+    assert list(report["mos_j_by_threshold"]["gmos_s"]) == [f"{report['gmos_s_fg_threshold']:g}"]
+    assert (tmp_path / "results.png").stat().st_size > 0
