@@ -30,6 +30,12 @@ The metric path from the depth and camera_info messages (`depth_states_from_mess
 :class:`~gmos_core.geometry.depth_states.DepthObjectStates`) is also what ``gmos-bag eval
 --depth-topic`` runs, so a bag evaluated offline gets the node's 3-D states.
 
+With ``motion_decision: depth_warp`` the frame being stepped needs its depth (and pose) at once,
+but separate topics arrive in no set order: the inference thread waits for them up to
+``geometry.sensor_wait_s`` (default 0.1 s), and stops waiting as soon as a newer depth (pose)
+shows that the frame's own will not come; a frame still without one is counted
+(``errors.warp_depth_missing`` / ``warp_pose_missing``) and carried by the tracker.
+
 Bad input is counted, never fatal: ``errors.depth_invalid`` (unknown encoding, wrong size,
 truncated data), ``errors.camera_info_missing`` (depth but no intrinsics yet).
 
@@ -43,6 +49,7 @@ SLAM parameters (they change the existing mask outputs):
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +134,33 @@ class CameraGeometry:
     last_stamp_ns: int | None = None
     # Camera poses of the input frames for the depth_warp motion decision (depth odometry).
     poses: DepthOdometryPoses = field(default_factory=DepthOdometryPoses)
+    # Notified whenever a depth or pose message is buffered (`wait_for_sensor`).
+    arrived: threading.Condition = field(default_factory=threading.Condition)
+
+    def add_depth(self, stamp_ns: int, msg: Any) -> None:
+        """Buffer a depth message (the subscription's callback) and wake any waiter."""
+        with self.arrived:
+            self.depths.append((stamp_ns, msg))
+            self.arrived.notify_all()
+
+    def add_pose(self, stamp_ns: int, msg: Any) -> None:
+        """Buffer a pose message (the subscription's callback) and wake any waiter."""
+        with self.arrived:
+            self.pose_msgs.append((stamp_ns, msg))
+            self.arrived.notify_all()
+
+    def wait_for_sensor(self, stamp_ns: int, tolerance_ns: int, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` until the depth of `stamp_ns` (and, with a pose topic, its
+        pose) is buffered or known not to come (a newer message of that topic is there: topics
+        arrive in stamp order). Returns whether that was settled in time."""
+
+        def settled() -> bool:
+            return _settled(self.depths, stamp_ns, tolerance_ns) and (
+                not self.pose_topic or _settled(self.pose_msgs, stamp_ns, tolerance_ns)
+            )
+
+        with self.arrived:
+            return self.arrived.wait_for(settled, timeout=max(timeout_s, 0.0))
 
     def depth_for(self, stamp_ns: int, tolerance_ns: int) -> Any | None:
         """The buffered depth message closest to ``stamp_ns`` within the tolerance, or None."""
@@ -135,6 +169,12 @@ class CameraGeometry:
     def pose_for(self, stamp_ns: int, tolerance_ns: int) -> Any | None:
         """The buffered pose message closest to ``stamp_ns`` within the tolerance, or None."""
         return _closest(self.pose_msgs, stamp_ns, tolerance_ns)
+
+
+def _settled(buffer: deque[tuple[int, Any]], stamp_ns: int, tolerance_ns: int) -> bool:
+    """Whether `buffer` holds a message within the tolerance of `stamp_ns`, or a newer one
+    (so the one of `stamp_ns` will not come any more)."""
+    return any(s >= stamp_ns - tolerance_ns for s, _ in list(buffer))
 
 
 def _closest(buffer: deque[tuple[int, Any]], stamp_ns: int, tolerance_ns: int) -> Any | None:
@@ -214,14 +254,14 @@ class GeometryOutputs:
                 g.depths.clear()
 
                 def callback(msg: Image, g: CameraGeometry = g) -> None:
-                    g.depths.append((stamp_to_ns(msg.header), msg))
+                    g.add_depth(stamp_to_ns(msg.header), msg)
 
                 g.sub_depth = self.node.create_subscription(Image, g.depth_topic, callback, in_qos)
                 if g.pose_topic:  # the depth_warp decision's camera poses
                     g.pose_msgs.clear()
 
                     def on_pose(msg: PoseStamped, g: CameraGeometry = g) -> None:
-                        g.pose_msgs.append((stamp_to_ns(msg.header), msg))
+                        g.add_pose(stamp_to_ns(msg.header), msg)
 
                     g.sub_pose = self.node.create_subscription(
                         PoseStamped, g.pose_topic, on_pose, in_qos
@@ -357,7 +397,10 @@ class GeometryOutputs:
         g = self.cams.get(id(cam))
         if g is None or not g.depth_topic:
             return None
-        msg = g.depth_for(stamp_ns, self.settings.depth_stamp_tolerance_ns)
+        tolerance = self.settings.depth_stamp_tolerance_ns
+        # The image may have come before its depth / pose: wait for them (bounded).
+        g.wait_for_sensor(stamp_ns, tolerance, self.settings.sensor_wait_s)
+        msg = g.depth_for(stamp_ns, tolerance)
         if msg is None:
             cam.counters.error("warp_depth_missing")
             return None
@@ -367,7 +410,7 @@ class GeometryOutputs:
             return None
         pose = None
         if g.pose_topic:
-            pose = g.pose_for(stamp_ns, self.settings.depth_stamp_tolerance_ns)
+            pose = g.pose_for(stamp_ns, tolerance)
             if pose is None:
                 cam.counters.error("warp_pose_missing")
                 return None

@@ -391,6 +391,13 @@ PARAMS: tuple[ParamSpec, ...] = (
         range=(0.0, 10.0),
     ),  # fmt: skip
     ParamSpec(
+        "geometry.sensor_wait_s",
+        0.1,
+        "motion_decision depth_warp: longest wait for a frame's depth / pose when the image "
+        "came first, s (0 = none); ended early by a newer depth / pose.",
+        range=(0.0, 5.0),
+    ),  # fmt: skip
+    ParamSpec(
         "geometry.min_points",
         20,
         "Fewest valid 3-D points for an object's position.",
@@ -465,6 +472,7 @@ class GeometrySettings:
         depth_topics: aligned depth topic per camera ("" = none).
         pose_topics: camera pose topic per camera for the depth_warp decision ("" = none).
         depth_stamp_tolerance_ns: largest image/depth stamp difference still paired, ns.
+        sensor_wait_s: depth_warp: longest wait for a frame's depth / pose, s.
         min_points: fewest valid 3-D points for a position.
         velocity_window_s: span of the velocity fit, s.
         pi3_heads: one of `PI3_HEADS_MODES`.
@@ -475,6 +483,7 @@ class GeometrySettings:
     depth_topics: tuple[str, ...] = ("",)
     pose_topics: tuple[str, ...] = ("",)
     depth_stamp_tolerance_ns: int = 0
+    sensor_wait_s: float = 0.1
     min_points: int = 20
     velocity_window_s: float = 0.5
     pi3_heads: str = "auto"
@@ -734,6 +743,9 @@ def _geometry_settings(
     tol = float(get("geometry.depth_stamp_tolerance_s"))
     if tol < 0:
         raise ValueError(f"parameter geometry.depth_stamp_tolerance_s={tol}: must be >= 0")
+    wait = float(get("geometry.sensor_wait_s"))
+    if wait < 0:
+        raise ValueError(f"parameter geometry.sensor_wait_s={wait}: must be >= 0")
     min_points = int(get("geometry.min_points"))
     if min_points < 1:
         raise ValueError(f"parameter geometry.min_points={min_points}: must be >= 1")
@@ -747,6 +759,7 @@ def _geometry_settings(
         depth_topics=per_camera("geometry.depth_topics"),
         pose_topics=per_camera("geometry.pose_topics"),
         depth_stamp_tolerance_ns=int(round(tol * 1e9)),
+        sensor_wait_s=wait,
         min_points=min_points,
         velocity_window_s=window,
         pi3_heads=choice("geometry.pi3_heads", PI3_HEADS_MODES),

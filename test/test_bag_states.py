@@ -271,3 +271,60 @@ def test_the_node_builds_the_decisions_sensor_frame_or_counts_why_not():
     small = frame[::2, ::2].copy()
     got = geo.sensor_frame(cam, small, (24, 32), 100)
     assert got is not None and got.size == (12, 16) and got.intrinsics.width == 16
+
+
+def test_the_warp_decision_waits_for_a_depth_that_arrives_after_its_image():
+    """Colour and depth are separate topics: the frame being stepped may come first. Its depth,
+    published a moment later from another thread, is used; a newer depth already there (the
+    frame's own was lost) ends the wait at once with the frame counted missing."""
+    import threading
+
+    from sensor_msgs.msg import CameraInfo
+    from std_msgs.msg import Header
+
+    from gmos_ros.bag.synth import depth_image
+    from gmos_ros.diagnostics import CameraCounters
+    from gmos_ros.geometry_outputs import CameraGeometry, GeometryOutputs
+    from gmos_ros.params import GeometrySettings
+
+    info = CameraInfo(height=24, width=32, k=[50.0, 0.0, 15.5, 0.0, 50.0, 11.5, 0.0, 0.0, 1.0])
+
+    class FakeNode:
+        @staticmethod
+        def _matching_info(cam, stamp_ns):
+            return info
+
+        @staticmethod
+        def _errlog(key, msg):
+            pass
+
+    class Cam:
+        counters = CameraCounters()
+
+    def depth(stamp):
+        h = Header(frame_id="cam")
+        h.stamp.sec, h.stamp.nanosec = divmod(stamp, 10**9)
+        return depth_image(np.full((24, 32), 2.0), "32FC1", h)
+
+    cam = Cam()
+    geo = GeometryOutputs(FakeNode())
+    # A wait far longer than the publisher's delay, so the outcome never depends on timing.
+    geo.settings = GeometrySettings(depth_topics=("/d",), sensor_wait_s=30.0)
+    g = CameraGeometry("/d")
+    geo.cams[id(cam)] = g
+    frame = np.zeros((24, 32, 3), np.uint8)
+
+    late = threading.Timer(0.05, lambda: g.add_depth(100, depth(100)))
+    late.start()
+    got = geo.sensor_frame(cam, frame, (24, 32), 100)
+    late.join()
+    assert got is not None and float(got.depth_m.mean()) == pytest.approx(2.0)
+    # The depth of stamp 200 was lost; 300's is there: no wait for 200, counted missing.
+    g.add_depth(300, depth(300))
+    assert g.wait_for_sensor(200, 0, 30.0) is True
+    assert geo.sensor_frame(cam, frame, (24, 32), 200) is None
+    assert dict(cam.counters.errors) == {"warp_depth_missing": 1}
+    # Without the wait (0), a frame whose depth is not there yet is missing at once.
+    geo.settings = GeometrySettings(depth_topics=("/d",), sensor_wait_s=0.0)
+    assert g.wait_for_sensor(400, 0, 0.0) is False
+    assert geo.sensor_frame(cam, frame, (24, 32), 400) is None
