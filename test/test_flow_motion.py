@@ -335,3 +335,5 @@ def test_the_fusion_probe_keeps_a_track_once_it_moved_and_scores_in_range(tmp_pa
     assert values and all(0.0 <= v <= 100.0 for v in values)
     assert list(report["mos_j_by_threshold"]["gmos_s"]) == [f"{report['gmos_s_fg_threshold']:g}"]
     assert (tmp_path / "results.png").stat().st_size > 0
+    with pytest.raises(SystemExit):  # never tuned on the held-out split
+        main(["--out", str(tmp_path), "--seed", "900000"])

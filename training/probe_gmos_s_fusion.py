@@ -44,7 +44,7 @@ from gmos_core.metrics.davis import evaluate_mos_binary
 from gmos_core.models.flow_decision import FlowMotionDecision, clamped_window
 from gmos_core.streaming.build import RuntimeSettings, build_segmenter, load_frame_model
 from gmos_core.streaming.segmenter import FrameModel
-from training.splits import SplitSpec, held_out_scenes, jpeg_round_trip
+from training.splits import HELD_OUT_SEED, SplitSpec, held_out_scenes, jpeg_round_trip
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.num_seqs < 1:
         ap.error(f"--num-seqs must be >= 1, got {args.num_seqs}")
+    if args.seed >= HELD_OUT_SEED:
+        ap.error(f"--seed {args.seed}: seeds from {HELD_OUT_SEED} are the held-out split's")
     apply_threads(args.threads)
     settings = RuntimeSettings(variant="gmos_s", bundle=args.gmos_s_bundle)
     model = load_frame_model(settings)
