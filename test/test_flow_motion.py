@@ -297,6 +297,13 @@ def test_a_segmenter_with_the_flow_decision_takes_motion_from_the_net(tmp_path):
     assert [r.stamp_ns for r in results] == [10**8 * k for k in range(8)]
     assert len(decided) == 8  # every frame's proposals were decided by the net
     assert all(np.all((p >= 0) & (p <= 1)) for p in decided)
+    # One decision object shared between streams (calibration's memo): used as given.
+    shared = FlowMotionDecision(net=FlowMotionNet(width=8))
+    assert (
+        build_segmenter(settings, model=seg.model, motion_decision=shared).motion_decision is shared
+    )
+    with pytest.raises(ValueError, match="'head'"):
+        build_segmenter(RuntimeSettings(), model=seg.model, motion_decision=shared)
 
 
 @pytest.mark.skipif(not DEFAULT_FLOW_MOTION_WEIGHTS.is_file(), reason="no shipped flow motion net")

@@ -276,10 +276,8 @@ def calibrate_gmos(
     )
 
     def segmenter(seq: ValidationSequence, rec: RecordingModel) -> Any:
-        seg = build_segmenter(clip_settings("gmos_online", seq, {}, decision), model=rec)
-        if memo is not None:
-            seg.motion_decision = memo
-        return seg
+        settings = clip_settings("gmos_online", seq, {}, decision)
+        return build_segmenter(settings, model=rec, motion_decision=memo)
 
     recorders = []
     for seq in tqdm(seqs, desc="gmos (record)", unit="seq"):

@@ -260,8 +260,11 @@ def build_segmenter(
     offline: bool = False,
     second_pass: bool = True,
     spill_dir: str | None = None,
+    motion_decision: MotionDecision | None = None,
 ) -> StreamingSegmenter:
-    """A stream's segmenter; pass `model` to share one loaded model between streams.
+    """A stream's segmenter; pass `model` to share one loaded model between streams, and
+    `motion_decision` to share one decision object (else the settings' is built: for
+    "flow_motion" that loads its net).
 
     `offline=True` keeps the per-frame proposals (on disk, under `spill_dir` or `$TMPDIR`)
     so that the anchored second pass can run at the end of a clip
@@ -269,6 +272,8 @@ def build_segmenter(
     `second_pass=False` runs the same online pass as `offline=True` but keeps nothing.
     """
     _check_decision(settings)
+    if motion_decision is not None and settings.motion_decision == "head":
+        raise ValueError("a motion_decision object was given, but the settings' decision is 'head'")
     model = model if model is not None else load_frame_model(settings)
     # The model's operating point (calibrated on a validation split and stored in its bundle,
     # else the paper's thresholds); explicit settings win.
@@ -298,7 +303,9 @@ def build_segmenter(
         ),
         span_s=settings.span_s,
         proposer_stride=settings.proposer_stride,
-        motion_decision=build_motion_decision(settings),
+        motion_decision=motion_decision
+        if motion_decision is not None
+        else build_motion_decision(settings),
     )
 
 
