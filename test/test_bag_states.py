@@ -207,21 +207,17 @@ def test_eval_with_camera_poses_uses_them_and_the_pose_round_trips(tmp_path):
         params_from_values(values)
 
 
-def test_the_node_builds_the_decisions_sensor_frame_or_counts_why_not():
-    """`GeometryOutputs.sensor_frame` (the node's side of motion_decision depth_warp): depth and
-    pose paired by stamp; a missing or bad one is counted, logged and gives no frame."""
+def _sensor_geometry(settings, pose_topic: str = "") -> tuple:
+    """The node's `GeometryOutputs` for one camera with depth topic "/d" (and `pose_topic`),
+    over a stand-in node whose camera_info is a 32 x 24 pinhole: (outputs, camera, its
+    `CameraGeometry`, the messages it logged)."""
     from sensor_msgs.msg import CameraInfo
-    from std_msgs.msg import Header
 
-    from gmos_ros.bag.synth import depth_image
     from gmos_ros.diagnostics import CameraCounters
-    from gmos_ros.geometry_outputs import CameraGeometry, GeometryOutputs, matrix_to_pose
-    from gmos_ros.messages import copy_header
-    from gmos_ros.params import GeometrySettings
+    from gmos_ros.geometry_outputs import CameraGeometry, GeometryOutputs
 
-    k = [50.0, 0.0, 15.5, 0.0, 50.0, 11.5, 0.0, 0.0, 1.0]
-    info = CameraInfo(height=24, width=32, k=k)
-    logged = []
+    info = CameraInfo(height=24, width=32, k=[50.0, 0.0, 15.5, 0.0, 50.0, 11.5, 0.0, 0.0, 1.0])
+    logged: list[str] = []
 
     class FakeNode:
         @staticmethod
@@ -237,9 +233,24 @@ def test_the_node_builds_the_decisions_sensor_frame_or_counts_why_not():
 
     cam = Cam()
     geo = GeometryOutputs(FakeNode())
-    geo.settings = GeometrySettings(depth_topics=("/d",), pose_topics=("/p",))
-    g = CameraGeometry("/d", pose_topic="/p")
+    geo.settings = settings
+    g = CameraGeometry("/d", pose_topic=pose_topic)
     geo.cams[id(cam)] = g
+    return geo, cam, g, logged
+
+
+def test_the_node_builds_the_decisions_sensor_frame_or_counts_why_not():
+    """`GeometryOutputs.sensor_frame` (the node's side of motion_decision depth_warp): depth and
+    pose paired by stamp; a missing or bad one is counted, logged and gives no frame."""
+    from std_msgs.msg import Header
+
+    from gmos_ros.bag.synth import depth_image
+    from gmos_ros.geometry_outputs import matrix_to_pose
+    from gmos_ros.messages import copy_header
+    from gmos_ros.params import GeometrySettings
+
+    settings = GeometrySettings(depth_topics=("/d",), pose_topics=("/p",))
+    geo, cam, g, logged = _sensor_geometry(settings, pose_topic="/p")
     frame = np.random.default_rng(0).integers(0, 255, (24, 32, 3), dtype=np.uint8)
 
     def header(stamp):
@@ -279,39 +290,18 @@ def test_the_warp_decision_waits_for_a_depth_that_arrives_after_its_image():
     frame's own was lost) ends the wait at once with the frame counted missing."""
     import threading
 
-    from sensor_msgs.msg import CameraInfo
     from std_msgs.msg import Header
 
     from gmos_ros.bag.synth import depth_image
-    from gmos_ros.diagnostics import CameraCounters
-    from gmos_ros.geometry_outputs import CameraGeometry, GeometryOutputs
     from gmos_ros.params import GeometrySettings
-
-    info = CameraInfo(height=24, width=32, k=[50.0, 0.0, 15.5, 0.0, 50.0, 11.5, 0.0, 0.0, 1.0])
-
-    class FakeNode:
-        @staticmethod
-        def _matching_info(cam, stamp_ns):
-            return info
-
-        @staticmethod
-        def _errlog(key, msg):
-            pass
-
-    class Cam:
-        counters = CameraCounters()
 
     def depth(stamp):
         h = Header(frame_id="cam")
         h.stamp.sec, h.stamp.nanosec = divmod(stamp, 10**9)
         return depth_image(np.full((24, 32), 2.0), "32FC1", h)
 
-    cam = Cam()
-    geo = GeometryOutputs(FakeNode())
     # A wait far longer than the publisher's delay, so the outcome never depends on timing.
-    geo.settings = GeometrySettings(depth_topics=("/d",), sensor_wait_s=30.0)
-    g = CameraGeometry("/d")
-    geo.cams[id(cam)] = g
+    geo, cam, g, _ = _sensor_geometry(GeometrySettings(depth_topics=("/d",), sensor_wait_s=30.0))
     frame = np.zeros((24, 32, 3), np.uint8)
 
     late = threading.Timer(0.05, lambda: g.add_depth(100, depth(100)))
