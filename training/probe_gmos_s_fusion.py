@@ -44,7 +44,7 @@ from gmos_core.metrics.davis import evaluate_mos_binary
 from gmos_core.models.flow_decision import FlowMotionDecision, clamped_window
 from gmos_core.streaming.build import RuntimeSettings, build_segmenter, load_frame_model
 from gmos_core.streaming.segmenter import FrameModel
-from training.splits import HELD_OUT_SEED, SplitSpec, held_out_scenes, jpeg_round_trip
+from training.splits import HELD_OUT_SEED, SplitSpec, iter_held_out_scenes, jpeg_round_trip
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -167,13 +167,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.flow_motion_weights
         else FlowMotionDecision()
     )
-    scenes, _ = held_out_scenes(SplitSpec(num_seqs=args.num_seqs, seed=args.seed))
     grids = {
         name: (fg_threshold,) if name == "gmos_s" else (0.5,) if name in FIXED else THRESHOLDS
         for name in rules(fg_threshold)
     }
     per: dict[str, dict[float, list[float]]] = {n: {t: [] for t in g} for n, g in grids.items()}
-    for scene in tqdm(scenes, desc="gmos-s + flow net"):
+    spec = SplitSpec(num_seqs=args.num_seqs, seed=args.seed)
+    scenes = (s for _, s in iter_held_out_scenes(spec))  # rendered one at a time
+    for scene in tqdm(scenes, desc="gmos-s + flow net", total=args.num_seqs):
         clip = clip_maps(scene, model, settings, decision)  # one clip's maps at a time
         for name, rule in rules(fg_threshold).items():
             for t in grids[name]:

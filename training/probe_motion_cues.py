@@ -70,7 +70,7 @@ from gmos_core.geometry.warp import (
     window_warp_residual,
 )
 from training.calibrate import VALIDATION_SEED
-from training.splits import HELD_OUT_SEED, SplitSpec, held_out_scenes
+from training.splits import HELD_OUT_SEED, SplitSpec, iter_held_out_scenes
 
 __all__ = [
     "CueScores",
@@ -407,12 +407,12 @@ def probe_motion_cues(
         if "warp_pi3" in cues:
             raise ValueError("--pi3-state already has π³ heads; give --bundle or that state")
         cues.update(pi3_warp_cues(bundle))
-    scenes, _ = held_out_scenes(SplitSpec(num_seqs=num_seqs, seed=seed))
+    scenes = (s for _, s in iter_held_out_scenes(SplitSpec(num_seqs=num_seqs, seed=seed)))
     res = CueScores(scores={name: [] for name in cues})
     half = WINDOW // 2
     frames = 0
     no_evidence = dict.fromkeys(cues, 0)
-    for s in tqdm(scenes, desc="motion cues", unit="clip"):
+    for s in tqdm(scenes, desc="motion cues", unit="clip", total=num_seqs):
         for t in range(half, s.num_frames - half, frame_stride):
             frames += 1
             per_cue = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,16 +54,15 @@ def apply_tfa_rule(sample: SceneSample, min_px: int = 1) -> SceneSample:
     return dataclasses.replace(sample, motion_state=motion, object_is_dynamic=motion.any(axis=0))
 
 
-def held_out_scenes(spec: SplitSpec) -> tuple[list[SceneSample], list[int]]:
-    """The held-out scenes (a pure function of the spec) and their seeds.
+def iter_held_out_scenes(spec: SplitSpec) -> Iterator[tuple[int, SceneSample]]:
+    """The held-out scenes of `spec` and their seeds, one at a time (memory flat in
+    `spec.num_seqs`); `held_out_scenes` collects them.
 
     Seeds are taken in order from `spec.seed`; a scene with no visibly moving object after
     `apply_tfa_rule` is skipped (the evaluators drop sequences without moving objects).
     """
-    scenes: list[SceneSample] = []
-    seeds: list[int] = []
-    seed = spec.seed
-    while len(scenes) < spec.num_seqs:
+    seed, made = spec.seed, 0
+    while made < spec.num_seqs:
         s = apply_tfa_rule(
             generate_scene(
                 SceneConfig(
@@ -71,15 +71,21 @@ def held_out_scenes(spec: SplitSpec) -> tuple[list[SceneSample], list[int]]:
                     fps=spec.fps,
                     num_frames=spec.num_frames,
                     seed=seed,
-                    scene_kind=KINDS[len(scenes) % len(KINDS)],  # type: ignore[arg-type]
+                    scene_kind=KINDS[made % len(KINDS)],  # type: ignore[arg-type]
                 )
             )
         )
         if s.object_is_dynamic.any():
-            scenes.append(s)
-            seeds.append(seed)
+            yield seed, s
+            made += 1
         seed += 1
-    return scenes, seeds
+
+
+def held_out_scenes(spec: SplitSpec) -> tuple[list[SceneSample], list[int]]:
+    """The held-out scenes (a pure function of the spec) and their seeds
+    (`iter_held_out_scenes`, collected)."""
+    pairs = list(iter_held_out_scenes(spec))
+    return [s for _, s in pairs], [seed for seed, _ in pairs]
 
 
 def write_split(spec: SplitSpec, data: Path) -> tuple[list[str], list[SceneSample]]:

@@ -58,7 +58,7 @@ from gmos_core.geometry.flow_features import (
 from gmos_core.models.flow_decision import FLOW_MOTION_FORMAT, clamped_window
 from gmos_core.models.flow_motion_net import FlowMotionNet
 from training.resume import Fp16State, load_part
-from training.splits import SplitSpec, held_out_scenes
+from training.splits import SplitSpec, held_out_scenes, iter_held_out_scenes
 from training.stage_loop import (
     StageHooks,
     StageSettings,
@@ -227,8 +227,8 @@ def object_auroc(net: FlowMotionNet, num_clips: int, seed: int) -> dict[str, Any
 
     decision = FlowMotionDecision(net=net)
     scores, moving, kinds = [], [], []
-    scenes, _ = held_out_scenes(SplitSpec(num_seqs=num_clips, seed=seed))
-    for s in tqdm(scenes, desc="flow motion AUROC", unit="clip"):
+    scenes = (s for _, s in iter_held_out_scenes(SplitSpec(num_seqs=num_clips, seed=seed)))
+    for s in tqdm(scenes, desc="flow motion AUROC", unit="clip", total=num_clips):
         greys = [decision.grey(f) for f in s.frames]
         for t in range(2, s.num_frames - 2, 3):
             window, center = clamped_window(greys, t)
