@@ -45,6 +45,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from gmos_core.data.synthetic import SceneConfig, generate_scene
 from gmos_core.metrics.object_states import score_object_states
+from gmos_core.motion_decision import MOTION_DECISIONS
 from gmos_core.streaming.build import DEFAULT_BUNDLES
 from gmos_core.visualize import labelled_rows_sheet, overlay_instances, write_rgb
 from gmos_ros.bag import (
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--motion-decision",
         default="head",
-        choices=["head", "depth_warp", "flow_motion"],
+        choices=MOTION_DECISIONS,
         help="gmos_online: which proposals move: the motion head, the warp residual of the "
         "bag's depth with the camera's poses (written to the bag on /camera/pose as a robot's "
         "odometry would give them; node parameters motion_decision, geometry.pose_topics), or "

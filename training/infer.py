@@ -48,6 +48,7 @@ from gmos_core.deploy import add_backend_arguments
 from gmos_core.errors import ModelSetupError
 from gmos_core.geometry.warp_decision import SensorFrame
 from gmos_core.models.preprocess import stride_from_fps
+from gmos_core.motion_decision import MOTION_DECISIONS
 from gmos_core.streaming import FrameResult
 from gmos_core.streaming.build import RuntimeSettings, build_segmenter, load_frame_model
 from gmos_core.variants import parse_variant
@@ -292,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--motion-decision",
         default="head",
-        choices=["head", "flow_motion"],
+        # depth_warp needs each frame's depth and pose: the library form or the node.
+        choices=[d for d in MOTION_DECISIONS if d != "depth_warp"],
         help="gmos: which proposals move: head (the model's motion head) or flow_motion (the "
         "flow motion net on the frames' optical flow, RGB only; the bundle's flow_motion "
         "operating point). depth_warp needs depth and poses: library form (sensors=) or the node",
