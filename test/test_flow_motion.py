@@ -23,6 +23,7 @@ from gmos_core.models.flow_decision import (
     DEFAULT_FLOW_MOTION_WEIGHTS,
     FlowMotionDecision,
     clamped_window,
+    clip_motion_maps,
     load_flow_motion_net,
 )
 from gmos_core.models.flow_motion_net import FlowMotionNet
@@ -156,10 +157,7 @@ def test_the_shipped_net_ranks_moving_objects_above_static_ones_better_than_the_
     net_scores, hom_scores, moving = [], [], []
     scenes, _ = held_out_scenes(SplitSpec(num_seqs=6, seed=800_000))
     for s in scenes:
-        greys = [dec.grey(f) for f in s.frames]
-        for t in range(2, s.num_frames - 2, 4):
-            window, c = clamped_window(greys, t)
-            prob = cv2.resize(dec.evidence(window, [None] * 5, c), (128, 128))
+        for t, prob in clip_motion_maps(dec, s.frames, range(2, s.num_frames - 2, 4)):
             hom = homography_cue(s, t)
             for k, oid in enumerate(s.object_ids):
                 m = s.instance_masks[t] == oid

@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import matplotlib
 import numpy as np
 from tqdm import tqdm
@@ -41,7 +40,7 @@ from gmos_core.baselines_extra import InstanceLinker, components_to_labels
 from gmos_core.compute import apply_threads
 from gmos_core.data.synthetic import SceneSample
 from gmos_core.metrics.davis import evaluate_mos_binary
-from gmos_core.models.flow_decision import FlowMotionDecision, clamped_window
+from gmos_core.models.flow_decision import FlowMotionDecision, clip_motion_maps
 from gmos_core.streaming.build import RuntimeSettings, build_segmenter, load_frame_model
 from gmos_core.streaming.segmenter import FrameModel
 from training.splits import HELD_OUT_SEED, SplitSpec, iter_held_out_scenes, jpeg_round_trip
@@ -79,12 +78,7 @@ def clip_maps(
         results += seg.step(f, int(t))
     results += seg.flush()
     fg = np.stack([r.fg_prob for r in results])
-    greys = [decision.grey(f) for f in frames]
-    flow = []
-    for t in range(len(frames)):
-        window, centre = clamped_window(greys, t)
-        ev = decision.evidence(window, [None] * len(window), centre)
-        flow.append(cv2.resize(ev, fg.shape[:0:-1], interpolation=cv2.INTER_LINEAR))
+    flow = [prob for _, prob in clip_motion_maps(decision, frames)]
     gt = np.isin(scene.instance_masks, scene.object_ids[scene.object_is_dynamic])
     now = np.zeros_like(gt)
     for k, oid in enumerate(scene.object_ids):

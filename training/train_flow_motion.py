@@ -222,18 +222,14 @@ def _collate(items: list[dict[str, Tensor]]) -> dict[str, Any]:
 def object_auroc(net: FlowMotionNet, num_clips: int, seed: int) -> dict[str, Any]:
     """Per-object AUROC of the net's mean probability under each visible object's mask
     (every 3rd frame of `num_clips` clips from `seed`; objects of ≥ 20 pixels)."""
-    from gmos_core.models.flow_decision import FlowMotionDecision
+    from gmos_core.models.flow_decision import FlowMotionDecision, clip_motion_maps
     from training.probe_motion_cues import auroc
 
     decision = FlowMotionDecision(net=net)
     scores, moving, kinds = [], [], []
     scenes = (s for _, s in iter_held_out_scenes(SplitSpec(num_seqs=num_clips, seed=seed)))
     for s in tqdm(scenes, desc="flow motion AUROC", unit="clip", total=num_clips):
-        greys = [decision.grey(f) for f in s.frames]
-        for t in range(2, s.num_frames - 2, 3):
-            window, center = clamped_window(greys, t)
-            prob = decision.evidence(window, [None] * len(window), center)
-            prob = cv2.resize(prob, s.frames.shape[2:0:-1], interpolation=cv2.INTER_LINEAR)
+        for t, prob in clip_motion_maps(decision, s.frames, range(2, s.num_frames - 2, 3)):
             for k, oid in enumerate(s.object_ids):
                 m = s.instance_masks[t] == oid
                 if m.sum() >= 20:

@@ -12,7 +12,7 @@ brought to 128 px on the long side, the runtime's window stride keeps ~0.5 s per
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ __all__ = [
     "FLOW_MOTION_FORMAT",
     "FlowMotionDecision",
     "clamped_window",
+    "clip_motion_maps",
     "load_flow_motion_net",
 ]
 
@@ -129,3 +130,29 @@ class FlowMotionDecision:
         prob = cv2.resize(evidence, (w, h), interpolation=cv2.INTER_LINEAR)
         means = mask_means(prob, pred.masks.astype(bool), self.min_pixels)
         return replace(pred, motion_prob=np.nan_to_num(means, nan=0.0).astype(np.float32))
+
+
+def clip_motion_maps(
+    decision: FlowMotionDecision, frames: Sequence[np.ndarray], indices: Iterable[int] | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """The net's probability of moving now for frames of a whole clip, each computed as the
+    streaming runtime computes it (its 5-frame window clamped at the clip's ends), for offline
+    tools.
+
+    Args:
+        decision: the flow decision.
+        frames: the clip's (H, W, 3) uint8 RGB frames.
+        indices: the frames wanted, in any order (default: all).
+
+    Yields:
+        (t, (H, W) float32 probability at the frames' size), or (t, None) when the window gives
+        no evidence (a clip of one frame).
+    """
+    greys = [decision.grey(f) for f in frames]
+    for t in range(len(frames)) if indices is None else indices:
+        window, centre = clamped_window(greys, t)
+        prob = decision.evidence(window, [None] * len(window), centre)
+        if prob is not None:
+            h, w = frames[t].shape[:2]
+            prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+        yield t, prob
