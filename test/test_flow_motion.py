@@ -14,6 +14,7 @@ import torch
 from gmos_core.geometry.flow_features import (
     NUM_FEATURES,
     PLANES_PER_NEIGHBOUR,
+    FlowPairCache,
     feature_size,
     flow_grey,
     pair_planes,
@@ -92,6 +93,34 @@ def test_window_planes_shape_and_no_evidence_for_a_repeated_centre():
         clamped_window(frames, 7)
     with pytest.raises(ValueError, match="positive"):
         feature_size(0, 10)
+
+
+def test_flow_cache_gives_the_same_planes_computing_each_pair_once_and_stays_bounded():
+    bg = _texture()
+    patch = _texture(24, 24, seed=1)
+    frames = []
+    for k in range(9):  # a pan, and a patch moving the other way
+        g = _shift(bg, 1.5 * k, 0.0)
+        g[30:54, 60 - 2 * k : 84 - 2 * k] = patch
+        frames.append(g)
+    flows = FlowPairCache(capacity=12)
+    asked = 0
+    for t in range(len(frames)):
+        window, center = clamped_window(frames, t)
+        cached = window_planes(window, center, flows)
+        assert np.array_equal(cached, window_planes(window, center))
+        assert len(flows) <= 12
+        asked += 2 * sum(w is not window[center] for w in window)
+    # Each unordered pair at offsets 1 and 2 gives two flows, each computed once: 2 · (8 + 7)
+    # of the 64 asked for (the clamped windows at the ends ask for some pairs twice).
+    assert (flows.misses, flows.hits) == (30, asked - 30) and asked == 64
+    # Pairs are matched by the arrays themselves: an equal copy is another frame.
+    a, b = frames[0], frames[1]
+    f_ab = flows.flow(a, b)
+    assert flows.flow(a, b) is f_ab and not f_ab.flags.writeable
+    assert flows.flow(a.copy(), b) is not f_ab
+    with pytest.raises(ValueError, match="capacity"):
+        FlowPairCache(capacity=0)
 
 
 def test_flow_grey_brings_the_long_side_to_the_working_size():
@@ -314,7 +343,7 @@ def test_the_speed_benchmark_reports_every_part_per_input_size(tmp_path):
     report = json.loads((tmp_path / "bench_flow_motion.json").read_text())
     assert [r["working"] for r in report["rows"]] == ["128x128", "128x96"]
     for r in report["rows"]:
-        for part in ("grey_ms", "planes_ms", "net_ms", "evidence_ms"):
+        for part in ("grey_ms", "planes_uncached_ms", "planes_ms", "net_ms", "evidence_ms"):
             assert 0 < r[part]["p50"] <= r[part]["p95"]
     assert (tmp_path / "bench_flow_motion.png").stat().st_size > 0
 

@@ -52,6 +52,7 @@ from gmos_core.geometry.flow_features import (
     NEIGHBOUR_OFFSETS,
     NUM_FEATURES,
     PLANES_PER_NEIGHBOUR,
+    FlowPairCache,
     flow_grey,
     window_planes,
 )
@@ -141,10 +142,11 @@ def clip_planes(scene: SceneSample) -> tuple[np.ndarray, np.ndarray]:
         cell on objects moving in the world at that frame).
     """
     greys = [flow_grey(f) for f in scene.frames]
+    flows = FlowPairCache()  # neighbouring centres share pairs: each flow computed once
     planes, targets = [], []
     for t in range(scene.num_frames):
         window, center = clamped_window(greys, t)
-        x = window_planes(window, center)
+        x = window_planes(window, center, flows)
         moving = np.isin(scene.instance_masks[t], scene.object_ids[scene.motion_state[t]])
         y = cv2.resize(moving.astype(np.float32), x.shape[:0:-1], interpolation=cv2.INTER_AREA)
         planes.append(x.astype(np.float16))

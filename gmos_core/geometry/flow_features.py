@@ -12,13 +12,16 @@ and how an object's flow differs from its surroundings', is what the net learns
 homography transfer error 0.73, the Sampson distance to a fundamental matrix fitted by LMedS
 0.76, the net on these planes 0.79.
 
-Pure numpy/OpenCV (no torch, no ROS). One frame's planes cost 8 DIS flows and 8 robust
-fits at the working size (128 px on the long side: ~40-55 ms on one core of the build machine,
+Pure numpy/OpenCV (no torch, no ROS). One frame's planes cost 8 DIS flows (4 in a stream whose
+windows share a `FlowPairCache`) and 8 robust fits at the working size (128 px on the long side:
+~38-48 ms on one core of the build machine, the fundamental matrix's LMedS fit most of it;
 `training.bench_flow_motion`).
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import cv2
@@ -29,6 +32,7 @@ __all__ = [
     "NEIGHBOUR_OFFSETS",
     "NUM_FEATURES",
     "WORK_SIDE",
+    "FlowPairCache",
     "feature_size",
     "flow_grey",
     "pair_planes",
@@ -55,6 +59,7 @@ _MIN_FIT_POINTS = 30
 _FLOW_SCALE, _HRES_SCALE, _HRES_CLIP, _SAMPSON_SCALE, _SAMPSON_CLIP = 8.0, 4.0, 5.0, 2.0, 5.0
 
 _DIS = None
+_DIS_LOCK = threading.Lock()
 
 
 def _dis() -> cv2.DISOpticalFlow:
@@ -89,15 +94,71 @@ def flow_grey(frame_rgb: np.ndarray) -> np.ndarray:
     return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
 
 
+class FlowPairCache:
+    """Dense flows of recent frame pairs, so that windows sliding over a stream compute each
+    pair's flow once instead of twice.
+
+    The planes of centre t ask for the flows t → j and j → t of each neighbour j, and the planes
+    of centre j (when j is a centre too, as every frame is in a stream) ask for the same two.
+    Pairs are matched by the identity of the two grey arrays, which each entry holds (so an id
+    cannot be reused while cached): callers make a frame's grey once (`flow_grey`) and never
+    change it in place. Bounded to the `capacity` most recently used flows (a stream needs ~12;
+    each flow is h × w × 2 float32, 128 kB at 128 × 128). Safe to share between threads.
+
+    Args:
+        capacity: flows kept (>= 1).
+    """
+
+    def __init__(self, capacity: int = 32) -> None:
+        if capacity < 1:
+            raise ValueError(f"FlowPairCache: capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.hits = 0
+        self.misses = 0
+        self._flows: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._flows)
+
+    def flow(self, g0: np.ndarray, g1: np.ndarray) -> np.ndarray:
+        """(h, w, 2) float32 DIS flow from `g0` to `g1` (read-only: shared with later calls)."""
+        key = (id(g0), id(g1))
+        with self._lock:
+            entry = self._flows.get(key)
+            if entry is not None and entry[0] is g0 and entry[1] is g1:
+                self._flows.move_to_end(key)
+                self.hits += 1
+                return entry[2]
+        flow = _dense_flow(g0, g1)
+        flow.flags.writeable = False
+        with self._lock:
+            self.misses += 1
+            self._flows[key] = (g0, g1, flow)
+            self._flows.move_to_end(key)
+            while len(self._flows) > self.capacity:
+                self._flows.popitem(last=False)
+        return flow
+
+
+def _dense_flow(g0: np.ndarray, g1: np.ndarray) -> np.ndarray:
+    with _DIS_LOCK:  # one DIS object per process, and its calc is not re-entrant
+        return _dis().calc(g0, g1, None)
+
+
 def _homogeneous(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.stack([x, y, np.ones_like(x)], -1).reshape(-1, 3).astype(np.float64)
 
 
-def pair_planes(g0: np.ndarray, g1: np.ndarray) -> np.ndarray:
+def pair_planes(g0: np.ndarray, g1: np.ndarray, flows: FlowPairCache | None = None) -> np.ndarray:
     """The six planes of the centre frame `g0` against one neighbour `g1`.
 
     Args:
         g0, g1: (h, w) uint8 grey images of one size (`flow_grey`).
+        flows: where the two flows are looked up and kept (None: computed here); the planes
+            are the same either way.
 
     Returns:
         (6, h, w) float32: flow x, y (/ 8 px); flow minus the homography's transfer, x, y
@@ -109,8 +170,8 @@ def pair_planes(g0: np.ndarray, g1: np.ndarray) -> np.ndarray:
     if g0.shape != g1.shape or g0.ndim != 2:
         raise ValueError(f"pair_planes: grey images differ or are not 2-D: {g0.shape}, {g1.shape}")
     h, w = g0.shape
-    fw = _dis().calc(g0, g1, None)
-    bw = _dis().calc(g1, g0, None)
+    flow = flows.flow if flows is not None else _dense_flow
+    fw, bw = flow(g0, g1), flow(g1, g0)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     x1, y1 = xs + fw[..., 0], ys + fw[..., 1]
     back = cv2.remap(
@@ -148,7 +209,9 @@ def pair_planes(g0: np.ndarray, g1: np.ndarray) -> np.ndarray:
     return np.stack([np.nan_to_num(p).astype(np.float32) * okf for p in planes])
 
 
-def window_planes(greys: Sequence[np.ndarray], center: int) -> np.ndarray:
+def window_planes(
+    greys: Sequence[np.ndarray], center: int, flows: FlowPairCache | None = None
+) -> np.ndarray:
     """The net's input for the centre frame of a window.
 
     Args:
@@ -157,6 +220,7 @@ def window_planes(greys: Sequence[np.ndarray], center: int) -> np.ndarray:
             centre's own array repeated (the runtime repeats frames at a stream's ends), gives
             six zero planes (no evidence).
         center: index of the frame the planes describe.
+        flows: flow cache shared by the windows of a stream (`FlowPairCache`), or None.
 
     Returns:
         (NUM_FEATURES, h, w) float32 at `feature_size` of the working images: the neighbours'
@@ -172,7 +236,7 @@ def window_planes(greys: Sequence[np.ndarray], center: int) -> np.ndarray:
     for off in NEIGHBOUR_OFFSETS:
         j = center + off
         if 0 <= j < len(greys) and greys[j] is not g0:
-            planes.extend(pair_planes(g0, greys[j]))
+            planes.extend(pair_planes(g0, greys[j], flows))
         else:
             planes.extend(np.zeros((PLANES_PER_NEIGHBOUR, h, w), np.float32))
     xs = np.linspace(-1.0, 1.0, w, dtype=np.float32)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from gmos_core.geometry.flow_features import flow_grey, window_planes
+from gmos_core.geometry.flow_features import FlowPairCache, flow_grey, window_planes
 from gmos_core.geometry.warp import mask_means
 from gmos_core.models.flow_motion_net import FlowMotionNet
 from gmos_core.models.prediction import ProposalPrediction
@@ -86,6 +86,11 @@ class FlowMotionDecision:
         net: the net (evaluation mode is set); None loads `weights`.
         weights: safetensors file of the net (default: the shipped one).
         min_pixels: a proposal needs this many pixels under its mask (fewer: probability 0).
+
+    Attributes:
+        flows: the flows of recent frame pairs (`FlowPairCache`): consecutive windows of a
+            stream share pairs, so each pair's flow is computed once. Shared by every stream
+            this decision serves (pairs are told apart by their frames' grey arrays).
     """
 
     def __init__(
@@ -98,6 +103,7 @@ class FlowMotionDecision:
             raise ValueError(f"min_pixels must be >= 1, got {min_pixels}")
         self.net = (net if net is not None else load_flow_motion_net(weights)).eval()
         self.min_pixels = min_pixels
+        self.flows = FlowPairCache()
 
     @staticmethod
     def grey(frame_rgb: np.ndarray) -> np.ndarray:
@@ -114,7 +120,7 @@ class FlowMotionDecision:
             raise ValueError(f"evidence: centre {center} outside a window of {len(greys)}")
         if all(g is greys[center] for g in greys):
             return None
-        planes = torch.from_numpy(window_planes(greys, center))[None]
+        planes = torch.from_numpy(window_planes(greys, center, self.flows))[None]
         with torch.inference_mode():
             return torch.sigmoid(self.net(planes))[0].numpy().astype(np.float32)
 
