@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -121,6 +122,25 @@ def test_flow_cache_gives_the_same_planes_computing_each_pair_once_and_stays_bou
     assert flows.flow(a.copy(), b) is not f_ab
     with pytest.raises(ValueError, match="capacity"):
         FlowPairCache(capacity=0)
+
+
+def test_neighbour_pairs_on_threads_give_the_same_planes_and_evidence():
+    frames = [_shift(_texture(), 1.5 * k, 0.5 * k) for k in range(5)]
+    with ThreadPoolExecutor(4) as pool:
+        for t in (0, 2, 4):
+            window, center = clamped_window(frames, t)
+            assert np.array_equal(
+                window_planes(window, center, FlowPairCache(), pool), window_planes(window, center)
+            )
+    net = FlowMotionNet(width=8)
+    one, four = FlowMotionDecision(net=net), FlowMotionDecision(net=net, threads=4)
+    assert one.pool is None and four.pool is not None
+    window, center = clamped_window(frames, 2)
+    assert np.array_equal(
+        four.evidence(window, [None] * 5, center), one.evidence(window, [None] * 5, center)
+    )
+    with pytest.raises(ValueError, match="threads"):
+        FlowMotionDecision(net=net, threads=0)
 
 
 def test_flow_grey_brings_the_long_side_to_the_working_size():

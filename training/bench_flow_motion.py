@@ -55,9 +55,9 @@ def bench_size(dec: FlowMotionDecision, frames: np.ndarray, size: tuple[int, int
     for t in tqdm(range(len(greys)), desc=f"{w}x{h}", unit="frame"):
         window, c = clamped_window(greys, t)
         tc = time.perf_counter()
-        window_planes(window, c)  # every flow computed (no earlier window shares it)
+        window_planes(window, c, pool=dec.pool)  # every flow computed (none shared)
         t0 = time.perf_counter()
-        x = window_planes(window, c, flows)
+        x = window_planes(window, c, flows, dec.pool)
         t1 = time.perf_counter()
         with torch.inference_mode():
             dec.net(torch.from_numpy(x)[None])
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--frames must be >= 3, got {args.frames}")
     apply_threads(args.threads)
     scene = generate_scene(SceneConfig(num_frames=args.frames, seed=900_001))
-    dec = FlowMotionDecision()
+    dec = FlowMotionDecision(threads=args.threads)
     rows = [bench_size(dec, scene.frames, s) for s in SIZES]
     report = {
         "frames": args.frames,

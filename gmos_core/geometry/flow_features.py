@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import Executor
 
 import cv2
 import numpy as np
@@ -58,15 +59,16 @@ _MIN_FIT_POINTS = 30
 # Scales that bring each plane to roughly unit range (working-size pixels), and clips.
 _FLOW_SCALE, _HRES_SCALE, _HRES_CLIP, _SAMPSON_SCALE, _SAMPSON_CLIP = 8.0, 4.0, 5.0, 2.0, 5.0
 
-_DIS = None
-_DIS_LOCK = threading.Lock()
+_LOCAL = threading.local()
 
 
 def _dis() -> cv2.DISOpticalFlow:
-    global _DIS
-    if _DIS is None:  # one per process: creating it costs more than a 128-px flow
-        _DIS = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return _DIS
+    # One per thread: creating it costs more than a 128-px flow, and its calc keeps working
+    # buffers, so two threads must not share one.
+    dis = getattr(_LOCAL, "dis", None)
+    if dis is None:
+        dis = _LOCAL.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return dis
 
 
 def feature_size(height: int, width: int) -> tuple[int, int]:
@@ -144,8 +146,7 @@ class FlowPairCache:
 
 
 def _dense_flow(g0: np.ndarray, g1: np.ndarray) -> np.ndarray:
-    with _DIS_LOCK:  # one DIS object per process, and its calc is not re-entrant
-        return _dis().calc(g0, g1, None)
+    return _dis().calc(g0, g1, None)
 
 
 def _homogeneous(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -210,7 +211,10 @@ def pair_planes(g0: np.ndarray, g1: np.ndarray, flows: FlowPairCache | None = No
 
 
 def window_planes(
-    greys: Sequence[np.ndarray], center: int, flows: FlowPairCache | None = None
+    greys: Sequence[np.ndarray],
+    center: int,
+    flows: FlowPairCache | None = None,
+    pool: Executor | None = None,
 ) -> np.ndarray:
     """The net's input for the centre frame of a window.
 
@@ -221,6 +225,8 @@ def window_planes(
             six zero planes (no evidence).
         center: index of the frame the planes describe.
         flows: flow cache shared by the windows of a stream (`FlowPairCache`), or None.
+        pool: threads to compute the neighbours' planes on at once (OpenCV releases the GIL
+            in the flows and fits), or None: one after another. The planes are the same.
 
     Returns:
         (NUM_FEATURES, h, w) float32 at `feature_size` of the working images: the neighbours'
@@ -232,13 +238,18 @@ def window_planes(
     g0 = greys[center]
     h, w = g0.shape
     fh, fw = feature_size(h, w)
-    planes: list[np.ndarray] = []
+    pairs = []
     for off in NEIGHBOUR_OFFSETS:
         j = center + off
-        if 0 <= j < len(greys) and greys[j] is not g0:
-            planes.extend(pair_planes(g0, greys[j], flows))
-        else:
-            planes.extend(np.zeros((PLANES_PER_NEIGHBOUR, h, w), np.float32))
+        pairs.append(greys[j] if 0 <= j < len(greys) and greys[j] is not g0 else None)
+    if pool is None:
+        per_pair = [None if g1 is None else pair_planes(g0, g1, flows) for g1 in pairs]
+    else:
+        futures = [None if g1 is None else pool.submit(pair_planes, g0, g1, flows) for g1 in pairs]
+        per_pair = [None if f is None else f.result() for f in futures]
+    planes: list[np.ndarray] = []
+    for p in per_pair:
+        planes.extend(p if p is not None else np.zeros((PLANES_PER_NEIGHBOUR, h, w), np.float32))
     xs = np.linspace(-1.0, 1.0, w, dtype=np.float32)
     ys = np.linspace(-1.0, 1.0, h, dtype=np.float32)
     planes += [

@@ -13,6 +13,7 @@ brought to 128 px on the long side, the runtime's window stride keeps ~0.5 s per
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -86,11 +87,15 @@ class FlowMotionDecision:
         net: the net (evaluation mode is set); None loads `weights`.
         weights: safetensors file of the net (default: the shipped one).
         min_pixels: a proposal needs this many pixels under its mask (fewer: probability 0).
+        threads: CPU threads for a window's four neighbour pairs (flows and fits at once, the
+            same planes); 1 computes them one after another. The streaming runtime computes
+            the evidence before it runs the model, so the two can share a thread budget.
 
     Attributes:
         flows: the flows of recent frame pairs (`FlowPairCache`): consecutive windows of a
             stream share pairs, so each pair's flow is computed once. Shared by every stream
             this decision serves (pairs are told apart by their frames' grey arrays).
+        pool: the worker threads of `threads` > 1 (at most 4: one per neighbour), else None.
     """
 
     def __init__(
@@ -98,12 +103,21 @@ class FlowMotionDecision:
         net: FlowMotionNet | None = None,
         weights: str | Path = DEFAULT_FLOW_MOTION_WEIGHTS,
         min_pixels: int = 1,
+        threads: int = 1,
     ) -> None:
         if min_pixels < 1:
             raise ValueError(f"min_pixels must be >= 1, got {min_pixels}")
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         self.net = (net if net is not None else load_flow_motion_net(weights)).eval()
         self.min_pixels = min_pixels
         self.flows = FlowPairCache()
+        # Idle worker threads cost nothing; they end with the process.
+        self.pool = (
+            ThreadPoolExecutor(min(threads, 4), thread_name_prefix="flow_planes")
+            if threads > 1
+            else None
+        )
 
     @staticmethod
     def grey(frame_rgb: np.ndarray) -> np.ndarray:
@@ -120,7 +134,8 @@ class FlowMotionDecision:
             raise ValueError(f"evidence: centre {center} outside a window of {len(greys)}")
         if all(g is greys[center] for g in greys):
             return None
-        planes = torch.from_numpy(window_planes(greys, center, self.flows))[None]
+        planes = window_planes(greys, center, self.flows, self.pool)
+        planes = torch.from_numpy(planes)[None]
         with torch.inference_mode():
             return torch.sigmoid(self.net(planes))[0].numpy().astype(np.float32)
 

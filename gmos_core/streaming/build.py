@@ -318,14 +318,19 @@ def build_motion_decision(settings: RuntimeSettings) -> MotionDecision | None:
     if settings.motion_decision == "depth_warp":
         return WarpMotionDecision()
     if settings.motion_decision == "flow_motion":
+        import torch
+
         from gmos_core.models.flow_decision import (  # loads torch, as the model did
             DEFAULT_FLOW_MOTION_WEIGHTS,
             FlowMotionDecision,
         )
 
         try:
+            # torch's CPU thread budget (the node's torch_threads, --threads): the evidence is
+            # computed before the model runs, never beside it.
             return FlowMotionDecision(
-                weights=settings.flow_motion_weights or DEFAULT_FLOW_MOTION_WEIGHTS
+                weights=settings.flow_motion_weights or DEFAULT_FLOW_MOTION_WEIGHTS,
+                threads=torch.get_num_threads(),
             )
         except (FileNotFoundError, ValueError) as exc:
             raise ModelSetupError(str(exc)) from exc
