@@ -94,10 +94,10 @@ test: setup
 	$(V)/bin/pytest -q $(PYTEST_ARGS)
 
 # The node demo: synthetic bag -> gmos_node over loopback DDS -> recorded outputs -> MOS-I.
-# The shipped micro Gmos with the flow motion net deciding which objects move (its motion
-# head is at chance; `python -m gmos_ros.demo` alone runs the head, the node's default).
+# The node's defaults: the shipped micro Gmos, with the flow motion net deciding which objects
+# move (motion_decision auto; its own motion head is at chance: --motion-decision head).
 demo: setup
-	$(PY) -m gmos_ros.demo --out out/demo --motion-decision flow_motion
+	$(PY) -m gmos_ros.demo --out out/demo
 
 # The evaluation demo without ROS: the non-learned baseline scored on synthetic scenes.
 eval-demo: setup

@@ -11,6 +11,9 @@ probabilities (masks, predicted IoU and the propagator stay):
 * ``flow_motion``: the flow motion net on the window's optical-flow geometry (RGB only,
   `gmos_core.models.flow_decision.FlowMotionDecision`).
 
+Settings may also ask for ``auto`` (the node's default): the decision measured best for the
+model, resolved before anything is built (`gmos_core.streaming.build.resolve_motion_decision`).
+
 Every decision is stateless per stream and follows `MotionDecision`; a bundle keeps one
 calibrated operating point per decision (`gmos_core.bundle`).
 """
@@ -24,10 +27,14 @@ import numpy as np
 
 from gmos_core.models.prediction import ProposalPrediction
 
-__all__ = ["MOTION_DECISIONS", "MotionDecision"]
+__all__ = ["AUTO", "MOTION_DECISIONS", "MOTION_DECISION_CHOICES", "MotionDecision"]
 
-#: The decision names a `RuntimeSettings.motion_decision` / node parameter may take.
+#: The decisions the runtime runs.
 MOTION_DECISIONS = ("head", "depth_warp", "flow_motion")
+#: "Whichever decision is measured best for the model" (resolved to one of MOTION_DECISIONS).
+AUTO = "auto"
+#: What a `RuntimeSettings.motion_decision` / node parameter / command-line option may say.
+MOTION_DECISION_CHOICES = (AUTO, *MOTION_DECISIONS)
 
 
 class MotionDecision(Protocol):

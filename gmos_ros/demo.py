@@ -45,7 +45,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from gmos_core.data.synthetic import SceneConfig, generate_scene
 from gmos_core.metrics.object_states import score_object_states
-from gmos_core.motion_decision import MOTION_DECISIONS
+from gmos_core.motion_decision import AUTO, MOTION_DECISION_CHOICES
 from gmos_core.streaming.build import DEFAULT_BUNDLES
 from gmos_core.visualize import labelled_rows_sheet, overlay_instances, write_rgb
 from gmos_ros.bag import (
@@ -270,12 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=900_001, help="scene seed (held out)")
     ap.add_argument(
         "--motion-decision",
-        default="head",
-        choices=MOTION_DECISIONS,
+        default=AUTO,
+        choices=MOTION_DECISION_CHOICES,
         help="gmos_online: which proposals move: the motion head, the warp residual of the "
         "bag's depth with the camera's poses (written to the bag on /camera/pose as a robot's "
         "odometry would give them; node parameters motion_decision, geometry.pose_topics), or "
-        "the flow motion net on the images' optical flow (RGB only)",
+        "the flow motion net on the images' optical flow (RGB only); auto, the node's default: "
+        "the flow motion net with the shipped micro Gmos (its head is at chance), else the head",
     )
     args = ap.parse_args(argv)
     loopback_env()  # before any rclpy.init: ROS and Fast DDS read these there, not at import

@@ -213,6 +213,7 @@ class GmosNode(LifecycleNode):
         self._diag_timer = self.create_timer(p.diagnostics_period_s, self.publish_diagnostics)
         self.get_logger().info(
             f"configured: {p.runtime.variant} ({p.runtime.model_config}) on {p.runtime.device}, "
+            f"motion decision {p.runtime.motion_decision}, "
             f"{len(self.cameras)} camera(s), input QoS {p.qos_input.profile}/"
             f"depth {p.qos_input.depth}, output QoS {p.qos_output.profile}/"
             f"depth {p.qos_output.depth}"

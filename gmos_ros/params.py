@@ -24,8 +24,8 @@ from rclpy.qos import (
 )
 
 from gmos_core.geometry.slam_masks import INSTANCE_ENCODINGS
-from gmos_core.motion_decision import MOTION_DECISIONS
-from gmos_core.streaming.build import RuntimeSettings
+from gmos_core.motion_decision import AUTO, MOTION_DECISION_CHOICES
+from gmos_core.streaming.build import RuntimeSettings, resolve_motion_decision
 from gmos_ros.health import HealthThresholds, Level
 
 __all__ = [
@@ -183,12 +183,13 @@ PARAMS: tuple[ParamSpec, ...] = (
     ),  # fmt: skip
     ParamSpec(
         "motion_decision",
-        "head",
+        AUTO,
         "Which proposals move: head (the model's motion head, the paper's), depth_warp (the "
         "warp residual of the aligned depth with the camera poses of geometry.pose_topics, else "
         "of the depth odometry; needs geometry.depth_topics for every camera and the "
         "camera_info topics) or flow_motion (the flow motion net on the images' optical flow, "
-        "RGB only); variant gmos_online.",
+        "RGB only); variant gmos_online. auto: flow_motion with the shipped micro Gmos (its "
+        "motion head is at chance), head with any other model.",
     ),  # fmt: skip
     ParamSpec(
         "flow_motion_weights",
@@ -651,13 +652,13 @@ def params_from_values(
     if precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"parameter precision={precision!r}: must be one of fp32, bf16, fp16")
     geometry = _geometry_settings(get, choice, len(topics))
-    decision = choice("motion_decision", MOTION_DECISIONS)
+    decision = choice("motion_decision", MOTION_DECISION_CHOICES)
     if any(geometry.pose_topics) and decision != "depth_warp":
         raise ValueError(
             "parameter geometry.pose_topics: camera poses are used by motion_decision depth_warp "
             f"only (motion_decision is {decision})"
         )
-    if decision != "head" and variant != "gmos_online":
+    if decision not in ("head", AUTO) and variant != "gmos_online":
         raise ValueError(
             f"parameter motion_decision={decision} decides which proposals move: variant "
             f"gmos_online only (got {variant})"
@@ -696,6 +697,9 @@ def params_from_values(
         motion_decision=decision,
         flow_motion_weights=str(get("flow_motion_weights")),
     )
+    # auto names a decision here already, so that the node, its diagnostics and `gmos-bag
+    # eval` all see (and log) the one that runs.
+    runtime = resolve_motion_decision(runtime)
     return NodeParams(
         autostart=bool(get("autostart")),
         runtime=runtime,

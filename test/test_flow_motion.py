@@ -30,6 +30,12 @@ from gmos_core.models.flow_decision import (
 )
 from gmos_core.models.flow_motion_net import FlowMotionNet
 from gmos_core.models.prediction import ProposalPrediction
+from gmos_core.streaming.build import (
+    DEFAULT_BUNDLES,
+    RuntimeSettings,
+    build_segmenter,
+    resolve_motion_decision,
+)
 from training.train_flow_motion import (
     FlowMotionConfig,
     FlowPlaneDataset,
@@ -391,3 +397,26 @@ def test_the_fusion_probe_keeps_a_track_once_it_moved_and_scores_in_range(tmp_pa
     assert (tmp_path / "results.png").stat().st_size > 0
     with pytest.raises(SystemExit):  # never tuned on the held-out split
         main(["--out", str(tmp_path), "--seed", "900000"])
+
+
+@pytest.mark.skipif(
+    not DEFAULT_BUNDLES["gmos_online"].is_file(), reason="no shipped micro Gmos bundle"
+)
+def test_auto_decision_is_the_flow_net_for_the_shipped_micro_gmos_only():
+    shipped = DEFAULT_BUNDLES["gmos_online"]
+    auto = RuntimeSettings(motion_decision="auto")
+    assert resolve_motion_decision(auto).motion_decision == "flow_motion"
+    named = dataclasses.replace(auto, bundle=str(shipped))  # the same file, named
+    assert resolve_motion_decision(named).motion_decision == "flow_motion"
+    for other in (
+        dataclasses.replace(auto, bundle="my_model.safetensors"),
+        dataclasses.replace(auto, head_checkpoint="gmos.pth"),
+        dataclasses.replace(auto, variant="gmos_s"),
+        dataclasses.replace(auto, variant="frame_diff"),
+    ):
+        assert resolve_motion_decision(other).motion_decision == "head"
+    explicit = RuntimeSettings(motion_decision="head")
+    assert resolve_motion_decision(explicit) is explicit
+    # The segmenter built from "auto" runs the flow decision.
+    seg = build_segmenter(auto)
+    assert isinstance(seg.motion_decision, FlowMotionDecision)

@@ -29,6 +29,7 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from gmos_core.streaming import ForegroundPrediction  # noqa: E402
+from gmos_core.streaming.build import DEFAULT_BUNDLES  # noqa: E402
 from gmos_ros.messages import make_image, stamp_to_ns  # noqa: E402
 from gmos_ros.node import GmosNode, autostart  # noqa: E402
 from gmos_ros.params import PARAMS, QosSpec, make_qos, params_from_values  # noqa: E402
@@ -317,7 +318,7 @@ def test_bad_parameters_fail_configure(ros):
     assert params_from_values({"precision": "bf16"}).runtime.precision == "bf16"
     with pytest.raises(ValueError, match="fg_threshold=1.5"):
         params_from_values({"operating_point": "params", "fg_threshold": 1.5})
-    with pytest.raises(ValueError, match="motion_decision='lidar': must be one of head"):
+    with pytest.raises(ValueError, match="motion_decision='lidar': must be one of auto, head"):
         params_from_values({"motion_decision": "lidar"})
     warp = {"motion_decision": "depth_warp", "camera_info_topics": ["info"]}
     with pytest.raises(ValueError, match="needs an aligned depth topic for every camera"):
@@ -334,6 +335,17 @@ def test_bad_parameters_fail_configure(ros):
     assert flow.runtime.flow_motion_weights == "w.st"
     with pytest.raises(ValueError, match="variant gmos_online only"):
         params_from_values({"motion_decision": "flow_motion", "variant": "gmos_s"})
+    # auto (the default) names the decision that runs: the flow net for the shipped micro Gmos
+    # online, the head for any other model (a bundle of one's own, official checkpoints,
+    # Gmos-S); pose topics belong to depth_warp, which auto never picks.
+    shipped = DEFAULT_BUNDLES["gmos_online"].is_file()
+    assert params_from_values({}).runtime.motion_decision == ("flow_motion" if shipped else "head")
+    for other in ({"bundle": "mine.safetensors"}, {"head_checkpoint": "gmos.pth"},
+                  {"variant": "gmos_s"}, {"variant": "ego_residual"}):  # fmt: skip
+        assert params_from_values(other).runtime.motion_decision == "head", other
+    assert params_from_values({"motion_decision": "head"}).runtime.motion_decision == "head"
+    with pytest.raises(ValueError, match="used by motion_decision depth_warp only"):
+        params_from_values({"geometry.pose_topics": ["/pose"]})
 
 
 def test_params_mapping():

@@ -48,9 +48,14 @@ from gmos_core.deploy import add_backend_arguments
 from gmos_core.errors import ModelSetupError
 from gmos_core.geometry.warp_decision import SensorFrame
 from gmos_core.models.preprocess import stride_from_fps
-from gmos_core.motion_decision import MOTION_DECISIONS
+from gmos_core.motion_decision import AUTO, MOTION_DECISION_CHOICES
 from gmos_core.streaming import FrameResult
-from gmos_core.streaming.build import RuntimeSettings, build_segmenter, load_frame_model
+from gmos_core.streaming.build import (
+    RuntimeSettings,
+    build_segmenter,
+    load_frame_model,
+    resolve_motion_decision,
+)
 from gmos_core.variants import parse_variant
 from gmos_core.visualize import overlay_labels
 
@@ -292,12 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proposer-stride", type=int, default=1)
     p.add_argument(
         "--motion-decision",
-        default="head",
+        default=AUTO,
         # depth_warp needs each frame's depth and pose: the library form or the node.
-        choices=[d for d in MOTION_DECISIONS if d != "depth_warp"],
+        choices=[d for d in MOTION_DECISION_CHOICES if d != "depth_warp"],
         help="gmos: which proposals move: head (the model's motion head) or flow_motion (the "
         "flow motion net on the frames' optical flow, RGB only; the bundle's flow_motion "
-        "operating point). depth_warp needs depth and poses: library form (sensors=) or the node",
+        "operating point); auto: flow_motion with the shipped micro Gmos (its head is at "
+        "chance), head with any other model. depth_warp needs depth and poses: library form "
+        "(sensors=) or the node",
     )
     p.add_argument(
         "--flow-motion-weights",
@@ -348,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         motion_decision=args.motion_decision,
         flow_motion_weights=args.flow_motion_weights,
     )
+    if variant == "gmos_online":
+        settings = resolve_motion_decision(settings)
+        print(f"gmos-infer: motion decision {settings.motion_decision}", file=sys.stderr)
     try:
         for p in args.input:
             if not p.exists():

@@ -17,7 +17,7 @@ from gmos_core.baseline_model import BASELINE_VARIANTS, BaselineFrameModel
 from gmos_core.compute import DeviceUnavailableError, check_device
 from gmos_core.errors import ModelSetupError
 from gmos_core.geometry.warp_decision import WarpMotionDecision
-from gmos_core.motion_decision import MOTION_DECISIONS, MotionDecision
+from gmos_core.motion_decision import AUTO, MOTION_DECISIONS, MotionDecision
 from gmos_core.operating_point import OperatingPoint
 from gmos_core.streaming.segmenter import FrameModel, StreamingSegmenter
 from gmos_core.streaming.tracking import PropagatorTracking
@@ -70,7 +70,9 @@ class RuntimeSettings:
             odometry decides, `gmos_core.geometry.warp_decision`; every frame then comes with
             its `SensorFrame`, and the model runs at the bundle's depth_warp operating point)
             or "flow_motion" (the flow motion net on the window's optical flow, RGB only,
-            `gmos_core.models.flow_decision`; the bundle's flow_motion operating point).
+            `gmos_core.models.flow_decision`; the bundle's flow_motion operating point), or
+            "auto" (`resolve_motion_decision`: flow_motion for the shipped micro Gmos, whose
+            own motion head is at chance; head for every other model).
         flow_motion_weights: the flow motion net's weights ("": the shipped
             `gmos_core/assets/flow_motion.safetensors`).
     """
@@ -118,6 +120,7 @@ def load_frame_model(settings: RuntimeSettings) -> FrameModel:
         check_device(settings.device)
     except DeviceUnavailableError as exc:
         raise ModelSetupError(str(exc)) from None
+    settings = resolve_motion_decision(settings)
     _check_decision(settings)
     if settings.variant in BASELINE_VARIANTS:
         if settings.tracker != "mask_iou":
@@ -165,6 +168,23 @@ def load_frame_model(settings: RuntimeSettings) -> FrameModel:
     except ValueError as exc:
         raise ModelSetupError(str(exc)) from exc
     return _with_decision_point(model, settings)
+
+
+def resolve_motion_decision(settings: RuntimeSettings) -> RuntimeSettings:
+    """`settings` with ``motion_decision: auto`` replaced by a decision (others unchanged).
+
+    ``auto`` is ``flow_motion`` for the shipped micro Gmos online (`DEFAULT_BUNDLES`): its
+    motion head tells moving from static objects at chance, and with the flow motion net it
+    beats both baselines on the held-out split (README; docs/training.md, session 14). Every
+    other model (official checkpoints, a bundle of one's own, Gmos-S, the baselines) gets
+    ``head``, the paper's decision: a bundle trained elsewhere says nothing about its head.
+    """
+    if settings.motion_decision != AUTO:
+        return settings
+    shipped = DEFAULT_BUNDLES["gmos_online"]
+    path = _bundle_path(settings) if settings.variant == "gmos_online" else None
+    own = path is not None and path.resolve() == shipped.resolve()
+    return dataclasses.replace(settings, motion_decision="flow_motion" if own else "head")
 
 
 def _check_decision(settings: RuntimeSettings) -> None:
@@ -271,6 +291,7 @@ def build_segmenter(
     (`segmenter.tracking.iter_offline_results()`); never for live streams.
     `second_pass=False` runs the same online pass as `offline=True` but keeps nothing.
     """
+    settings = resolve_motion_decision(settings)
     _check_decision(settings)
     if motion_decision is not None and settings.motion_decision == "head":
         raise ValueError("a motion_decision object was given, but the settings' decision is 'head'")
@@ -315,6 +336,7 @@ def build_motion_decision(settings: RuntimeSettings) -> MotionDecision | None:
     Raises:
         ModelSetupError: the flow motion net's weights are missing or not a flow motion net.
     """
+    settings = resolve_motion_decision(settings)
     if settings.motion_decision == "depth_warp":
         return WarpMotionDecision()
     if settings.motion_decision == "flow_motion":
