@@ -150,7 +150,9 @@ def test_eval_with_the_depth_warp_decision_drops_the_static_objects(tmp_path):
     model = AllMovingProposer(scene)
     values = load_params_file(default_params_file())
     # The stand-in's head, named: "auto" would pick the flow net for the shipped bundle.
-    values.update({"variant": "gmos_online", "operating_point": "params", "motion_decision": "head"})
+    values.update(
+        {"variant": "gmos_online", "operating_point": "params", "motion_decision": "head"}
+    )
     values.update({"propagator.motion_threshold": 0.5, "propagator.iou_threshold": 0.0})
     head = run_eval(
         tmp_path / "b", None, params_from_values(values), "/camera/image_raw", model=model
