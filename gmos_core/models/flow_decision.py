@@ -23,7 +23,12 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from gmos_core.geometry.flow_features import FlowPairCache, flow_grey, window_planes
+from gmos_core.geometry.flow_features import (
+    NEIGHBOUR_OFFSETS,
+    FlowPairCache,
+    flow_grey,
+    window_planes,
+)
 from gmos_core.geometry.warp import mask_means
 from gmos_core.models.flow_motion_net import FlowMotionNet
 from gmos_core.models.prediction import ProposalPrediction
@@ -95,7 +100,7 @@ class FlowMotionDecision:
         flows: the flows of recent frame pairs (`FlowPairCache`): consecutive windows of a
             stream share pairs, so each pair's flow is computed once. Shared by every stream
             this decision serves (pairs are told apart by their frames' grey arrays).
-        pool: the worker threads of `threads` > 1 (at most 4: one per neighbour), else None.
+        pool: the worker threads of `threads` > 1 (at most one per neighbour), else None.
     """
 
     def __init__(
@@ -114,7 +119,9 @@ class FlowMotionDecision:
         self.flows = FlowPairCache()
         # Idle worker threads cost nothing; they end with the process.
         self.pool = (
-            ThreadPoolExecutor(min(threads, 4), thread_name_prefix="flow_planes")
+            ThreadPoolExecutor(
+                min(threads, len(NEIGHBOUR_OFFSETS)), thread_name_prefix="flow_planes"
+            )
             if threads > 1
             else None
         )
